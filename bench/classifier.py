@@ -1,0 +1,82 @@
+"""How fast the trained router scores prompts: batches of 64, and one prompt at a time.
+
+    python bench/classifier.py [--model router/models/default.json] [--data FILE ...] [--json OUT]
+
+Reads the shared labeled data at run time (never copied into the repository).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from router.classifier import DEFAULT_MODEL_PATH  # noqa: E402
+from router.trained import TrainedClassifier  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BATCH = 64
+
+
+def prompts_from(paths: list[Path]) -> list[str]:
+    return [json.loads(line)["prompt"] for path in paths for line in path.read_text().splitlines() if line.strip()]
+
+
+def batch_rate(model: TrainedClassifier, prompts: list[str], passes: int = 3) -> float:
+    """Prompts per second scoring batches of 64: the median of ``passes`` passes over all prompts."""
+    rates = []
+    for _ in range(passes):
+        started = time.perf_counter()
+        for i in range(0, len(prompts), BATCH):
+            model.score_batch(prompts[i : i + BATCH])
+        rates.append(len(prompts) / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def single_latencies_ms(model: TrainedClassifier, prompts: list[str]) -> list[float]:
+    latencies = []
+    for prompt in prompts:
+        started = time.perf_counter()
+        model.score(prompt)
+        latencies.append((time.perf_counter() - started) * 1000)
+    return sorted(latencies)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
+    parser.add_argument("--data", type=Path, nargs="*", default=sorted(SHARED_DATA.glob("*.jsonl")))
+    parser.add_argument("--single", type=int, default=2000, help="prompts timed one at a time")
+    parser.add_argument("--json", type=Path, help="also write the figures as a JSON object here")
+    args = parser.parse_args()
+
+    model = TrainedClassifier.load(args.model)
+    prompts = prompts_from(args.data)
+    model.score_batch(prompts[:BATCH])  # warm-up: first-call costs are not the steady state
+    rate = batch_rate(model, prompts)
+    latencies = single_latencies_ms(model, prompts[: args.single])
+    figures = {
+        "model": str(args.model),
+        "prompts": len(prompts),
+        "batch_size": BATCH,
+        "prompts_per_second": round(rate, 1),
+        "single_p50_ms": round(statistics.median(latencies), 3),
+        "single_p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 3),
+        "single_max_ms": round(latencies[-1], 3),
+    }
+    print(
+        f"{figures['prompts']:,} prompts, batches of {BATCH}: {figures['prompts_per_second']:,.0f} prompts/s; "
+        f"one at a time: p50 {figures['single_p50_ms']} ms, p99 {figures['single_p99_ms']} ms"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

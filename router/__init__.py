@@ -1,0 +1,1 @@
+"""The routing decision, pure Python: features, classifiers, tier policy, evaluation."""

@@ -1,0 +1,57 @@
+"""The classifier interface: a prompt in, a score in [0, 1] out (higher = needs a stronger model).
+
+The kinds live beside this module: ``heuristic.py`` (zero training) and ``trained.py``
+(a model file made by ``turnout train``). ``load_classifier`` picks one from the config.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from schemas.config import ClassifierConfig
+
+#: The model shipped with the project, made by ``make model``; used when the config names none.
+DEFAULT_MODEL_PATH = Path(__file__).parent / "models" / "default.json"
+
+
+@dataclass(frozen=True)
+class Score:
+    """A classifier's verdict on one prompt."""
+
+    value: float
+    reasons: list[str] = field(default_factory=list)
+
+
+class Classifier(abc.ABC):
+    """Scores prompts; ``score_batch`` is what the classify task calls on a chunk."""
+
+    name: str = "classifier"
+
+    @abc.abstractmethod
+    def score(self, text: str) -> Score:
+        """Score one prompt."""
+
+    def score_batch(self, texts: Sequence[str]) -> list[Score]:
+        """Score many prompts; kinds with vectorised scoring override this."""
+        return [self.score(text) for text in texts]
+
+
+def load_classifier(config: ClassifierConfig) -> Classifier:
+    """The classifier the config asks for; ``auto`` means the default model, else the heuristic.
+
+    Raises ModelFileError (a clear sentence) when a model file is named but unusable, so a
+    worker fails at start rather than mid-batch.
+    """
+    from router.heuristic import HeuristicClassifier
+
+    if config.kind == "heuristic":
+        return HeuristicClassifier()
+    path = Path(config.model_path) if config.model_path else DEFAULT_MODEL_PATH
+    if config.kind == "auto" and not path.exists():
+        return HeuristicClassifier()
+    from router.trained import TrainedClassifier
+
+    return TrainedClassifier.load(path)

@@ -1,0 +1,265 @@
+"""The trained router: per-kind logistic models over TF-IDF n-grams, in one versioned JSON file.
+
+The score is (1 + expected quality gain of the strong model over the weak one) / 2, so 0.5
+means "the strong model buys nothing here" and 1.0 "the weak model fails where the strong
+one succeeds". Each prompt kind (``features.DOMAINS``) has its own model, because one model
+trained on every kind lets the biggest data set decide the others' ranking; a kind with no
+trained model, and any share of a trained one given by ``prior_blend``, is scored by a
+hand-set length/complexity prior so prompts unlike the training data still rank sensibly.
+
+The file is plain JSON (no pickle: loading a model must never run code); ``save`` also
+writes the model card ``<stem>.md`` beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router.classifier import Classifier, Score
+from router.features import DENSE_NAMES, DOMAINS, SparseRows, Vocabulary, describe_batch
+from schemas.errors import ModelFileError
+
+#: What the ``format`` field of a model file must say.
+MODEL_FORMAT = "turnout.router.trained"
+#: Bumped whenever a change to features or file layout would make old files score wrongly.
+MODEL_VERSION = 1
+#: Significant digits kept for weights in the file: enough for identical rankings, half the size.
+_DIGITS = 6
+
+
+@dataclass
+class LinearModel:
+    """Logistic regression over the shared TF-IDF rows plus standardised dense features."""
+
+    weights: np.ndarray
+    dense_weights: np.ndarray
+    dense_mean: np.ndarray
+    dense_scale: np.ndarray
+    bias: float
+    prior_blend: float = 0.0
+
+    def predict(self, rows: SparseRows, dense: np.ndarray) -> np.ndarray:
+        z = rows.dot(self.weights) + ((dense - self.dense_mean) / self.dense_scale) @ self.dense_weights + self.bias
+        return _sigmoid(z)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "weights": _rounded(self.weights),
+            "dense_weights": _rounded(self.dense_weights),
+            "dense_mean": _rounded(self.dense_mean),
+            "dense_scale": _rounded(self.dense_scale),
+            "bias": float(self.bias),
+            "prior_blend": float(self.prior_blend),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], n_terms: int) -> LinearModel:
+        model = cls(
+            weights=np.asarray(data["weights"], dtype=float),
+            dense_weights=np.asarray(data["dense_weights"], dtype=float),
+            dense_mean=np.asarray(data["dense_mean"], dtype=float),
+            dense_scale=np.asarray(data["dense_scale"], dtype=float),
+            bias=float(data["bias"]),
+            prior_blend=float(data.get("prior_blend", 0.0)),
+        )
+        dense_sizes = {len(model.dense_weights), len(model.dense_mean), len(model.dense_scale)}
+        if len(model.weights) != n_terms or dense_sizes != {len(DENSE_NAMES)}:
+            raise ValueError("weight vectors do not match the vocabulary and dense features")
+        return model
+
+
+@dataclass
+class ComplexityPrior:
+    """A hand-set logistic score on dense features: longer, denser, more technical → higher."""
+
+    weights: dict[str, float]
+    center: dict[str, float]
+    bias: float
+
+    def predict(self, dense: np.ndarray) -> np.ndarray:
+        z = np.full(len(dense), self.bias)
+        for name, weight in self.weights.items():
+            column = DENSE_NAMES.index(name)
+            z += weight * (dense[:, column] - self.center.get(name, 0.0))
+        return _sigmoid(z)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weights": self.weights, "center": self.center, "bias": self.bias}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ComplexityPrior:
+        weights = {str(k): float(v) for k, v in data["weights"].items()}
+        unknown = set(weights) - set(DENSE_NAMES)
+        if unknown:
+            raise ValueError(f"the prior names unknown features {sorted(unknown)}")
+        return cls(weights, {str(k): float(v) for k, v in data["center"].items()}, float(data["bias"]))
+
+
+#: The prior shipped in every model: about 0.45 for a one-line chat question, 0.6–0.7 for a
+#: long technical or code-heavy prompt. Set by hand, not fitted: the shared data has no
+#: open-ended prompts to fit it on.
+DEFAULT_PRIOR = ComplexityPrior(
+    weights={
+        "log_words": 0.35,
+        "log_code_markers": 0.35,
+        "log_math_symbols": 0.2,
+        "log_numbers": 0.1,
+        "long_word_share": 2.0,
+        "log_lines": 0.1,
+    },
+    center={"log_words": 3.5, "long_word_share": 0.12},
+    bias=0.0,
+)
+
+
+@dataclass
+class TrainedClassifier(Classifier):
+    """Scores prompts with the model of their kind; see the module docstring for the scale."""
+
+    vocabulary: Vocabulary
+    domains: dict[str, LinearModel]
+    prior: ComplexityPrior = field(default_factory=lambda: DEFAULT_PRIOR)
+    model_name: str = "default"
+    card: dict[str, Any] = field(default_factory=dict)
+    name: str = "trained"
+
+    def score(self, text: str) -> Score:
+        return self.score_batch([text])[0]
+
+    def score_batch(self, texts: Sequence[str]) -> list[Score]:
+        kinds, values = self.predict_with_kinds(texts)
+        return [Score(float(v), [f"trained:{self.model_name}", f"kind:{k}"]) for v, k in zip(values, kinds)]
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        """Scores as an array, in the order of ``texts``."""
+        return self.predict_with_kinds(texts)[1]
+
+    def predict_with_kinds(self, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        """Each text's detected kind and score."""
+        if not texts:
+            return [], np.zeros(0)
+        kinds, dense = describe_batch(texts)
+        values = self.prior.predict(dense)
+        for kind, model in self.domains.items():
+            picked = np.array([i for i, k in enumerate(kinds) if k == kind], dtype=int)
+            if len(picked) == 0:
+                continue
+            rows = self.vocabulary.transform([texts[i] for i in picked])
+            learned = model.predict(rows, dense[picked])
+            values[picked] = (1 - model.prior_blend) * learned + model.prior_blend * values[picked]
+        return kinds, values
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": MODEL_FORMAT,
+            "version": MODEL_VERSION,
+            "name": self.model_name,
+            "dense_features": list(DENSE_NAMES),
+            "vocabulary": self.vocabulary.terms,
+            "idf": _rounded(self.vocabulary.idf),
+            "domains": {kind: model.to_dict() for kind, model in self.domains.items()},
+            "prior": self.prior.to_dict(),
+            "card": self.card,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainedClassifier:
+        """Build from a parsed file; raises ValueError/KeyError/TypeError on any inconsistency."""
+        if list(data["dense_features"]) != list(DENSE_NAMES):
+            raise ValueError("its dense features differ from this version's")
+        vocabulary = Vocabulary([str(t) for t in data["vocabulary"]], np.asarray(data["idf"], dtype=float))
+        if len(vocabulary.idf) != len(vocabulary.terms):
+            raise ValueError("its vocabulary and idf lengths differ")
+        unknown = set(data["domains"]) - set(DOMAINS)
+        if unknown:
+            raise ValueError(f"it names unknown prompt kinds {sorted(unknown)}")
+        domains = {k: LinearModel.from_dict(m, len(vocabulary.terms)) for k, m in data["domains"].items()}
+        return cls(vocabulary, domains, ComplexityPrior.from_dict(data["prior"]), str(data["name"]), dict(data["card"]))
+
+    @classmethod
+    def load(cls, path: Path) -> TrainedClassifier:
+        """Read a model file; raises ModelFileError saying what is wrong with it."""
+        data = _read_json(Path(path))
+        if data.get("format") != MODEL_FORMAT:
+            raise ModelFileError(f"Model file {path} is not a turnout router model (format {data.get('format')!r}).")
+        if data.get("version") != MODEL_VERSION:
+            raise ModelFileError(
+                f"Model file {path} is version {data.get('version')!r} but this turnout reads version "
+                f"{MODEL_VERSION}; retrain it with `turnout train`."
+            )
+        try:
+            return cls.from_dict(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelFileError(f"Model file {path} is corrupt: {exc or type(exc).__name__}.") from exc
+
+    def save(self, path: Path) -> tuple[Path, Path]:
+        """Write the model JSON and its card ``<stem>.md``; returns both paths."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), separators=(",", ":")) + "\n", encoding="utf-8")
+        card_path = path.with_suffix(".md")
+        card_path.write_text(render_card(self.model_name, self.card), encoding="utf-8")
+        return path, card_path
+
+
+def render_card(model_name: str, card: Mapping[str, Any]) -> str:
+    """The model card as Markdown: what it was trained on, when, and how it did on held-out data."""
+    lines = [f"# Router model `{model_name}`", ""]
+    lines += [f"- format: `{MODEL_FORMAT}` version {MODEL_VERSION}"]
+    for key in ("created", "trained_on", "rows", "domains", "vocabulary_terms", "evaluation"):
+        if key in card and not isinstance(card[key], (dict, list)):
+            lines.append(f"- {key.replace('_', ' ')}: {card[key]}")
+    files = card.get("files", [])
+    if files:
+        lines += ["", "## Training data", "", "| file | rows |", "|---|---|"]
+        lines += [f"| `{f['path']}` | {f['rows']:,} |" for f in files]
+    kinds = card.get("rows_by_kind", {})
+    if kinds:
+        lines += ["", "Rows per prompt kind (as the router detects it): " + ", ".join(f"{k} {v:,}" for k, v in kinds.items())]
+    held_out = card.get("held_out", {})
+    if held_out:
+        lines += ["", "## Held-out metrics", "", str(card.get("held_out_method", "")), ""]
+        lines += ["| data | rows | weak | strong | CPT(20%) | CPT(50%) | CPT(80%) | APGR | oracle APGR |", "|---|---|---|---|---|---|---|---|---|"]
+        for data_name, m in held_out.items():
+            cpt = m["cpt"]
+            lines.append(
+                f"| {data_name} | {m['n']:,} | {m['weak_quality']:.3f} | {m['strong_quality']:.3f} | "
+                f"{cpt['20%']:.1%} | {cpt['50%']:.1%} | {cpt['80%']:.1%} | {m['apgr']:.3f} | {m['oracle_apgr']:.3f} |"
+            )
+        lines += ["", "CPT(x): share of calls sent to the strong model to recover x of the quality gap "
+                  "(lower is better). APGR: normalised area under the quality curve (random ≈ 0.5)."]
+    notes = card.get("notes")
+    if notes:
+        lines += ["", "## Notes", "", str(notes)]
+    return "\n".join(lines) + "\n"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ModelFileError(f"Model file {path} does not exist; run `turnout train` or `make model`.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"Model file {path} cannot be read: {exc}.") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"Model file {path} is corrupt: not valid JSON ({exc.msg} at line {exc.lineno}).") from exc
+    if not isinstance(data, dict):
+        raise ModelFileError(f"Model file {path} is corrupt: it holds a JSON {type(data).__name__}, not an object.")
+    return data
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=float)))
+
+
+def _rounded(values: np.ndarray) -> list[float]:
+    return [float(f"{v:.{_DIGITS}g}") if math.isfinite(v) else 0.0 for v in np.asarray(values, dtype=float).tolist()]

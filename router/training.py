@@ -1,0 +1,350 @@
+"""Training and evaluating the trained router on labeled routing data.
+
+Labeled data is JSONL, one ``{"id", "prompt", "weak", "strong"}`` object per line (other
+fields ignored), ``weak``/``strong`` being the two models' quality on the prompt.
+
+The target is the strong model's gain, ``(strong − weak + 1) / 2`` in [0, 1], fitted with a
+soft-label logistic regression: RouteLLM's metrics reward ranking prompts by how much the
+strong model beats the weak one, and a prompt both models fail (or both pass) is worth no
+strong call. On the shared data this target beat "strong wins" and "weak fails" in 5-fold CV.
+
+Run as ``python -m router.training --out router/models/default.json FILE...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router.classifier import Classifier
+from router.features import DENSE_NAMES, SparseRows, Vocabulary, describe_batch, detect_domain
+from router.metrics import DEFAULT_NUM_RESULTS, oracle_curve, quality_curve, routing_metrics
+from router.trained import DEFAULT_PRIOR, LinearModel, TrainedClassifier
+from schemas.errors import TurnoutError
+
+#: A file with fewer labeled rows than this cannot say anything about a router.
+MIN_ROWS = 20
+#: A prompt kind needs this many training rows for a model of its own; fewer go to the prior.
+MIN_ROWS_PER_KIND = 50
+#: The kinds that get a learned model. ``general`` never does: the labeled sets hold no
+#: open-ended prompts, only stragglers of the other kinds, and a model fitted on those would
+#: pass for a judgement on chat, writing and code it has never seen.
+LEARNED_KINDS = ("choice", "math")
+#: Folds of the cross-validation that produces the held-out figures of the model card.
+DEFAULT_FOLDS = 5
+
+
+class TrainingDataError(TurnoutError):
+    """Raised when a labeled data file cannot be used; the message names the file and line."""
+
+    def __init__(self, message: str, path: Path, line: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.line = line
+
+
+@dataclass(frozen=True)
+class LabeledRow:
+    """One labeled prompt; ``dataset`` is the file it came from (``mmlu`` for mmlu.train.jsonl)."""
+
+    id: str
+    prompt: str
+    weak: float
+    strong: float
+    dataset: str
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How hard each prompt kind's model is regularised; chosen by 5-fold CV on the shared data."""
+
+    l2: dict[str, float] = field(default_factory=lambda: {"choice": 1e-3, "math": 3e-3, "general": 3e-3})
+    prior_blend: float = 0.0
+    min_df: int = 2
+    max_terms: int = 20000
+    max_iter: int = 300
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What ``train`` did: where the model went, what it learned from, how it did held out."""
+
+    model_path: Path
+    card_path: Path
+    rows: dict[str, int]
+    held_out: dict[str, dict[str, Any]]
+    seconds: float
+
+
+def read_rows(path: Path, min_rows: int = MIN_ROWS) -> list[LabeledRow]:
+    """Every labeled row of a JSONL file; raises TrainingDataError naming the file and line."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TrainingDataError(f"Cannot read labeled data {path}: {exc}.", path) from exc
+    dataset = path.name.split(".")[0]
+    rows = [_parse_line(path, n, line, dataset) for n, line in enumerate(lines, 1) if line.strip()]
+    if len(rows) < min_rows:
+        raise TrainingDataError(f"{path} holds {len(rows)} labeled rows; at least {min_rows} are needed.", path)
+    return rows
+
+
+def _parse_line(path: Path, n: int, line: str, dataset: str) -> LabeledRow:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise TrainingDataError(f"{path}:{n}: not valid JSON ({exc.msg}).", path, n) from exc
+    if not isinstance(obj, dict):
+        raise TrainingDataError(f"{path}:{n}: expected a JSON object.", path, n)
+    missing = [k for k in ("id", "prompt", "weak", "strong") if k not in obj]
+    if missing:
+        raise TrainingDataError(f"{path}:{n}: missing field(s) {', '.join(missing)}.", path, n)
+    if not isinstance(obj["prompt"], str):
+        raise TrainingDataError(f"{path}:{n}: 'prompt' must be a string.", path, n)
+    quality = {}
+    for key in ("weak", "strong"):
+        value = obj[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise TrainingDataError(f"{path}:{n}: '{key}' must be a number, got {value!r}.", path, n)
+        quality[key] = float(value)
+    return LabeledRow(str(obj["id"]), obj["prompt"], quality["weak"], quality["strong"], dataset)
+
+
+def gain_target(rows: Sequence[LabeledRow]) -> np.ndarray:
+    """The strong model's gain over the weak one, scaled to [0, 1] (0.5 = no gain)."""
+    weak = np.array([r.weak for r in rows])
+    strong = np.array([r.strong for r in rows])
+    spread = max(float(np.max(np.abs(strong - weak))), 1.0)  # judge scores may exceed 0..1
+    return np.clip((strong - weak) / spread, -1.0, 1.0) / 2.0 + 0.5
+
+
+def fit(rows: Sequence[LabeledRow], settings: FitSettings = FitSettings(), name: str = "default") -> TrainedClassifier:
+    """A classifier with one model per prompt kind that has enough rows."""
+    texts = [r.prompt for r in rows]
+    vocabulary = Vocabulary.fit(texts, min_df=settings.min_df, max_terms=settings.max_terms)
+    kind_list, dense = describe_batch(texts)
+    kinds = np.array(kind_list)
+    target = gain_target(rows)
+    domains = {}
+    for kind in sorted(set(kinds)):
+        picked = np.where(kinds == kind)[0]
+        if kind in LEARNED_KINDS and len(picked) >= MIN_ROWS_PER_KIND:
+            matrix = vocabulary.transform([texts[i] for i in picked])
+            domains[kind] = fit_logistic(matrix, dense[picked], target[picked], settings.l2.get(kind, 3e-3), settings)
+    return TrainedClassifier(vocabulary, domains, DEFAULT_PRIOR, model_name=name)
+
+
+def fit_logistic(rows: SparseRows, dense: np.ndarray, target: np.ndarray, l2: float, settings: FitSettings) -> LinearModel:
+    """L2-regularised logistic regression with soft labels, fitted by L-BFGS."""
+    mean, scale = dense.mean(axis=0), dense.std(axis=0)
+    scale = np.where(scale > 1e-9, scale, 1.0)
+    standard = (dense - mean) / scale
+    n, p = rows.n_rows, rows.n_cols
+
+    def loss_and_gradient(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, v, b = theta[:p], theta[p:-1], theta[-1]
+        z = rows.dot(w) + standard @ v + b
+        loss = float(np.mean(np.logaddexp(0.0, z) - target * z) + 0.5 * l2 * (w @ w + v @ v))
+        residual = (0.5 * (1.0 + np.tanh(0.5 * z)) - target) / n
+        gradient = np.concatenate([rows.t_dot(residual) + l2 * w, standard.T @ residual + l2 * v, [residual.sum()]])
+        return loss, gradient
+
+    theta = _lbfgs(loss_and_gradient, np.zeros(p + len(DENSE_NAMES) + 1), settings.max_iter)
+    return LinearModel(theta[:p], theta[p:-1], mean, scale, float(theta[-1]), settings.prior_blend)
+
+
+def _lbfgs(
+    loss_and_gradient: Callable[[np.ndarray], tuple[float, np.ndarray]], x: np.ndarray, max_iter: int, memory: int = 10
+) -> np.ndarray:
+    """Limited-memory BFGS with a backtracking (Armijo) line search; stops on a tiny gradient."""
+    f, g = loss_and_gradient(x)
+    steps: list[tuple[np.ndarray, np.ndarray]] = []
+    for _ in range(max_iter):
+        direction = -_two_loop(g, steps)
+        slope = float(g @ direction)
+        if slope >= 0:  # the curvature pairs went stale: restart from steepest descent
+            steps, direction, slope = [], -g, -float(g @ g)
+        step = 1.0
+        while True:
+            x_new = x + step * direction
+            f_new, g_new = loss_and_gradient(x_new)
+            if f_new <= f + 1e-4 * step * slope or step < 1e-10:
+                break
+            step *= 0.5
+        s, y = x_new - x, g_new - g
+        if s @ y > 1e-12:
+            steps = (steps + [(s, y)])[-memory:]
+        x, f, g = x_new, f_new, g_new
+        if np.abs(g).max() < 1e-6:
+            break
+    return x
+
+
+def _two_loop(g: np.ndarray, steps: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    q = g.copy()
+    alphas = []
+    for s, y in reversed(steps):
+        alpha = (s @ q) / (y @ s)
+        alphas.append(alpha)
+        q -= alpha * y
+    if steps:
+        s, y = steps[-1]
+        q *= (s @ y) / (y @ y)
+    for (s, y), alpha in zip(steps, reversed(alphas)):
+        q += (alpha - (y @ q) / (y @ s)) * s
+    return q
+
+
+def cross_validated_scores(
+    rows: Sequence[LabeledRow], folds: int = DEFAULT_FOLDS, seed: int = 0, settings: FitSettings = FitSettings()
+) -> np.ndarray:
+    """Each row's score from a model fitted without its fold; folds are drawn within each dataset."""
+    rng = np.random.default_rng(seed)
+    fold = np.zeros(len(rows), dtype=int)
+    for dataset in sorted({r.dataset for r in rows}):
+        members = np.array([i for i, r in enumerate(rows) if r.dataset == dataset])
+        fold[members] = rng.permutation(len(members)) % folds
+    scores = np.zeros(len(rows))
+    for k in range(folds):
+        train_idx, test_idx = np.where(fold != k)[0], np.where(fold == k)[0]
+        model = fit([rows[i] for i in train_idx], settings)
+        scores[test_idx] = model.predict([rows[i].prompt for i in test_idx])
+    return scores
+
+
+def metrics_by_dataset(
+    scores: np.ndarray, rows: Sequence[LabeledRow], num_results: int = DEFAULT_NUM_RESULTS,
+    prices: tuple[float, float] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """RouteLLM's figures per dataset, plus ``all`` when the rows come from several."""
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(row.dataset, []).append(i)
+    if len(groups) > 1:
+        groups["all"] = list(range(len(rows)))
+    result = {}
+    for name, idx in groups.items():
+        weak = np.array([rows[i].weak for i in idx])
+        strong = np.array([rows[i].strong for i in idx])
+        result[name] = routing_metrics(scores[idx], weak, strong, num_results, prices).as_dict()
+    return result
+
+
+def evaluate(
+    classifier: Classifier,
+    rows: Sequence[LabeledRow],
+    num_results: int = DEFAULT_NUM_RESULTS,
+    prices: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """Score the rows with ``classifier`` and return RouteLLM's figures per dataset.
+
+    Each dataset's entry holds ``n``, ``weak_quality``, ``strong_quality``, ``cpt`` (``20%``,
+    ``50%``, ``80%``: shares of strong calls), ``apgr``, ``oracle_apgr``, ``share_at_95`` and,
+    given ``prices`` as (weak, strong) per call, ``cost_at_95`` / ``cost_all_strong``. The
+    ``curves`` entry holds each dataset's router and oracle curves as ``{"shares", "qualities"}``
+    lists, which ``metrics.plot_quality_vs_share`` accepts. Everything is JSON-serialisable.
+    A random router scores APGR 0.5 and CPT(x) = x.
+    """
+    scores = np.array([s.value for s in classifier.score_batch([r.prompt for r in rows])])
+    result: dict[str, Any] = metrics_by_dataset(scores, rows, num_results, prices)
+    result["curves"] = _curves(scores, rows, num_results)
+    return result
+
+
+def _curves(scores: np.ndarray, rows: Sequence[LabeledRow], num_results: int) -> dict[str, dict[str, Any]]:
+    curves = {}
+    for dataset in sorted({r.dataset for r in rows}):
+        idx = [i for i, r in enumerate(rows) if r.dataset == dataset]
+        weak = np.array([rows[i].weak for i in idx])
+        strong = np.array([rows[i].strong for i in idx])
+        curves[dataset] = {
+            "router": quality_curve(scores[idx], weak, strong, num_results).as_dict(),
+            "oracle": oracle_curve(weak, strong, num_results).as_dict(),
+        }
+    return curves
+
+
+def train(
+    paths: Sequence[Path],
+    out: Path,
+    *,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = 0,
+    name: str | None = None,
+    settings: FitSettings = FitSettings(),
+    log: Callable[[str], None] = lambda message: None,
+) -> TrainReport:
+    """Cross-validate on ``paths`` for the card, fit on all of it, write ``out`` and its card.
+
+    ``folds`` of 0 or 1 skips the cross-validation (the card then says so).
+    """
+    started = time.perf_counter()
+    out = Path(out)
+    per_file = {str(p): read_rows(Path(p)) for p in paths}
+    rows = [row for file_rows in per_file.values() for row in file_rows]
+    held_out: dict[str, dict[str, Any]] = {}
+    if folds > 1:
+        log(f"cross-validating on {len(rows):,} rows ({folds} folds)…")
+        held_out = metrics_by_dataset(cross_validated_scores(rows, folds, seed, settings), rows)
+    log(f"fitting on all {len(rows):,} rows…")
+    model = fit(rows, settings, name or out.stem)
+    model.card = _card(per_file, rows, model, held_out, folds, seed)
+    model_path, card_path = model.save(out)
+    return TrainReport(model_path, card_path, {p: len(r) for p, r in per_file.items()}, held_out, time.perf_counter() - started)
+
+
+def _card(
+    per_file: dict[str, list[LabeledRow]], rows: Sequence[LabeledRow], model: TrainedClassifier,
+    held_out: dict[str, dict[str, Any]], folds: int, seed: int,
+) -> dict[str, Any]:
+    kinds = Counter(detect_domain(r.prompt) for r in rows)
+    return {
+        "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "files": [{"path": Path(p).name, "rows": len(r)} for p, r in per_file.items()],
+        "rows": len(rows),
+        "rows_by_kind": dict(sorted(kinds.items())),
+        "domains": ", ".join(sorted(model.domains)) + " (others: complexity prior)",
+        "vocabulary_terms": len(model.vocabulary.terms),
+        "target": "(strong - weak + 1) / 2, soft-label logistic regression with L2",
+        "held_out_method": (
+            f"{folds}-fold cross-validation (seed {seed}), folds drawn within each file; every figure is "
+            "computed on out-of-fold scores, i.e. on prompts the scoring model never saw."
+            if held_out else "No held-out evaluation was run (folds ≤ 1)."
+        ),
+        "held_out": held_out,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m router.training", description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="labeled JSONL files")
+    parser.add_argument("--out", type=Path, required=True, help="model file to write (its card goes beside it)")
+    parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="cross-validation folds for the card (0: none)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        report = train(args.paths, args.out, folds=args.folds, seed=args.seed, log=lambda m: print(m, file=sys.stderr))
+    except TurnoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {report.model_path} and {report.card_path} in {report.seconds:.0f}s")
+    for dataset, m in report.held_out.items():
+        cpt = m["cpt"]
+        print(f"{dataset:>8}: CPT20 {cpt['20%']:.1%}  CPT50 {cpt['50%']:.1%}  CPT80 {cpt['80%']:.1%}  APGR {m['apgr']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The contracts that cross process boundaries: input lines, jobs, decisions, results, config."""

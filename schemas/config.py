@@ -1,0 +1,200 @@
+"""turnout.yaml: tiers, deployments, limits and their defaults, in one place.
+
+Every default has a name here and a reason beside it. Environment variables named
+``TURNOUT_<FIELD>`` override the top-level scalar fields (``TURNOUT_REDIS_URL``,
+``TURNOUT_HIGH_WATER``, …); secrets are never written in the file but referenced as
+``os.environ/NAME`` (LiteLLM's own convention) or ``file:/path``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from schemas.errors import ConfigError
+
+#: Jobs per classify task. Big enough that Celery's per-message cost (~0.7 ms) is spread thin.
+DEFAULT_CHUNK_SIZE = 64
+#: Jobs per tier task: the calls one worker process keeps in flight on its event loop.
+DEFAULT_TIER_BATCH_SIZE = 32
+#: Queued jobs (all turnout queues together) above which the producer waits.
+DEFAULT_HIGH_WATER = 50_000
+#: Attempts per job before a retryable failure goes to the dead-letter queue.
+DEFAULT_MAX_ATTEMPTS = 4
+#: Seconds one provider call may take before it counts as a timeout.
+DEFAULT_CALL_TIMEOUT_S = 60.0
+
+FAKE_API_BASE = "fake"
+_SECRET_REF = re.compile(r"^(os\.environ/[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
+_NAME = r"^[a-z0-9][a-z0-9_-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Deployment(_Strict):
+    """One LiteLLM deployment: a model at one provider, with its prices and limits."""
+
+    model: str = Field(description="LiteLLM model string, e.g. openai/gpt-4o-mini")
+    name: str | None = Field(None, description="id shown in outputs and metrics; default tier/index")
+    api_base: str | None = Field(None, description='provider URL, or "fake" for the fake provider')
+    api_key: str | None = Field(None, description="os.environ/NAME or file:/path, never the key itself")
+    input_cost_per_million: float = Field(0.0, ge=0)
+    output_cost_per_million: float = Field(0.0, ge=0)
+    rpm: int | None = Field(None, gt=0, description="requests per minute, cluster-wide")
+    tpm: int | None = Field(None, gt=0, description="tokens per minute, cluster-wide")
+    timeout_s: float = Field(DEFAULT_CALL_TIMEOUT_S, gt=0)
+    max_context_tokens: int | None = Field(None, gt=0)
+    params: dict[str, Any] = Field(default_factory=dict, description="extra litellm_params")
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_is_a_reference(cls, value: str | None) -> str | None:
+        if value is not None and not _SECRET_REF.match(value):
+            raise ValueError("write the key as os.environ/NAME or file:/path, never the key itself")
+        return value
+
+
+class Tier(_Strict):
+    """A pool of workers on queue ``turnout.tier.<name>`` answering with one set of deployments."""
+
+    name: str = Field(pattern=_NAME)
+    min_score: float = Field(0.0, ge=0.0, le=1.0, description="lowest classifier score routed here")
+    deployments: list[Deployment] = Field(min_length=1, description="in fallback order")
+    models: list[str] = Field(default_factory=list, description="model names that pin a job here")
+    batch_size: int = Field(DEFAULT_TIER_BATCH_SIZE, ge=1, le=1024, description="jobs per task")
+    processes: int = Field(1, ge=1, description="worker processes per pool (concurrency hint)")
+    max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1)
+
+    @property
+    def queue(self) -> str:
+        return f"turnout.tier.{self.name}"
+
+    @property
+    def task_name(self) -> str:
+        return f"turnout.complete.{self.name}"
+
+    def deployment_name(self, index: int) -> str:
+        return self.deployments[index].name or f"{self.name}/{index}"
+
+    def pinning_models(self) -> set[str]:
+        """Model names that send a job to this tier: the aliases and each deployment's model."""
+        names = set(self.models)
+        for deployment in self.deployments:
+            names.add(deployment.model)
+            names.add(deployment.model.split("/", 1)[-1])
+        return names
+
+
+class Limits(_Strict):
+    """Input limits; a line beyond them becomes an error line naming the limit and the size."""
+
+    max_line_bytes: int = Field(1_000_000, gt=0)
+    max_prompt_chars: int = Field(200_000, gt=0)
+    max_batch_lines: int = Field(50_000_000, gt=0)
+
+
+class ClassifierConfig(_Strict):
+    """Which router scores prompts: the trained model (default when present) or the heuristic."""
+
+    kind: Literal["auto", "heuristic", "trained"] = "auto"
+    model_path: str | None = None
+
+
+class FakeProviderConfig(_Strict):
+    """The offline OpenAI-compatible server that `turnout run` starts for ``api_base: fake``."""
+
+    port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
+    latency_ms: float = Field(0.0, ge=0)
+    error_rate: float = Field(0.0, ge=0, le=1)
+    context_limit: int | None = Field(None, gt=0)
+
+
+class Config(_Strict):
+    """The whole of turnout.yaml."""
+
+    redis_url: str | None = Field(None, description="None: start an embedded Redis under .turnout/")
+    state_dir: str = Field(".turnout", description="embedded Redis socket and data")
+    chunk_size: int = Field(DEFAULT_CHUNK_SIZE, ge=1, le=10_000)
+    high_water: int = Field(DEFAULT_HIGH_WATER, ge=1)
+    classify_processes: int = Field(1, ge=1)
+    tiers: list[Tier] = Field(min_length=1, description="ordered from cheapest to strongest")
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    limits: Limits = Field(default_factory=Limits)
+    fake_provider: FakeProviderConfig | None = None
+
+    @model_validator(mode="after")
+    def _tiers_are_ordered(self) -> Config:
+        names = [tier.name for tier in self.tiers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tier names must be unique, got {names}")
+        if self.tiers[0].min_score != 0.0:
+            raise ValueError("the first (cheapest) tier must have min_score 0")
+        scores = [tier.min_score for tier in self.tiers]
+        if scores != sorted(scores) or len(set(scores)) != len(scores):
+            raise ValueError(f"min_score must rise from tier to tier, got {scores}")
+        uses_fake = any(d.api_base == FAKE_API_BASE for t in self.tiers for d in t.deployments)
+        if uses_fake and self.fake_provider is None:
+            raise ValueError('a deployment uses api_base "fake": add a fake_provider: section')
+        return self
+
+    def tier(self, name: str) -> Tier:
+        for tier in self.tiers:
+            if tier.name == name:
+                return tier
+        raise ConfigError(f"no tier named {name!r}; the config has {[t.name for t in self.tiers]}")
+
+    @property
+    def frontier(self) -> Tier:
+        return self.tiers[-1]
+
+
+def resolve_secret(reference: str) -> str:
+    """Read the secret an ``os.environ/NAME`` or ``file:/path`` reference points at."""
+    if reference.startswith("os.environ/"):
+        name = reference.removeprefix("os.environ/")
+        if name not in os.environ:
+            raise ConfigError(f"the config reads an API key from ${name}, which is not set; export it")
+        return os.environ[name]
+    path = Path(reference.removeprefix("file:"))
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the API key file {path}: {exc.strerror}") from None
+
+
+#: Top-level fields that a TURNOUT_<NAME> environment variable may override.
+ENV_OVERRIDABLE = ("redis_url", "state_dir", "chunk_size", "high_water", "classify_processes")
+
+
+def _env_overrides(raw: dict[str, Any]) -> dict[str, Any]:
+    for name in ENV_OVERRIDABLE:
+        value = os.environ.get(f"TURNOUT_{name.upper()}")
+        if value is not None:
+            raw[name] = value
+    return raw
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read, override from the environment and validate a config file, or raise ConfigError."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found; pass -c PATH or copy examples/turnout.yaml") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping with a 'tiers:' list")
+    try:
+        return Config.model_validate(_env_overrides(raw))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise ConfigError(f"config file {path}: {where}: {first['msg']}") from None

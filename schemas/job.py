@@ -1,0 +1,164 @@
+"""Input lines (OpenAI Batch and simple), the job envelope that travels the queues, and
+the routing decision the classifier attaches to it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from schemas.config import Limits
+from schemas.errors import InputLineError
+
+CHAT_URL = "/v1/chat/completions"
+#: ``model`` values that mean "let the classifier decide".
+AUTO_MODELS = frozenset({"", "auto"})
+TIER_PREFIX = "tier:"
+
+
+class BatchBody(BaseModel):
+    """The ``body`` of an OpenAI Batch line: a chat completion request."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    messages: list[dict[str, Any]]
+    max_tokens: int | None = Field(None, gt=0)
+
+
+class BatchLine(BaseModel):
+    """``{"custom_id", "method", "url", "body"}`` as the OpenAI Batch API takes it."""
+
+    custom_id: str = Field(min_length=1)
+    method: str = "POST"
+    url: str = CHAT_URL
+    body: BatchBody
+
+
+class SimpleLine(BaseModel):
+    """``{"custom_id", "prompt"}`` with optional ``max_tokens``, ``model`` and ``metadata``."""
+
+    custom_id: str = Field(min_length=1)
+    prompt: str
+    model: str | None = None
+    max_tokens: int | None = Field(None, gt=0)
+    metadata: dict[str, Any] | None = None
+
+
+class Decision(BaseModel):
+    """Where the router sent a job and why."""
+
+    tier: str
+    score: float = Field(ge=0.0, le=1.0)
+    reasons: list[str] = Field(default_factory=list)
+
+
+class Job(BaseModel):
+    """One prompt on its way through the queues; carries no secrets."""
+
+    batch_id: str
+    custom_id: str
+    line: int = Field(description="1-based line number in the input")
+    messages: list[dict[str, Any]]
+    model: str | None = Field(None, description="the model the line asked for, if any")
+    pin: str | None = Field(None, description="tier the model field pinned; None lets the classifier decide")
+    max_tokens: int | None = None
+    params: dict[str, Any] = Field(default_factory=dict, description="other request fields")
+    metadata: dict[str, Any] | None = None
+    decision: Decision | None = None
+    attempts: int = 0
+    errors: list[str] = Field(default_factory=list, description="one entry per failed attempt")
+
+    @property
+    def prompt_text(self) -> str:
+        """All message text, the classifier's input."""
+        return "\n".join(_content_text(m.get("content")) for m in self.messages)
+
+    @property
+    def last_user_text(self) -> str:
+        for message in reversed(self.messages):
+            if message.get("role") == "user":
+                return _content_text(message.get("content"))
+        return self.prompt_text
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+def parse_line(raw: str | bytes, line: int, batch_id: str, limits: Limits) -> Job:
+    """Turn one input line into a Job, or raise InputLineError with a reason a person can act on."""
+    size = len(raw)
+    if size > limits.max_line_bytes:
+        raise InputLineError(
+            "line_too_long", f"line is {size} bytes; the limit is {limits.max_line_bytes} (limits.max_line_bytes)"
+        )
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputLineError("invalid_json", f"line is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputLineError("invalid_json", "line must be a JSON object")
+    custom_id = data.get("custom_id") if isinstance(data.get("custom_id"), str) else None
+    try:
+        job = _job_from(data, line, batch_id)
+    except ValidationError as exc:
+        raise InputLineError("invalid_line", _first_error(exc), custom_id) from None
+    _check_prompt(job, limits)
+    return job
+
+
+def _job_from(data: dict[str, Any], line: int, batch_id: str) -> Job:
+    if "body" in data:
+        batch = BatchLine.model_validate(data)
+        if batch.url != CHAT_URL:
+            raise InputLineError("unsupported_url", f"url {batch.url!r} is not supported; use {CHAT_URL}", batch.custom_id)
+        extra = dict(batch.body.model_extra or {})
+        return Job(
+            batch_id=batch_id,
+            custom_id=batch.custom_id,
+            line=line,
+            messages=batch.body.messages,
+            model=batch.body.model,
+            max_tokens=batch.body.max_tokens,
+            params=extra,
+        )
+    if "prompt" not in data and "custom_id" in data:
+        raise InputLineError("missing_prompt", 'line has neither "prompt" nor "body"', str(data["custom_id"]))
+    simple = SimpleLine.model_validate(data)
+    return Job(
+        batch_id=batch_id,
+        custom_id=simple.custom_id,
+        line=line,
+        messages=[{"role": "user", "content": simple.prompt}],
+        model=simple.model,
+        max_tokens=simple.max_tokens,
+        metadata=simple.metadata,
+    )
+
+
+def _check_prompt(job: Job, limits: Limits) -> None:
+    if not job.messages:
+        raise InputLineError("empty_messages", "body.messages is empty; give at least one message", job.custom_id)
+    text = job.prompt_text
+    if not text.strip():
+        raise InputLineError("empty_prompt", "the prompt is empty", job.custom_id)
+    if len(text) > limits.max_prompt_chars:
+        raise InputLineError(
+            "prompt_too_long",
+            f"prompt is {len(text)} characters; the limit is {limits.max_prompt_chars} (limits.max_prompt_chars)",
+            job.custom_id,
+        )
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "line"
+    if first["type"] == "missing":
+        return f"missing field {where!r}"
+    return f"{where}: {first['msg']}"

@@ -1,0 +1,159 @@
+"""The trained router: training on labeled rows, the model file, and what it refuses to load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from router.classifier import load_classifier
+from router.trained import MODEL_VERSION, TrainedClassifier
+from router.training import TrainingDataError, evaluate, read_rows, train
+from schemas.config import ClassifierConfig
+from schemas.errors import ModelFileError, TurnoutError
+
+
+def _write_rows(path: Path, n: int = 120, seed: int = 0) -> Path:
+    """Multiple-choice prompts where 'quantum' ones need the strong model and 'capital' ones do not."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i in range(n):
+        hard = i % 2 == 0
+        topic = "quantum field renormalization" if hard else "capital city of a country"
+        prompt = f"Question {rng.integers(1000)} about the {topic}?\nA. one\nB. two\nC. three\nD. four\nAnswer:"
+        weak, strong = (0.0, 1.0) if hard else (1.0, 1.0)
+        lines.append(json.dumps({"id": f"r{i}", "prompt": prompt, "weak": weak, "strong": strong, "extra": 1}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("model")
+    data = _write_rows(folder / "synthetic.train.jsonl")
+    report = train([data], folder / "tiny.json", folds=2)
+    return report.model_path, data
+
+
+def test_training_writes_a_model_and_its_card(trained: tuple[Path, Path]) -> None:
+    # Given a model trained on 120 synthetic rows
+    model_path, _ = trained
+    # Then the JSON names its format and version, and the card gives rows and held-out figures
+    data = json.loads(model_path.read_text())
+    assert data["format"] == "turnout.router.trained" and data["version"] == MODEL_VERSION
+    card = model_path.with_suffix(".md").read_text()
+    assert "synthetic.train.jsonl" in card and "120" in card and "APGR" in card
+
+
+def test_a_saved_model_loads_back_and_scores_the_same(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    # Given a loaded model saved again elsewhere
+    model = TrainedClassifier.load(trained[0])
+    model.save(tmp_path / "copy.json")
+    # When both score the same prompts
+    prompts = ["Question 7 about the quantum field renormalization?\nA. x\nB. y\nC. z\nD. w\nAnswer:", "hi there"]
+    # Then the scores are identical and the reasons name the model
+    again = TrainedClassifier.load(tmp_path / "copy.json").score_batch(prompts)
+    assert [s.value for s in again] == [s.value for s in model.score_batch(prompts)]
+    assert again[0].reasons[0] == "trained:tiny"
+
+
+def test_scores_are_in_the_unit_interval_and_rank_hard_prompts_first(trained: tuple[Path, Path]) -> None:
+    # Given the trained model
+    model = TrainedClassifier.load(trained[0])
+    hard = "Question 1 about the quantum field renormalization?\nA. a\nB. b\nC. c\nD. d\nAnswer:"
+    easy = "Question 1 about the capital city of a country?\nA. a\nB. b\nC. c\nD. d\nAnswer:"
+    # When it scores learned kinds, open-ended prompts, code and an empty string
+    scores = [model.score(t).value for t in [hard, easy, "Write a sonnet.", "def f(x):\n    return {x: 1}", ""]]
+    # Then every score is a probability and the hard prompt outranks the easy one
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert scores[0] > scores[1]
+
+
+def test_evaluate_reports_routellm_figures_per_dataset(trained: tuple[Path, Path]) -> None:
+    # Given the model and the rows it learned from
+    model_path, data = trained
+    result = evaluate(TrainedClassifier.load(model_path), read_rows(data), prices=(1.0, 10.0))
+    # Then the dataset is named after its file, and the perfect separation matches the oracle
+    # (half the prompts gain, so even the oracle's APGR is 0.5 * 0.5 + 0.5 = 0.75)
+    figures = result["synthetic"]
+    assert figures["apgr"] == pytest.approx(figures["oracle_apgr"]) == pytest.approx(0.75)
+    assert figures["cpt"]["50%"] == pytest.approx(0.25)
+    assert figures["cost_at_95"] < figures["cost_all_strong"]
+
+
+def test_a_missing_model_file_is_a_model_file_error(tmp_path: Path) -> None:
+    # When a configured model file does not exist
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_classifier(ClassifierConfig(kind="trained", model_path=str(tmp_path / "nope.json")))
+
+
+def test_a_corrupt_model_file_is_a_model_file_error(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    # Given a truncated file and one whose weights do not fit its vocabulary
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text(trained[0].read_text()[:500])
+    data = json.loads(trained[0].read_text())
+    data["domains"]["choice"]["weights"] = [1.0, 2.0]
+    mismatched = tmp_path / "mismatched.json"
+    mismatched.write_text(json.dumps(data))
+    # Then both are refused with a sentence naming the file
+    for path in (truncated, mismatched):
+        with pytest.raises(ModelFileError, match="corrupt") as caught:
+            TrainedClassifier.load(path)
+        assert str(path) in str(caught.value)
+
+
+def test_a_model_file_of_another_version_is_refused(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    # Given a file written by a future version
+    data = json.loads(trained[0].read_text())
+    data["version"] = MODEL_VERSION + 1
+    future = tmp_path / "future.json"
+    future.write_text(json.dumps(data))
+    # Then loading it asks for a retrain
+    with pytest.raises(ModelFileError, match="retrain"):
+        TrainedClassifier.load(future)
+
+
+def test_a_row_missing_a_field_is_named_by_file_and_line(tmp_path: Path) -> None:
+    # Given a data file whose third line has no 'strong'
+    path = _write_rows(tmp_path / "data.jsonl", n=30)
+    lines = path.read_text().splitlines()
+    lines[2] = json.dumps({"id": "x", "prompt": "p", "weak": 1})
+    path.write_text("\n".join(lines))
+    # Then reading it fails at that line
+    with pytest.raises(TrainingDataError, match=r"data\.jsonl:3: missing field\(s\) strong") as caught:
+        read_rows(path)
+    assert caught.value.line == 3 and isinstance(caught.value, TurnoutError)
+
+
+def test_a_non_numeric_quality_is_named_by_file_and_line(tmp_path: Path) -> None:
+    # Given a data file whose first line says weak = "good"
+    path = _write_rows(tmp_path / "data.jsonl", n=30)
+    lines = path.read_text().splitlines()
+    lines[0] = json.dumps({"id": "x", "prompt": "p", "weak": "good", "strong": 1})
+    path.write_text("\n".join(lines))
+    # Then reading it fails at line 1
+    with pytest.raises(TrainingDataError, match=r"data\.jsonl:1: 'weak' must be a number"):
+        read_rows(path)
+
+
+def test_too_few_rows_are_refused(tmp_path: Path) -> None:
+    # Given a data file of five rows
+    path = _write_rows(tmp_path / "small.jsonl", n=5)
+    # Then training data that small is refused, naming the file
+    with pytest.raises(TrainingDataError, match=r"small\.jsonl holds 5 labeled rows"):
+        read_rows(path)
+
+
+def test_evaluate_output_is_json_and_plottable(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    # Given an evaluation of the model on its rows
+    from router.metrics import plot_quality_vs_share
+
+    model_path, data = trained
+    result = evaluate(TrainedClassifier.load(model_path), read_rows(data))
+    # Then it serialises to JSON, and its curves plot as they are
+    json.dumps(result)
+    figures, curves = result["synthetic"], result["curves"]["synthetic"]
+    png = plot_quality_vs_share(curves, figures["weak_quality"], figures["strong_quality"], tmp_path / "eval.png")
+    assert png.exists()

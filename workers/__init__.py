@@ -1,0 +1,1 @@
+"""The runtime: Celery app, tasks, provider calls, producer, collector, embedded broker, CLI."""

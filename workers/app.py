@@ -1,0 +1,126 @@
+"""The Celery app: queues, reliability settings, and the per-process runtime the tasks use.
+
+Every process (producer, classify pool, tier pool, collector) builds its app from the same
+config and Redis URL, so they agree on queue and task names without importing each other.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from celery import Celery
+from kombu import Queue
+
+from schemas.config import Config, load_config
+from schemas.errors import ConfigError
+from workers.broker import connect, kombu_url
+from workers.ledger import Ledger
+
+if TYPE_CHECKING:
+    from router.classifier import Classifier
+    from router.policy import TierPolicy
+    from workers.provider import TierProvider
+
+CLASSIFY_QUEUE = "turnout.classify"
+CLASSIFY_TASK = "turnout.classify"
+DEFAULT_CONFIG = "turnout.yaml"
+#: Margin on top of the longest task before Redis hands an unacknowledged task to another worker.
+VISIBILITY_MARGIN_S = 120
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("TURNOUT_CONFIG", DEFAULT_CONFIG))
+
+
+def redis_url_for(config: Config) -> str:
+    url = os.environ.get("TURNOUT_REDIS_URL") or config.redis_url
+    if not url:
+        raise ConfigError("no Redis configured: set TURNOUT_REDIS_URL (or redis_url in the config), or use `turnout run`")
+    return url
+
+
+def visibility_timeout(config: Config) -> int:
+    """Longer than the longest task: every deployment of a tier timing out in turn, plus margin.
+
+    Redis re-delivers an unacknowledged task after this long, so a shorter value would run a
+    slow task twice while it still runs; a longer one delays recovery after a worker dies.
+    """
+    longest = max(sum(d.timeout_s for d in tier.deployments) for tier in config.tiers)
+    return int(longest + VISIBILITY_MARGIN_S)
+
+
+@dataclass
+class Runtime:
+    """What a process needs to run tasks, built lazily so that each forked child makes its own."""
+
+    config: Config
+    redis_url: str
+    providers: dict[str, TierProvider] = field(default_factory=dict)
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        return Ledger(connect(self.redis_url))
+
+    @cached_property
+    def classifier(self) -> Classifier:
+        from router.classifier import load_classifier
+
+        return load_classifier(self.config.classifier)
+
+    @cached_property
+    def policy(self) -> TierPolicy:
+        from router.policy import TierPolicy
+
+        return TierPolicy(self.config)
+
+    def provider(self, tier: str) -> TierProvider:
+        """The tier's LiteLLM Router, made on first use in this process (after fork)."""
+        if tier not in self.providers:
+            from workers.provider import TierProvider, fake_base_url
+
+            self.providers[tier] = TierProvider(self.config.tier(tier), fake_base_url(self.config))
+        return self.providers[tier]
+
+
+def create_app(config: Config, redis_url: str) -> Celery:
+    """A Celery app with turnout's queues, tasks and reliability settings."""
+    app = Celery("turnout", broker=kombu_url(redis_url), set_as_current=True)
+    concurrency = max([config.classify_processes] + [tier.processes for tier in config.tiers])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,  # results go to the ledger, idempotently, not to a result backend
+        task_acks_late=True,  # a task lost with its worker is delivered again ...
+        task_reject_on_worker_lost=True,  # ... also when the pool process is killed -9
+        worker_prefetch_multiplier=1,  # a slow tier task must not hold others hostage
+        task_default_queue=CLASSIFY_QUEUE,
+        task_queues=[Queue(CLASSIFY_QUEUE)] + [Queue(tier.queue) for tier in config.tiers],
+        task_routes={CLASSIFY_TASK: {"queue": CLASSIFY_QUEUE}}
+        | {tier.task_name: {"queue": tier.queue} for tier in config.tiers},
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": visibility_timeout(config),
+            # kombu's default of 10 connections makes acks fail under load; then the job runs twice
+            "max_connections": 16 + 4 * concurrency,
+            "health_check_interval": 30,
+        },
+        worker_send_task_events=True,  # Flower sees every pool
+        task_send_sent_event=True,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        worker_hijack_root_logger=False,
+    )
+    app.turnout_runtime = Runtime(config, redis_url)  # type: ignore[attr-defined]
+    from workers.tasks import register
+
+    register(app, config)
+    return app
+
+
+def app_from_env() -> Celery:
+    """The app for a process started with TURNOUT_CONFIG and TURNOUT_REDIS_URL in its environment."""
+    config = load_config(config_path())
+    return create_app(config, redis_url_for(config))

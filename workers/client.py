@@ -1,0 +1,101 @@
+"""The Python API for producers and consumers; the CLI is a thin layer over it.
+
+    from workers.client import Client
+
+    client = Client.from_config("turnout.yaml")          # TURNOUT_REDIS_URL names the broker
+    batch = client.submit([{"custom_id": "q1", "prompt": "What is 2+2?"}])
+    for line in client.results(batch):                    # as they complete, until the batch is done
+        print(line.custom_id, line.turnout.tier, line.ok)
+    print(client.status(batch).cost_usd)
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from schemas.config import Config, load_config
+from schemas.errors import TurnoutError
+from schemas.job import Job
+from schemas.result import BatchStatus, ResultLine
+from workers.app import create_app, redis_url_for
+from workers.broker import check
+from workers.collector import CollectReport, collect, wait
+from workers.ledger import Ledger
+from workers.producer import Producer, SubmitReport, file_lines
+
+Source = str | Path | Iterable[Job | dict[str, Any] | str | bytes]
+
+
+def new_batch_id() -> str:
+    return time.strftime("b%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+class Client:
+    """Submit batches, follow their results, read their status, against one broker."""
+
+    def __init__(self, config: Config, redis_url: str, app: Celery | None = None) -> None:
+        check(redis_url)
+        self.config = config
+        self.app = app or create_app(config, redis_url)
+        self.ledger: Ledger = self.app.turnout_runtime.ledger  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_config(cls, path: str | Path = "turnout.yaml") -> Client:
+        config = load_config(path)
+        return cls(config, redis_url_for(config))
+
+    def submit(
+        self, source: Source, batch_id: str | None = None, on_progress: Callable[[SubmitReport], None] | None = None
+    ) -> str:
+        """Enqueue a file (path) or an iterable of jobs/dicts/JSON lines; returns the batch id."""
+        batch_id = batch_id or new_batch_id()
+        self.submit_report(source, batch_id, on_progress)
+        return batch_id
+
+    def submit_report(
+        self, source: Source, batch_id: str, on_progress: Callable[[SubmitReport], None] | None = None
+    ) -> SubmitReport:
+        return Producer(self.app, self.config, self.ledger).submit(_lines(source), batch_id, on_progress)
+
+    def status(self, batch_id: str) -> BatchStatus:
+        status = self.ledger.status(batch_id)
+        if status is None:
+            raise TurnoutError(f"no batch {batch_id!r} in this Redis; `turnout status` lists the batches")
+        return status
+
+    def wait(self, batch_id: str, timeout: float | None = None) -> BatchStatus:
+        self.status(batch_id)
+        return wait(self.ledger, batch_id, timeout)
+
+    def results(self, batch_id: str) -> Iterator[ResultLine]:
+        """Every output and error line, as each is recorded, until the batch is complete."""
+        self.status(batch_id)
+        for raw in self.ledger.follow(batch_id):
+            yield ResultLine.model_validate_json(raw)
+
+    def collect(self, batch_id: str, out_dir: str | Path) -> CollectReport:
+        self.status(batch_id)
+        return collect(self.ledger, batch_id, Path(out_dir))
+
+
+def _lines(source: Source) -> Iterable[bytes]:
+    if isinstance(source, (str, Path)):
+        return file_lines(str(source))
+    return (_encode(item) for item in source)
+
+
+def _encode(item: Job | dict[str, Any] | str | bytes) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, str):
+        return item.encode()
+    if isinstance(item, Job):
+        return json.dumps({"custom_id": item.custom_id, "body": {"model": item.model, "messages": item.messages}}).encode()
+    return json.dumps(item).encode()

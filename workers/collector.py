@@ -1,0 +1,98 @@
+"""The collector: a batch's ledger out to output.jsonl, errors.jsonl and report.json.
+
+Files are written beside their final name and renamed into place, so a reader never sees
+half a file and a crashed collect leaves the previous files whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.result import BatchStatus
+from workers.ledger import Ledger
+
+#: How often a waiting collector re-reads the batch's counters.
+POLL_S = 0.25
+
+
+@dataclass
+class CollectReport:
+    batch_id: str
+    output_lines: int
+    error_lines: int
+    output_path: str
+    errors_path: str
+    report_path: str
+
+
+def wait(
+    ledger: Ledger, batch_id: str, timeout: float | None = None, on_progress: Callable[[BatchStatus], None] | None = None
+) -> BatchStatus:
+    """Block until the batch is complete (sealed and every line recorded), or TimeoutError."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        status = ledger.status(batch_id)
+        if status is not None and on_progress:
+            on_progress(status)
+        if status is not None and status.complete:
+            return status
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"batch {batch_id} is not complete after {timeout:.0f}s")
+        time.sleep(POLL_S)
+
+
+def collect(ledger: Ledger, batch_id: str, out_dir: Path) -> CollectReport:
+    """Write the batch's lines as they stand now; call after ``wait`` for a complete batch."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output_path, errors_path, report_path = out_dir / "output.jsonl", out_dir / "errors.jsonl", out_dir / "report.json"
+    outputs = _write_lines(output_path, ledger.lines(batch_id, "out"))
+    errors = _write_lines(errors_path, ledger.error_lines(batch_id))
+    status = ledger.status(batch_id) or BatchStatus(batch_id=batch_id)
+    report = summary(status) | {"output_lines": outputs, "error_lines": errors}
+    _atomic_write(report_path, json.dumps(report, indent=2).encode() + b"\n")
+    return CollectReport(batch_id, outputs, errors, str(output_path), str(errors_path), str(report_path))
+
+
+def summary(status: BatchStatus) -> dict[str, object]:
+    """The figures a batch owner reads first: jobs per tier, cost, and the all-frontier cost."""
+    elapsed = (status.updated_at or 0) - (status.started_at or 0)
+    saved = status.frontier_cost_usd - status.cost_usd
+    return {
+        "batch_id": status.batch_id,
+        "lines": status.submitted,
+        "succeeded": status.done - status.failed,
+        "failed": status.failed,
+        "complete": status.complete,
+        "cost_usd": round(status.cost_usd, 6),
+        "all_frontier_cost_usd": round(status.frontier_cost_usd, 6),
+        "saved_usd": round(saved, 6),
+        "saved_share": round(saved / status.frontier_cost_usd, 4) if status.frontier_cost_usd else 0.0,
+        "elapsed_s": round(max(elapsed, 0.0), 3),
+        "tiers": {name: report.model_dump() for name, report in sorted(status.tiers.items())},
+    }
+
+
+def _write_lines(path: Path, lines: Iterable[bytes]) -> int:
+    count = 0
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        for line in lines:
+            handle.write(line)
+            handle.write(b"\n")
+            count += 1
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return count
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+

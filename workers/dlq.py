@@ -1,0 +1,75 @@
+"""Dead-letter queues: per tier, the jobs that failed for good, with every attempt's error.
+
+A record holds the whole job (no secrets ever enter a job) so that ``turnout dlq replay``
+can put it back on its tier queue unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import redis
+from pydantic import BaseModel, Field
+
+from schemas.job import Job
+from workers.ledger import PREFIX
+
+
+class DeadLetter(BaseModel):
+    """One job that will not be retried automatically."""
+
+    id: str
+    tier: str
+    job: Job
+    code: str
+    reason: str
+    errors: list[str] = Field(default_factory=list)
+    first_failed_at: float
+    last_failed_at: float
+
+
+def dlq_key(tier: str) -> str:
+    return f"{PREFIX}:dlq:{tier}"
+
+
+class DeadLetters:
+    """The dead-letter queues in Redis, one hash per tier (id → record)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    def add(self, tier: str, job: Job, code: str, reason: str) -> DeadLetter:
+        now = time.time()
+        letter = DeadLetter(
+            id=f"{job.batch_id}:{job.custom_id}",
+            tier=tier,
+            job=job,
+            code=code,
+            reason=reason,
+            errors=job.errors,
+            first_failed_at=now,
+            last_failed_at=now,
+        )
+        self.redis.hset(dlq_key(tier), letter.id, letter.model_dump_json())
+        return letter
+
+    def list(self, tiers: list[str], batch_id: str | None = None) -> Iterator[DeadLetter]:
+        for tier in tiers:
+            for _, raw in self.redis.hscan_iter(dlq_key(tier), count=500):
+                letter = DeadLetter.model_validate_json(raw)
+                if batch_id is None or letter.job.batch_id == batch_id:
+                    yield letter
+
+    def get(self, tiers: list[str], letter_id: str) -> DeadLetter | None:
+        for tier in tiers:
+            raw = self.redis.hget(dlq_key(tier), letter_id)
+            if raw is not None:
+                return DeadLetter.model_validate_json(raw)
+        return None
+
+    def remove(self, letter: DeadLetter) -> None:
+        self.redis.hdel(dlq_key(letter.tier), letter.id)
+
+    def depth(self, tier: str) -> int:
+        return int(self.redis.hlen(dlq_key(tier)))

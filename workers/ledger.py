@@ -1,0 +1,210 @@
+"""The ledger: a batch's state in Redis, recorded so that every input line ends as exactly
+one output or error line, whatever runs twice.
+
+Keys per batch (``turnout:batch:<id>:…``):
+    meta    hash: submitted, done, failed, sealed, cost, frontier_cost, per-tier counters
+    ids     hash: custom_id → input line (duplicate detection, resumable submit)
+    out     hash: custom_id → output line (JSON), first write wins
+    err     hash: key → error line (JSON); a later success for the same key removes it
+    events  stream: one entry per recorded line, for ``collect --follow``
+
+Recording is a Lua script, so "first write wins" and the counters move together
+atomically even when a re-delivered job races its first run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import redis
+
+from schemas.result import BatchStatus, ResultLine, TierReport
+
+PREFIX = "turnout"
+BATCHES = f"{PREFIX}:batches"
+
+# KEYS: out, err, meta, events   ARGV: key, line json, cost, tier, frontier cost
+_RECORD_OK = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+if redis.call('HDEL', KEYS[2], ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[3], 'failed', -1)
+else
+  redis.call('HINCRBY', KEYS[3], 'done', 1)
+end
+redis.call('HINCRBY', KEYS[3], 'tier:' .. ARGV[4] .. ':jobs', 1)
+redis.call('HINCRBYFLOAT', KEYS[3], 'tier:' .. ARGV[4] .. ':cost', ARGV[3])
+redis.call('HINCRBYFLOAT', KEYS[3], 'cost', ARGV[3])
+redis.call('HINCRBYFLOAT', KEYS[3], 'frontier_cost', ARGV[5])
+redis.call('HSET', KEYS[3], 'updated_at', ARGV[6])
+redis.call('XADD', KEYS[4], '*', 'k', ARGV[1], 'ok', '1')
+return 1
+"""
+
+# KEYS: out, err, meta, events   ARGV: key, line json, tier, now
+_RECORD_ERROR = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+if redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 2 end
+redis.call('HINCRBY', KEYS[3], 'done', 1)
+redis.call('HINCRBY', KEYS[3], 'failed', 1)
+redis.call('HINCRBY', KEYS[3], 'tier:' .. ARGV[3] .. ':failed', 1)
+redis.call('HSET', KEYS[3], 'updated_at', ARGV[4])
+redis.call('XADD', KEYS[4], '*', 'k', ARGV[1], 'ok', '0')
+return 1
+"""
+
+#: Tier name used in counters for lines that failed before routing (bad input).
+NO_TIER = "-"
+
+
+@dataclass(frozen=True)
+class BatchKeys:
+    batch_id: str
+
+    def key(self, name: str) -> str:
+        return f"{PREFIX}:batch:{self.batch_id}:{name}"
+
+    @property
+    def meta(self) -> str:
+        return self.key("meta")
+
+    @property
+    def ids(self) -> str:
+        return self.key("ids")
+
+    @property
+    def out(self) -> str:
+        return self.key("out")
+
+    @property
+    def err(self) -> str:
+        return self.key("err")
+
+    @property
+    def events(self) -> str:
+        return self.key("events")
+
+    def all(self) -> list[str]:
+        return [self.meta, self.ids, self.out, self.err, self.events]
+
+
+class Ledger:
+    """Reads and writes batches' state; one instance per process, thread-safe like redis-py."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._ok = client.register_script(_RECORD_OK)
+        self._error = client.register_script(_RECORD_ERROR)
+
+    # --- the producer's side -------------------------------------------------------------
+
+    def open_batch(self, batch_id: str) -> None:
+        keys = BatchKeys(batch_id)
+        now = time.time()
+        self.redis.hsetnx(keys.meta, "started_at", now)
+        self.redis.hset(keys.meta, mapping={"sealed": 0, "updated_at": now})
+        self.redis.zadd(BATCHES, {batch_id: now}, nx=True)
+
+    def claim_ids(self, batch_id: str, pairs: list[tuple[str, int]]) -> list[int]:
+        """Register (custom_id, line) pairs; returns the line that owns each id (its own, or an earlier one)."""
+        keys = BatchKeys(batch_id)
+        pipe = self.redis.pipeline(transaction=False)
+        for custom_id, line in pairs:
+            pipe.hsetnx(keys.ids, custom_id, line)
+        pipe.execute()
+        owners = self.redis.hmget(keys.ids, [custom_id for custom_id, _ in pairs])
+        return [int(owner) for owner in owners]
+
+    def progress(self, batch_id: str, submitted: int, enqueued_line: int) -> None:
+        self.redis.hset(BatchKeys(batch_id).meta, mapping={"submitted": submitted, "enqueued_line": enqueued_line})
+
+    def enqueued_line(self, batch_id: str) -> int:
+        """The last input line known to be enqueued: a restarted submit goes on after it."""
+        return int(self.redis.hget(BatchKeys(batch_id).meta, "enqueued_line") or 0)
+
+    def seal(self, batch_id: str, submitted: int) -> None:
+        self.redis.hset(BatchKeys(batch_id).meta, mapping={"submitted": submitted, "sealed": 1})
+
+    # --- the workers' side ---------------------------------------------------------------
+
+    def record_ok(self, batch_id: str, key: str, line: ResultLine, frontier_cost: float) -> bool:
+        """Record a success; False when the key already had one (the job ran twice)."""
+        keys = BatchKeys(batch_id)
+        args = [key, line.model_dump_json(), repr(line.turnout.cost_usd), line.turnout.tier or NO_TIER]
+        args += [repr(frontier_cost), time.time()]
+        return bool(self._ok(keys=[keys.out, keys.err, keys.meta, keys.events], args=args))
+
+    def record_error(self, batch_id: str, key: str, line: ResultLine) -> bool:
+        """Record a failure unless the key already succeeded; a newer error replaces an older one."""
+        keys = BatchKeys(batch_id)
+        args = [key, line.model_dump_json(), line.turnout.tier or NO_TIER, time.time()]
+        return bool(self._error(keys=[keys.out, keys.err, keys.meta, keys.events], args=args) == 1)
+
+    def answered(self, batch_id: str, keys: list[str]) -> list[bool]:
+        """Which of these keys already have an output line (so a re-delivered job is skipped)."""
+        if not keys:
+            return []
+        return [value is not None for value in self.redis.hmget(BatchKeys(batch_id).out, keys)]
+
+    # --- the collector's side ------------------------------------------------------------
+
+    def status(self, batch_id: str) -> BatchStatus | None:
+        meta = {k.decode(): v.decode() for k, v in self.redis.hgetall(BatchKeys(batch_id).meta).items()}
+        if not meta:
+            return None
+        tiers: dict[str, TierReport] = {}
+        for field, value in meta.items():
+            if field.startswith("tier:"):
+                _, tier, what = field.split(":", 2)
+                report = tiers.setdefault(tier, TierReport())
+                setattr(report, {"jobs": "jobs", "failed": "failed", "cost": "cost_usd"}[what], float(value) if what == "cost" else int(value))
+        return BatchStatus(
+            batch_id=batch_id,
+            submitted=int(meta.get("submitted", 0)),
+            done=int(meta.get("done", 0)),
+            failed=int(meta.get("failed", 0)),
+            sealed=meta.get("sealed") == "1",
+            cost_usd=float(meta.get("cost", 0.0)),
+            frontier_cost_usd=float(meta.get("frontier_cost", 0.0)),
+            tiers=tiers,
+            started_at=float(meta["started_at"]) if "started_at" in meta else None,
+            updated_at=float(meta["updated_at"]) if "updated_at" in meta else None,
+        )
+
+    def batches(self) -> list[str]:
+        return [b.decode() for b in self.redis.zrevrange(BATCHES, 0, -1)]
+
+    def lines(self, batch_id: str, which: str) -> Iterator[bytes]:
+        """Every recorded line of ``which`` ("out" or "err"), streamed with HSCAN."""
+        keys = BatchKeys(batch_id)
+        for _, value in self.redis.hscan_iter(keys.key(which), count=1000):
+            yield value
+
+    def error_lines(self, batch_id: str) -> Iterator[bytes]:
+        """Error lines whose key has no output line (a replayed job's old error is dropped)."""
+        keys = BatchKeys(batch_id)
+        for key, value in self.redis.hscan_iter(keys.err, count=1000):
+            if not self.redis.hexists(keys.out, key):
+                yield value
+
+    def follow(self, batch_id: str, block_ms: int = 1000) -> Iterator[bytes]:
+        """Each recorded line as it is recorded, from the first, until the batch is complete."""
+        keys = BatchKeys(batch_id)
+        last = "0-0"
+        while True:
+            entries = self.redis.xread({keys.events: last}, count=500, block=block_ms)
+            for _, items in entries:
+                for entry_id, fields in items:
+                    last = entry_id
+                    which = keys.out if fields[b"ok"] == b"1" else keys.err
+                    value = self.redis.hget(which, fields[b"k"])
+                    if value is not None:
+                        yield value
+            status = self.status(batch_id)
+            if not entries and status is not None and status.complete:
+                return
+
+    def delete(self, batch_id: str) -> None:
+        self.redis.delete(*BatchKeys(batch_id).all())
+        self.redis.zrem(BATCHES, batch_id)

@@ -1,0 +1,181 @@
+"""The producer: input lines in, classify tasks out, bad lines straight to the ledger.
+
+It validates every line (a bad one becomes an error line, the batch goes on), refuses a
+custom_id seen earlier in the batch, sends jobs in chunks, and waits while the queues
+hold more than the high-water mark so a huge file cannot exhaust the broker's memory.
+A submit that is interrupted and restarted with the same batch id goes on after the
+last line it knows was enqueued.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO
+
+from celery import Celery
+
+from router.policy import TierPolicy
+from schemas.config import Config
+from schemas.errors import InputLineError
+from schemas.job import Job, parse_line
+from schemas.result import TurnoutInfo, error_line
+from workers.app import CLASSIFY_QUEUE
+from workers.ledger import Ledger
+from workers.tasks import send_classify
+
+#: Check queue depth every this many chunks; each check is one Redis round trip.
+BACKPRESSURE_EVERY = 8
+#: How long the producer sleeps between depth checks while above the high-water mark.
+BACKPRESSURE_SLEEP_S = 0.2
+#: A stream with nothing new for this long flushes its partial chunk.
+STREAM_IDLE_S = 0.2
+
+#: The marker a line reader yields when a stream has been idle (see ``stream_lines``).
+IDLE = b""
+
+
+@dataclass
+class SubmitReport:
+    batch_id: str
+    lines: int = 0
+    enqueued: int = 0
+    rejected: int = 0
+    resumed_after: int = 0
+    waited_s: float = 0.0
+    peak_queued: int = 0
+    seconds: float = 0.0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class Producer:
+    """Turns input lines into classify tasks for one batch at a time."""
+
+    def __init__(self, app: Celery, config: Config, ledger: Ledger) -> None:
+        self.app = app
+        self.config = config
+        self.ledger = ledger
+        self.policy = TierPolicy(config)
+        self._queues = [(CLASSIFY_QUEUE, config.chunk_size)] + [(t.queue, t.batch_size) for t in config.tiers]
+
+    def submit(
+        self, lines: Iterable[bytes], batch_id: str, on_progress: Callable[[SubmitReport], None] | None = None
+    ) -> SubmitReport:
+        """Enqueue every line of ``lines`` under ``batch_id``; seals the batch at the end."""
+        started = time.perf_counter()
+        report = SubmitReport(batch_id=batch_id, resumed_after=self.ledger.enqueued_line(batch_id))
+        self.ledger.open_batch(batch_id)
+        pending: list[Job] = []
+        flushes = 0
+        line_no = 0
+        for raw in lines:
+            if raw is IDLE:
+                if pending:
+                    self._flush(batch_id, pending, line_no, report)
+                continue
+            if not raw.strip():
+                continue  # blank lines are not records (JSONL convention)
+            line_no += 1
+            if line_no <= report.resumed_after:
+                continue
+            job = self._job_or_error(raw, line_no, batch_id, report)
+            if job is not None:
+                pending.append(job)
+            if len(pending) >= self.config.chunk_size:
+                self._flush(batch_id, pending, line_no, report)
+                flushes += 1
+                if flushes % BACKPRESSURE_EVERY == 0:
+                    self._wait_below_high_water(report)
+                if on_progress:
+                    on_progress(report)
+        self._flush(batch_id, pending, line_no, report)
+        report.lines = line_no
+        self.ledger.seal(batch_id, line_no)
+        report.seconds = time.perf_counter() - started
+        if on_progress:
+            on_progress(report)
+        return report
+
+    def _job_or_error(self, raw: bytes, line_no: int, batch_id: str, report: SubmitReport) -> Job | None:
+        custom_id: str | None = None
+        try:
+            if line_no > self.config.limits.max_batch_lines:
+                limit = self.config.limits.max_batch_lines
+                raise InputLineError("batch_too_long", f"the batch is over {limit} lines (limits.max_batch_lines)")
+            job = parse_line(raw, line_no, batch_id, self.config.limits)
+            custom_id = job.custom_id
+            job.pin = self.policy.pinned_tier(job.model)
+            return job
+        except InputLineError as exc:
+            self._reject(batch_id, line_no, exc.custom_id or custom_id, exc.code, exc.message, report)
+            return None
+
+    def _reject(self, batch_id: str, line_no: int, custom_id: str | None, code: str, message: str, report: SubmitReport) -> None:
+        key = f"{custom_id}@line:{line_no}" if code == "duplicate_custom_id" else custom_id or f"@line:{line_no}"
+        line = error_line(batch_id, custom_id, code, f"line {line_no}: {message}", TurnoutInfo(line=line_no))
+        self.ledger.record_error(batch_id, key, line)
+        report.rejected += 1
+        report.errors[code] = report.errors.get(code, 0) + 1
+
+    def _flush(self, batch_id: str, pending: list[Job], line_no: int, report: SubmitReport) -> None:
+        """Claim the chunk's custom_ids, send the unique ones, and move the resume mark."""
+        if pending:
+            owners = self.ledger.claim_ids(batch_id, [(job.custom_id, job.line) for job in pending])
+            fresh = [job for job, owner in zip(pending, owners) if owner == job.line]
+            for job, owner in zip(pending, owners):
+                if owner != job.line:
+                    message = f"custom_id {job.custom_id!r} was already used on line {owner}"
+                    self._reject(batch_id, job.line, job.custom_id, "duplicate_custom_id", message, report)
+            if fresh:
+                send_classify(self.app, batch_id, fresh)
+                report.enqueued += len(fresh)
+            pending.clear()
+        self.ledger.progress(batch_id, submitted=line_no, enqueued_line=line_no)
+
+    def queued_jobs(self) -> int:
+        """Jobs waiting in turnout's queues, estimated from message counts × jobs per message."""
+        pipe = self.ledger.redis.pipeline(transaction=False)
+        for name, _ in self._queues:
+            pipe.llen(name)
+        return sum(int(n) * size for n, (_, size) in zip(pipe.execute(), self._queues))
+
+    def _wait_below_high_water(self, report: SubmitReport) -> None:
+        queued = self.queued_jobs()
+        report.peak_queued = max(report.peak_queued, queued)
+        while queued > self.config.high_water:
+            time.sleep(BACKPRESSURE_SLEEP_S)
+            report.waited_s += BACKPRESSURE_SLEEP_S
+            queued = self.queued_jobs()
+
+
+def file_lines(path: str) -> Iterator[bytes]:
+    with open(path, "rb") as handle:
+        yield from handle
+
+
+def stream_lines(stream: IO[bytes]) -> Iterator[bytes]:
+    """Lines of a stream as they arrive, with IDLE whenever nothing came for STREAM_IDLE_S.
+
+    A reader thread feeds a bounded queue, so a slow pipe still gets its partial chunk
+    enqueued instead of waiting for a full one.
+    """
+    lines: queue.Queue[bytes | None] = queue.Queue(maxsize=10_000)
+
+    def read() -> None:
+        for raw in stream:
+            lines.put(raw)
+        lines.put(None)
+
+    threading.Thread(target=read, name="turnout-stdin", daemon=True).start()
+    while True:
+        try:
+            raw = lines.get(timeout=STREAM_IDLE_S)
+        except queue.Empty:
+            yield IDLE
+            continue
+        if raw is None:
+            return
+        yield raw

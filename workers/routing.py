@@ -1,0 +1,51 @@
+"""Routing without model calls: what `turnout classify` prints for a file."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import TextIO
+
+from router.classifier import load_classifier
+from router.policy import TierPolicy
+from schemas.config import Config
+from schemas.errors import InputLineError
+from schemas.job import Job, parse_line
+
+#: Tokens assumed per answer when estimating a batch's cost before any model has run.
+ESTIMATED_COMPLETION_TOKENS = 256
+#: Characters per token, OpenAI's rule of thumb for English.
+CHARS_PER_TOKEN = 4
+
+
+def dry_run(config: Config, path: Path, out: TextIO) -> str:
+    """Write one ``{"custom_id", "tier", "score"}`` line per input line; returns the summary text."""
+    classifier = load_classifier(config.classifier)
+    policy = TierPolicy(config)
+    tiers: Counter[str] = Counter()
+    cost = frontier = 0.0
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate((r for r in handle if r.strip()), start=1):
+            try:
+                job = parse_line(raw, line_no, "dry-run", config.limits)
+                pin = policy.pinned_tier(job.model)
+            except InputLineError as exc:
+                out.write(json.dumps({"custom_id": exc.custom_id, "line": line_no, "error": exc.message}) + "\n")
+                tiers["error"] += 1
+                continue
+            decision = policy.decide(classifier.score(job.prompt_text), pin)
+            tiers[decision.tier] += 1
+            out.write(json.dumps({"custom_id": job.custom_id, "tier": decision.tier, "score": decision.score}) + "\n")
+            cost += estimated_cost(config, decision.tier, job)
+            frontier += estimated_cost(config, config.frontier.name, job)
+    mix = ", ".join(f"{name} {count}" for name, count in tiers.most_common())
+    return f"router {classifier.name}: {mix}. Estimated cost ${cost:.4f} against ${frontier:.4f} all-frontier."
+
+
+def estimated_cost(config: Config, tier: str, job: Job) -> float:
+    """A rough cost for one job on a tier's primary deployment, from prompt length alone."""
+    primary = config.tier(tier).deployments[0]
+    prompt_tokens = len(job.prompt_text) / CHARS_PER_TOKEN
+    completion = job.max_tokens or ESTIMATED_COMPLETION_TOKENS
+    return (prompt_tokens * primary.input_cost_per_million + completion * primary.output_cost_per_million) / 1e6

@@ -1,0 +1,121 @@
+"""What `turnout run` starts and looks after: the fake provider and one worker pool per
+stage and tier, as child processes, restarted when they die, stopped when the run ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from schemas.config import FAKE_API_BASE, Config
+from schemas.errors import TurnoutError
+from workers.broker import die_with_parent
+
+#: How long a child gets to stop after SIGTERM before it is killed.
+STOP_GRACE_S = 10.0
+#: How long `turnout run` waits for the fake provider to listen.
+FAKE_START_TIMEOUT_S = 20.0
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "workers.cli", *args]
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    def start(self, env: dict[str, str]) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True,  # Ctrl-C reaches `turnout run` only, which stops pools in order
+                preexec_fn=die_with_parent,
+            )
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if not self.alive:
+            return
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGTERM)  # the whole group: Celery's pool children too
+        try:
+            self.process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+@dataclass
+class Supervisor:
+    """Starts the children, restarts any that die (``check``), and stops them all."""
+
+    config: Config
+    config_path: Path
+    env: dict[str, str]
+    log_dir: Path
+    children: list[Child] = field(default_factory=list)
+
+    def start_fake_provider(self) -> str | None:
+        """Start the fake provider when a deployment uses ``api_base: fake``; returns its URL."""
+        fake = self.config.fake_provider
+        uses_fake = any(d.api_base == FAKE_API_BASE for t in self.config.tiers for d in t.deployments)
+        if fake is None or not uses_fake:
+            return None
+        ready = self.log_dir / "fake-provider.port"
+        ready.unlink(missing_ok=True)
+        argv = cli_command("fake-provider", "--port", str(fake.port), "--ready-file", str(ready))
+        argv += ["--latency-ms", str(fake.latency_ms), "--error-rate", str(fake.error_rate)]
+        if fake.context_limit:
+            argv += ["--context-limit", str(fake.context_limit)]
+        self._start(Child("fake-provider", argv, self.log_dir / "fake-provider.log"))
+        port = self._wait_for_port(ready)
+        url = f"http://127.0.0.1:{port}/v1"
+        self.env["TURNOUT_FAKE_URL"] = url
+        return url
+
+    def start_pools(self) -> None:
+        pools = ["classify"] + [tier.name for tier in self.config.tiers]
+        for pool in pools:
+            argv = cli_command("worker", "--pool", pool, "--config", str(self.config_path))
+            self._start(Child(f"pool-{pool}", argv, self.log_dir / f"pool-{pool}.log"))
+
+    def check(self) -> list[str]:
+        """Restart every child that died; returns their names."""
+        restarted = []
+        for child in self.children:
+            if not child.alive:
+                child.restarts += 1
+                child.start(self.env)
+                restarted.append(child.name)
+        return restarted
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+
+    def _start(self, child: Child) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        child.start(self.env)
+        self.children.append(child)
+
+    def _wait_for_port(self, ready: Path) -> int:
+        deadline = time.monotonic() + FAKE_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if ready.exists() and ready.read_text().strip():
+                return int(ready.read_text().strip())
+            if not self.children[-1].alive:
+                break
+            time.sleep(0.05)
+        raise TurnoutError(f"the fake provider did not start; see {self.log_dir / 'fake-provider.log'}")

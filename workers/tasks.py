@@ -1,0 +1,250 @@
+"""The tasks: classify a chunk of jobs, and answer a micro-batch of one tier's jobs.
+
+A tier task carries up to ``tier.batch_size`` jobs and runs their calls concurrently on
+one persistent asyncio loop per worker process: LiteLLM costs ~3 ms of CPU per call, so
+one process keeps many calls in flight instead of one. Each job is still treated on its
+own: its own fallbacks, retries, DLQ record and result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from collections import defaultdict
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
+
+from celery import Celery, Task
+
+from schemas.config import Config, Tier
+from schemas.errors import ContextWindowError, ProviderError, RetryableProviderError
+from schemas.job import Job
+from schemas.result import ResultLine, Response, TurnoutInfo, error_line, request_id
+from workers.app import CLASSIFY_QUEUE, CLASSIFY_TASK, Runtime
+from workers.dlq import DeadLetters
+from workers.provider import Answer
+
+log = logging.getLogger("turnout.tasks")
+
+#: Backoff for a job whose every deployment failed: base × 2^attempt, capped, with full jitter.
+RETRY_BASE_S = 2.0
+RETRY_CAP_S = 60.0
+#: A task delivered this many times without finishing (its worker died each time) is split
+#: into single jobs; a single job that keeps killing workers goes to the DLQ.
+MAX_DELIVERIES = 3
+#: At most this many custom_ids are listed in the task's argsrepr that Flower shows.
+ARGSREPR_IDS = 64
+
+T = TypeVar("T")
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_pid = 0
+
+
+def run_on_loop(coroutine: Awaitable[T]) -> T:
+    """Run on this process's own event loop, made lazily after fork and kept for its life.
+
+    asyncio.run per task would leak LiteLLM's cached HTTP sessions (one per loop).
+    """
+    global _loop, _loop_pid
+    if _loop is None or _loop_pid != os.getpid():
+        _loop = asyncio.new_event_loop()
+        _loop_pid = os.getpid()
+    return _loop.run_until_complete(coroutine)  # type: ignore[arg-type]
+
+
+async def _gather(calls: list[Awaitable[T]]) -> list[T | BaseException]:
+    return await asyncio.gather(*calls, return_exceptions=True)
+
+
+def argsrepr(batch_id: str, jobs: Sequence[Job]) -> str:
+    """What Flower shows: the batch, the job count and the custom_ids, never the prompts."""
+    ids = ",".join(job.custom_id for job in jobs[:ARGSREPR_IDS])
+    more = f",…+{len(jobs) - ARGSREPR_IDS}" if len(jobs) > ARGSREPR_IDS else ""
+    return f"(batch={batch_id!r}, jobs={len(jobs)}, ids=[{ids}{more}])"
+
+
+def dump(jobs: Sequence[Job]) -> list[dict[str, Any]]:
+    return [job.model_dump(mode="json", exclude_defaults=True) for job in jobs]
+
+
+def send_classify(app: Celery, batch_id: str, jobs: Sequence[Job]) -> None:
+    app.send_task(CLASSIFY_TASK, args=[batch_id, dump(jobs)], queue=CLASSIFY_QUEUE, argsrepr=argsrepr(batch_id, jobs))
+
+
+def send_tier(app: Celery, tier: Tier, batch_id: str, jobs: Sequence[Job], countdown: float = 0) -> None:
+    """Send jobs to a tier's queue in micro-batches of the tier's batch size."""
+    for start in range(0, len(jobs), tier.batch_size):
+        piece = jobs[start : start + tier.batch_size]
+        app.send_task(
+            tier.task_name,
+            args=[batch_id, dump(piece)],
+            queue=tier.queue,
+            countdown=countdown or None,
+            argsrepr=argsrepr(batch_id, piece),
+        )
+
+
+# --- classify --------------------------------------------------------------------------
+
+
+def classify_chunk(app: Celery, runtime: Runtime, batch_id: str, raw_jobs: list[dict[str, Any]]) -> None:
+    """Score each job, attach its decision, and send it to its tier's queue."""
+    jobs = [Job.model_validate(raw) for raw in raw_jobs]
+    scores = runtime.classifier.score_batch([job.prompt_text for job in jobs])
+    by_tier: dict[str, list[Job]] = defaultdict(list)
+    for job, score in zip(jobs, scores):
+        job.decision = runtime.policy.decide(score, job.pin)
+        by_tier[job.decision.tier].append(job)
+    for tier_name, tier_jobs in by_tier.items():
+        send_tier(app, runtime.config.tier(tier_name), batch_id, tier_jobs)
+
+
+# --- complete --------------------------------------------------------------------------
+
+
+def complete_batch(task: Task, runtime: Runtime, tier: Tier, batch_id: str, raw_jobs: list[dict[str, Any]]) -> None:
+    """Answer a micro-batch: skip what is already answered, call the rest concurrently, record each."""
+    jobs = [Job.model_validate(raw) for raw in raw_jobs]
+    if _split_if_poisoned(task, runtime, tier, batch_id, jobs):
+        return
+    answered = runtime.ledger.answered(batch_id, [job.custom_id for job in jobs])
+    fresh = [job for job, done in zip(jobs, answered) if not done]
+    provider = runtime.provider(tier.name)
+    outcomes = run_on_loop(_gather([provider.complete(job) for job in fresh]))
+    retry: list[tuple[Job, float]] = []
+    for job, outcome in zip(fresh, outcomes):
+        job.attempts += 1
+        if isinstance(outcome, Answer):
+            record_answer(runtime, tier, job, outcome)
+        elif isinstance(outcome, ProviderError):
+            delay = _handle_failure(task.app, runtime, tier, job, outcome)
+            if delay is not None:
+                retry.append((job, delay))
+        else:
+            raise outcome  # a bug in turnout, not a provider failure: let Celery log it
+    if retry:
+        delay = max(d for _, d in retry)
+        task.retry(args=[batch_id, dump([job for job, _ in retry])], countdown=delay, max_retries=None)
+
+
+def record_answer(runtime: Runtime, tier: Tier, job: Job, answer: Answer) -> None:
+    decision = job.decision
+    info = TurnoutInfo(
+        line=job.line,
+        tier=tier.name,
+        model=answer.model,
+        deployment=answer.deployment,
+        score=decision.score if decision else None,
+        reasons=decision.reasons if decision else [],
+        attempts=job.attempts,
+        fallbacks=answer.fallbacks,
+        latency_s=round(answer.latency_s, 4),
+        cost_usd=answer.cost_usd,
+        prompt_tokens=answer.prompt_tokens,
+        completion_tokens=answer.completion_tokens,
+    )
+    line = ResultLine(
+        id=request_id(job.batch_id, job.custom_id),
+        custom_id=job.custom_id,
+        response=Response(status_code=200, request_id=answer.request_id, body=answer.body),
+        turnout=info,
+    )
+    runtime.ledger.record_ok(job.batch_id, job.custom_id, line, frontier_cost(runtime.config, answer))
+
+
+def frontier_cost(config: Config, answer: Answer) -> float:
+    """What this answer would have cost on the frontier tier's primary deployment (same tokens)."""
+    primary = config.frontier.deployments[0]
+    return (answer.prompt_tokens * primary.input_cost_per_million + answer.completion_tokens * primary.output_cost_per_million) / 1e6
+
+
+def _handle_failure(app: Celery, runtime: Runtime, tier: Tier, job: Job, error: ProviderError) -> float | None:
+    """Decide a failed job's path; returns the retry delay, or None when it left this tier."""
+    job.errors.append(f"attempt {job.attempts} on {tier.name}: {error.code}: {error.message}")
+    if isinstance(error, RetryableProviderError) and job.attempts < tier.max_attempts:
+        return backoff(job.attempts, error.retry_after)
+    if isinstance(error, ContextWindowError):
+        bigger = _next_tier(runtime.config, tier)
+        if bigger is not None:
+            job.decision = job.decision.model_copy(update={"tier": bigger.name}) if job.decision else None
+            send_tier(app, bigger, job.batch_id, [job])
+            return None
+    dead_letter(runtime, tier, job, error.code, error.message, error.status_code)
+    return None
+
+
+def dead_letter(runtime: Runtime, tier: Tier, job: Job, code: str, message: str, status: int | None = None) -> None:
+    """Park the job in the tier's DLQ and give its line an error record."""
+    DeadLetters(runtime.ledger.redis).add(tier.name, job, code, message)
+    decision = job.decision
+    info = TurnoutInfo(
+        line=job.line,
+        tier=tier.name,
+        score=decision.score if decision else None,
+        reasons=decision.reasons if decision else [],
+        attempts=job.attempts,
+    )
+    line = error_line(job.batch_id, job.custom_id, code, message, info)
+    if status is not None:
+        line.response = Response(status_code=status, request_id="", body={"error": {"code": code, "message": message}})
+    runtime.ledger.record_error(job.batch_id, job.custom_id, line)
+
+
+def backoff(attempt: int, retry_after: float | None) -> float:
+    """Exponential backoff with full jitter, never sooner than the provider's Retry-After."""
+    ceiling = min(RETRY_CAP_S, RETRY_BASE_S * 2 ** (attempt - 1))
+    return max(retry_after or 0.0, random.uniform(ceiling / 2, ceiling))
+
+
+def _next_tier(config: Config, tier: Tier) -> Tier | None:
+    names = [t.name for t in config.tiers]
+    index = names.index(tier.name)
+    return config.tiers[index + 1] if index + 1 < len(names) else None
+
+
+def _split_if_poisoned(task: Task, runtime: Runtime, tier: Tier, batch_id: str, jobs: list[Job]) -> bool:
+    """Count deliveries of this task; one that keeps killing its worker is split, then dead-lettered.
+
+    With late acks, a task whose job crashes the process is delivered again and again.
+    After MAX_DELIVERIES a micro-batch is split into single-job tasks (its innocent
+    neighbours then finish); a single job past the limit goes to the DLQ.
+    """
+    key = f"turnout:deliveries:{task.request.id}:{task.request.retries}"
+    pipe = runtime.ledger.redis.pipeline()
+    pipe.incr(key)
+    pipe.expire(key, 86_400)
+    deliveries = int(pipe.execute()[0])
+    if deliveries <= MAX_DELIVERIES:
+        return False
+    if len(jobs) > 1:
+        for job in jobs:
+            send_tier(task.app, tier, batch_id, [job])
+        return True
+    job = jobs[0]
+    job.attempts += 1
+    job.errors.append(f"delivered {deliveries} times; its worker died every time")
+    dead_letter(runtime, tier, job, "worker_lost", f"the job's worker died {deliveries - 1} times while running it")
+    return True
+
+
+# --- registration ----------------------------------------------------------------------
+
+
+def register(app: Celery, config: Config) -> None:
+    """Register the classify task and one completion task per tier, named for Flower."""
+    runtime: Runtime = app.turnout_runtime  # type: ignore[attr-defined]
+
+    @app.task(name=CLASSIFY_TASK, bind=True)
+    def classify(self: Task, batch_id: str, jobs: list[dict[str, Any]]) -> None:
+        classify_chunk(self.app, runtime, batch_id, jobs)
+
+    for tier in config.tiers:
+        _register_tier(app, runtime, tier)
+
+
+def _register_tier(app: Celery, runtime: Runtime, tier: Tier) -> None:
+    @app.task(name=tier.task_name, bind=True)
+    def complete(self: Task, batch_id: str, jobs: list[dict[str, Any]]) -> None:
+        complete_batch(self, runtime, tier, batch_id, jobs)
