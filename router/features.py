@@ -136,8 +136,9 @@ class SparseRows:
     def dot(self, weights: np.ndarray) -> np.ndarray:
         """X @ w."""
         products = self.data * weights[self.indices]
-        sums = np.concatenate([[0.0], np.cumsum(products)])
-        return sums[self.indptr[1:]] - sums[self.indptr[:-1]]
+        sums: np.ndarray = np.concatenate([[0.0], np.cumsum(products)])
+        result: np.ndarray = sums[self.indptr[1:]] - sums[self.indptr[:-1]]
+        return result
 
     def t_dot(self, values: np.ndarray) -> np.ndarray:
         """X.T @ v."""

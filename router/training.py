@@ -127,7 +127,8 @@ def gain_target(rows: Sequence[LabeledRow]) -> np.ndarray:
     weak = np.array([r.weak for r in rows])
     strong = np.array([r.strong for r in rows])
     spread = max(float(np.max(np.abs(strong - weak))), 1.0)  # judge scores may exceed 0..1
-    return np.clip((strong - weak) / spread, -1.0, 1.0) / 2.0 + 0.5
+    gain: np.ndarray = np.clip((strong - weak) / spread, -1.0, 1.0)
+    return gain / 2.0 + 0.5
 
 
 def fit(rows: Sequence[LabeledRow], settings: FitSettings = FitSettings(), name: str = "default") -> TrainedClassifier:

@@ -114,7 +114,7 @@ class Producer:
             return None
 
     def _reject(self, batch_id: str, line_no: int, custom_id: str | None, code: str, message: str, report: SubmitReport) -> None:
-        key = f"{custom_id}@line:{line_no}" if code == "duplicate_custom_id" else custom_id or f"@line:{line_no}"
+        key = f"@line:{line_no}"  # by line: two bad lines may share (or lack) a custom_id
         line = error_line(batch_id, custom_id, code, f"line {line_no}: {message}", TurnoutInfo(line=line_no))
         self.ledger.record_error(batch_id, key, line)
         report.rejected += 1

@@ -7,6 +7,7 @@ exceptions into turnout's two paths: retry later, or give up now.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,9 @@ from schemas.job import Job  # noqa: E402
 
 litellm.suppress_debug_info = True
 litellm.telemetry = False
+for _name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+    # INFO logs a line per call: CPU spent, and LiteLLM's debug info can carry prompts
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 #: The key sent to the fake provider; it checks none, and this is no secret.
 FAKE_API_KEY = "fake-provider-key"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -95,7 +97,7 @@ def test_a_perfect_ranking_on_larger_data_beats_random() -> None:
     assert metrics.apgr == pytest.approx(metrics.oracle_apgr, abs=0.05)
 
 
-def test_plot_writes_a_png(tmp_path) -> None:
+def test_plot_writes_a_png(tmp_path: Path) -> None:
     # Given a curve
     from router.metrics import plot_quality_vs_share
 

@@ -1,0 +1,101 @@
+"""A real cluster for end-to-end tests: the fake provider and one Celery worker process per
+pool, started once per session against the test Redis, like `turnout run` starts them."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.config import Config, load_config
+from workers.client import Client
+from workers.fake_provider import configure, fetch_stats, reset
+from workers.supervisor import Supervisor
+
+CONFIG = """
+chunk_size: 16
+high_water: 10000
+classifier: {kind: heuristic}
+limits: {max_prompt_chars: 2000, max_line_bytes: 20000}
+fake_provider: {port: 0}
+tiers:
+  - name: cheap
+    min_score: 0.0
+    batch_size: 8
+    max_attempts: 3
+    models: [gpt-4o-mini]
+    deployments:
+      - {model: openai/fake-cheap, name: cheap-primary, api_base: fake, timeout_s: 5,
+         input_cost_per_million: 0.15, output_cost_per_million: 0.60}
+      - {model: openai/fake-cheap-backup, name: cheap-backup, api_base: fake, timeout_s: 5,
+         input_cost_per_million: 0.20, output_cost_per_million: 0.80}
+  - name: frontier
+    min_score: 0.5
+    batch_size: 8
+    max_attempts: 3
+    models: [gpt-4o]
+    deployments:
+      - {model: openai/fake-frontier, name: frontier-primary, api_base: fake, timeout_s: 5,
+         input_cost_per_million: 2.5, output_cost_per_million: 10.0}
+      - {model: openai/fake-frontier-backup, name: frontier-backup, api_base: fake, timeout_s: 5,
+         input_cost_per_million: 3.0, output_cost_per_million: 15.0}
+"""
+
+
+@dataclass
+class Cluster:
+    config: Config
+    config_path: Path
+    client: Client
+    fake_url: str
+    supervisor: Supervisor
+
+    def run(self, lines: list[Any], batch_id: str, timeout: float = 90) -> dict[str, list[dict[str, Any]]]:
+        """Submit lines (dicts or raw strings), wait, and return the parsed output and error lines."""
+        raw = [line if isinstance(line, str) else json.dumps(line) for line in lines]
+        self.client.submit(raw, batch_id)
+        self.client.wait(batch_id, timeout=timeout)
+        return {
+            "out": [json.loads(v) for v in self.client.ledger.lines(batch_id, "out")],
+            "err": [json.loads(v) for v in self.client.ledger.error_lines(batch_id)],
+        }
+
+    def fake(self, **changes: Any) -> None:
+        configure(self.fake_url, **changes)
+
+    def fake_stats(self) -> dict[str, Any]:
+        return fetch_stats(self.fake_url)
+
+
+@pytest.fixture(scope="session")
+def cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    home = tmp_path_factory.mktemp("cluster")
+    config_path = home / "turnout.yaml"
+    config_path.write_text(CONFIG)
+    config = load_config(config_path)
+    env = dict(os.environ, TURNOUT_REDIS_URL=redis_url, TURNOUT_CONFIG=str(config_path))
+    supervisor = Supervisor(config, config_path, env, home / "logs")
+    try:
+        fake_url = supervisor.start_fake_provider()
+        assert fake_url is not None
+        os.environ["TURNOUT_FAKE_URL"] = fake_url
+        supervisor.start_pools()
+        yield Cluster(config, config_path, Client(config, redis_url), fake_url, supervisor)
+    finally:
+        supervisor.stop()
+
+
+@pytest.fixture
+def fresh_fake(cluster: Cluster) -> Iterator[Cluster]:
+    """The cluster with the fake provider back to well-behaved after the test."""
+    reset(cluster.fake_url)
+    yield cluster
+    cluster.fake(fail_models={}, error_rate=0.0, context_limit=None, latency_ms=0.0, rate_limit_rpm=None)
+    reset(cluster.fake_url)
+    time.sleep(0.1)

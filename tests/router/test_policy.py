@@ -1,0 +1,60 @@
+"""The tier policy: pins first, then the score's threshold."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.classifier import Score
+from router.heuristic import HeuristicClassifier
+from router.policy import TierPolicy
+from schemas.config import Config
+from schemas.errors import InputLineError
+
+CONFIG = Config.model_validate(
+    {
+        "tiers": [
+            {"name": "cheap", "deployments": [{"model": "openai/gpt-4o-mini"}], "models": ["small"]},
+            {"name": "mid", "min_score": 0.4, "deployments": [{"model": "anthropic/claude-haiku"}]},
+            {"name": "frontier", "min_score": 0.8, "deployments": [{"model": "openai/gpt-4o"}]},
+        ]
+    }
+)
+
+
+def test_scores_map_to_tiers_by_threshold() -> None:
+    policy = TierPolicy(CONFIG)
+    assert [policy.tier_for_score(s) for s in (0.0, 0.39, 0.4, 0.79, 0.8, 1.0)] == [
+        "cheap", "cheap", "mid", "mid", "frontier", "frontier"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("model", "tier"),
+    [(None, None), ("auto", None), ("tier:mid", "mid"), ("small", "cheap"), ("gpt-4o", "frontier"), ("openai/gpt-4o", "frontier")],
+)
+def test_a_model_field_pins_its_tier(model: str | None, tier: str | None) -> None:
+    assert TierPolicy(CONFIG).pinned_tier(model) == tier
+
+
+def test_an_unknown_model_or_tier_is_an_input_error() -> None:
+    policy = TierPolicy(CONFIG)
+    with pytest.raises(InputLineError, match="gpt-9"):
+        policy.pinned_tier("gpt-9")
+    with pytest.raises(InputLineError, match="platinum"):
+        policy.pinned_tier("tier:platinum")
+
+
+def test_a_pin_overrides_the_score_but_keeps_it_on_record() -> None:
+    decision = TierPolicy(CONFIG).decide(Score(0.1, ["plain"]), pin="frontier")
+    assert decision.tier == "frontier" and decision.score == 0.1 and decision.reasons == ["pinned:frontier"]
+
+
+def test_the_heuristic_scores_hard_prompts_above_easy_ones() -> None:
+    classifier = HeuristicClassifier()
+    easy = classifier.score("What is the capital of France?")
+    hard = classifier.score(
+        "Prove step by step that this algorithm terminates, analyze its complexity and compare the trade-offs.\n"
+        "```python\ndef f(n):\n    return f(n - 1) if n else 0\n```"
+    )
+    assert 0.0 <= easy.value < 0.5 <= hard.value <= 1.0
+    assert "code" in hard.reasons and "reasoning" in hard.reasons

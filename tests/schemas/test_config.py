@@ -1,0 +1,70 @@
+"""A broken config fails at start-up with the field and the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from schemas.config import load_config, resolve_secret
+from schemas.errors import ConfigError
+
+GOOD = """
+tiers:
+  - name: cheap
+    deployments: [{model: openai/gpt-4o-mini, api_key: os.environ/OPENAI_API_KEY}]
+  - name: frontier
+    min_score: 0.6
+    deployments: [{model: openai/gpt-4o}]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "turnout.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_example_config_loads(repo_root: Path) -> None:
+    config = load_config(repo_root / "examples" / "turnout.yaml")
+    assert [t.name for t in config.tiers] == ["cheap", "frontier"]
+
+
+def test_environment_overrides_top_level_fields(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TURNOUT_HIGH_WATER", "123")
+    monkeypatch.setenv("TURNOUT_REDIS_URL", "redis://example:6379/0")
+    config = load_config(write(tmp_path, GOOD))
+    assert config.high_water == 123 and config.redis_url == "redis://example:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("tiers: [", "not valid YAML"),
+        ("- just a list", "mapping"),
+        ("tiers: []", "tiers"),
+        (GOOD.replace("os.environ/OPENAI_API_KEY", "sk-live-123"), "api_key"),
+        (GOOD.replace("min_score: 0.6", "min_score: 1.6"), "min_score"),
+        (GOOD.replace("name: frontier", "name: cheap"), "unique"),
+        (GOOD + "surprise: 1\n", "surprise"),
+    ],
+)
+def test_a_broken_config_names_the_field(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert fragment in str(caught.value)
+
+
+def test_a_missing_config_file_says_how_to_fix_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_secrets_resolve_from_the_environment_or_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_KEY", "k1")
+    (tmp_path / "key").write_text("k2\n")
+    assert resolve_secret("os.environ/MY_KEY") == "k1"
+    assert resolve_secret(f"file:{tmp_path / 'key'}") == "k2"
+    monkeypatch.delenv("MY_KEY")
+    with pytest.raises(ConfigError, match="MY_KEY"):
+        resolve_secret("os.environ/MY_KEY")

@@ -1,0 +1,64 @@
+"""Input lines become jobs, or errors that say what is wrong."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from schemas.config import Limits
+from schemas.errors import InputLineError
+from schemas.job import parse_line
+
+LIMITS = Limits(max_line_bytes=500, max_prompt_chars=100)
+
+
+def parse(data: object) -> object:
+    return parse_line(json.dumps(data), 1, "b", LIMITS)
+
+
+def test_a_simple_line_becomes_a_one_message_job() -> None:
+    job = parse({"custom_id": "a", "prompt": "hi there", "max_tokens": 5, "metadata": {"k": 1}})
+    assert job.messages == [{"role": "user", "content": "hi there"}]  # type: ignore[attr-defined]
+    assert job.max_tokens == 5 and job.metadata == {"k": 1}  # type: ignore[attr-defined]
+
+
+def test_an_openai_batch_line_keeps_its_messages_model_and_extra_fields() -> None:
+    body = {"model": "tier:cheap", "messages": [{"role": "user", "content": "x"}], "temperature": 0.2}
+    job = parse({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": body})
+    assert job.model == "tier:cheap" and job.params == {"temperature": 0.2}  # type: ignore[attr-defined]
+
+
+def test_content_parts_count_as_prompt_text() -> None:
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "part one"}]}]}
+    job = parse({"custom_id": "a", "body": body})
+    assert job.prompt_text == "part one"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("{not json", "invalid_json"),
+        ("[1, 2]", "invalid_json"),
+        (json.dumps({"custom_id": "a"}), "missing_prompt"),
+        (json.dumps({"prompt": "no id"}), "invalid_line"),
+        (json.dumps({"custom_id": "a", "body": {"messages": []}}), "empty_messages"),
+        (json.dumps({"custom_id": "a", "prompt": "   "}), "empty_prompt"),
+        (json.dumps({"custom_id": "a", "prompt": "x" * 101}), "prompt_too_long"),
+        (json.dumps({"custom_id": "a", "prompt": "x" * 600}), "line_too_long"),
+        (json.dumps({"custom_id": "a", "url": "/v1/embeddings", "body": {"messages": [{"role": "user", "content": "x"}]}}), "unsupported_url"),
+        (json.dumps({"custom_id": "a", "prompt": "x", "max_tokens": -1}), "invalid_line"),
+    ],
+)
+def test_a_bad_line_raises_an_error_with_a_stable_code(raw: str, code: str) -> None:
+    with pytest.raises(InputLineError) as caught:
+        parse_line(raw, 7, "b", LIMITS)
+    assert caught.value.code == code
+    assert caught.value.message  # a sentence a person can act on
+
+
+def test_size_errors_name_the_limit_and_the_actual_size() -> None:
+    with pytest.raises(InputLineError) as caught:
+        parse({"custom_id": "a", "prompt": "x" * 150})
+    assert "150" in caught.value.message and "100" in caught.value.message
+    assert caught.value.custom_id == "a"

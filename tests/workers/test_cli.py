@@ -1,0 +1,64 @@
+"""The CLI: --help everywhere, and one clear sentence (no traceback) for a user's mistakes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+COMMANDS = ["run", "submit", "worker", "status", "collect", "classify", "fake-provider"]
+
+
+def turnout(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=120
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_explains_itself(command: str) -> None:
+    result = turnout(command, "--help")
+    assert result.returncode == 0
+    assert "Usage" in result.stdout and len(result.stdout.splitlines()) > 4
+
+
+def assert_one_clear_line(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())
+    assert message.startswith("turnout: error:")
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_a_missing_input_file_is_one_sentence(tmp_path: Path, repo_root: Path) -> None:
+    result = turnout("run", str(tmp_path / "nope.jsonl"), "-c", str(repo_root / "examples/turnout.yaml"))
+    assert_one_clear_line(result, "nope.jsonl", "not found")
+
+
+def test_a_broken_config_is_one_sentence_naming_the_field(tmp_path: Path, repo_root: Path) -> None:
+    config = tmp_path / "turnout.yaml"
+    config.write_text("tiers:\n  - name: cheap\n    deployments: [{model: x, api_key: sk-123}]\n")
+    result = turnout("classify", str(repo_root / "examples/batch.jsonl"), "-c", str(config))
+    assert_one_clear_line(result, "api_key", "os.environ/NAME")
+
+
+def test_an_unreachable_redis_is_one_sentence_without_the_password(repo_root: Path) -> None:
+    url = "redis://:hunter2secret@127.0.0.1:1/0"
+    result = turnout("status", "-c", str(repo_root / "examples/turnout.yaml"), env={"TURNOUT_REDIS_URL": url})
+    assert_one_clear_line(result, "cannot reach Redis", "***")
+    assert "hunter2secret" not in result.stderr + result.stdout
+
+
+def test_classify_prints_pure_json_lines_and_a_summary_on_stderr(repo_root: Path) -> None:
+    result = turnout("classify", str(repo_root / "examples/batch.jsonl"), "-c", str(repo_root / "examples/turnout.yaml"))
+    assert result.returncode == 0
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 40
+    assert all(set(line) == {"custom_id", "tier", "score"} and 0 <= line["score"] <= 1 for line in lines)
+    assert "Estimated cost" in result.stderr

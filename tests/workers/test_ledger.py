@@ -1,0 +1,67 @@
+"""The ledger records each line once, whatever runs twice (real Redis)."""
+
+from __future__ import annotations
+
+import uuid
+
+import redis
+
+from schemas.result import ResultLine, TurnoutInfo, error_line
+from workers.ledger import Ledger
+
+
+def ok_line(custom_id: str, cost: float) -> ResultLine:
+    return ResultLine(id="x", custom_id=custom_id, turnout=TurnoutInfo(tier="cheap", cost_usd=cost))
+
+
+def test_a_success_recorded_twice_counts_once(redis_client: redis.Redis) -> None:
+    # Given a batch
+    ledger, batch = Ledger(redis_client), uuid.uuid4().hex
+    ledger.open_batch(batch)
+
+    # When the same job's success is recorded twice (a re-delivered task)
+    first = ledger.record_ok(batch, "a", ok_line("a", 0.5), frontier_cost=2.0)
+    second = ledger.record_ok(batch, "a", ok_line("a", 0.5), frontier_cost=2.0)
+
+    # Then the first write wins and the counters moved once
+    status = ledger.status(batch)
+    assert (first, second) == (True, False)
+    assert status is not None and status.done == 1 and status.cost_usd == 0.5 and status.frontier_cost_usd == 2.0
+    assert status.tiers["cheap"].jobs == 1
+
+
+def test_an_error_after_a_success_is_ignored_and_a_success_replaces_an_error(redis_client: redis.Redis) -> None:
+    ledger, batch = Ledger(redis_client), uuid.uuid4().hex
+    ledger.open_batch(batch)
+
+    # Given one job that succeeded and one that failed
+    ledger.record_ok(batch, "a", ok_line("a", 0.1), 0.0)
+    ledger.record_error(batch, "b", error_line(batch, "b", "boom", "it failed"))
+
+    # When a late error arrives for the first, and a replay succeeds for the second
+    assert ledger.record_error(batch, "a", error_line(batch, "a", "late", "too late")) is False
+    assert ledger.record_ok(batch, "b", ok_line("b", 0.2), 0.0) is True
+
+    # Then both have exactly one output line and no error line
+    status = ledger.status(batch)
+    assert status is not None and status.done == 2 and status.failed == 0
+    assert sorted(ResultLine.model_validate_json(v).custom_id for v in ledger.lines(batch, "out")) == ["a", "b"]
+    assert list(ledger.error_lines(batch)) == []
+
+
+def test_a_batch_is_complete_when_sealed_and_every_line_is_recorded(redis_client: redis.Redis) -> None:
+    ledger, batch = Ledger(redis_client), uuid.uuid4().hex
+    ledger.open_batch(batch)
+    ledger.progress(batch, submitted=2, enqueued_line=2)
+    ledger.record_ok(batch, "a", ok_line("a", 0.0), 0.0)
+    ledger.record_ok(batch, "b", ok_line("b", 0.0), 0.0)
+    assert not ledger.status(batch).complete  # type: ignore[union-attr]
+    ledger.seal(batch, 2)
+    assert ledger.status(batch).complete  # type: ignore[union-attr]
+
+
+def test_claiming_ids_reports_the_line_that_owns_each(redis_client: redis.Redis) -> None:
+    ledger, batch = Ledger(redis_client), uuid.uuid4().hex
+    assert ledger.claim_ids(batch, [("a", 1), ("b", 2)]) == [1, 2]
+    # a resumed submit re-claims its own lines; a duplicate id sees the first owner
+    assert ledger.claim_ids(batch, [("a", 1), ("b", 9)]) == [1, 2]
