@@ -26,6 +26,8 @@ DEFAULT_TIER_BATCH_SIZE = 32
 DEFAULT_HIGH_WATER = 50_000
 #: Attempts per job before a retryable failure goes to the dead-letter queue.
 DEFAULT_MAX_ATTEMPTS = 4
+#: Seconds a failing deployment sits out before LiteLLM sends it calls again.
+DEFAULT_COOLDOWN_S = 10.0
 #: Seconds one provider call may take before it counts as a timeout.
 DEFAULT_CALL_TIMEOUT_S = 60.0
 
@@ -71,6 +73,7 @@ class Tier(_Strict):
     batch_size: int = Field(DEFAULT_TIER_BATCH_SIZE, ge=1, le=1024, description="jobs per task")
     processes: int = Field(1, ge=1, description="worker processes per pool (concurrency hint)")
     max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1)
+    cooldown_s: float = Field(DEFAULT_COOLDOWN_S, ge=0, description="how long a failing deployment sits out")
 
     @property
     def queue(self) -> str:

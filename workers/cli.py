@@ -213,6 +213,82 @@ def classify(
     err.print(summary)
 
 
+# --- dead-letter queues ----------------------------------------------------------------------
+
+dlq_app = typer.Typer(help="Inspect, replay and purge the dead-letter queues (one per tier).", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+TierOption = Annotated[Optional[list[str]], typer.Option("--tier", "-t", help="Only this tier (repeatable).")]
+BatchOption = Annotated[Optional[str], typer.Option("--batch", "-b", help="Only this batch.")]
+
+
+def _dead_letters(config_path: Path) -> tuple[Any, Any]:
+    from workers.dlq import DeadLetters
+
+    client = _client(config_path)
+    return client, DeadLetters(client.ledger.redis)
+
+
+def _tiers(client: Any, tiers: Optional[list[str]]) -> list[str]:
+    names = [tier.name for tier in client.config.tiers]
+    for name in tiers or []:
+        client.config.tier(name)  # a clear error for an unknown tier
+    return tiers or names
+
+
+@dlq_app.command("list")
+def dlq_list(tier: TierOption = None, batch: BatchOption = None, config_path: ConfigOption = DEFAULT_CONFIG) -> None:
+    """List dead letters: id, tier, error code, attempts and reason."""
+    client, letters = _dead_letters(config_path)
+    table = Table(show_edge=False)
+    for column in ("id", "tier", "code", "attempts", "reason"):
+        table.add_column(column)
+    for letter in letters.list(_tiers(client, tier), batch):
+        table.add_row(letter.id, letter.tier, letter.code, str(letter.job.attempts), letter.reason[:80])
+    out.print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(letter_id: Annotated[str, typer.Argument(help="An id from `turnout dlq list`.")], config_path: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Print one dead letter as JSON: the job, every attempt's error, timestamps."""
+    client, letters = _dead_letters(config_path)
+    letter = letters.get(_tiers(client, None), letter_id)
+    if letter is None:
+        raise TurnoutError(f"no dead letter {letter_id!r}; `turnout dlq list` shows the ids")
+    print(letter.model_dump_json(indent=2))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ids: Annotated[Optional[list[str]], typer.Argument(help="Dead-letter ids; default all that match the filters.")] = None,
+    tier: TierOption = None,
+    batch: BatchOption = None,
+    config_path: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Put dead letters back on their tier queue; a job that already has a result adds nothing."""
+    from workers.dlq import replay
+
+    client, letters = _dead_letters(config_path)
+    count = replay(client.app, client.config, letters, _tiers(client, tier), batch, ids or None)
+    err.print(f"replayed {count} dead letters; `turnout collect BATCH -o DIR --wait` writes the results")
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    tier: TierOption = None,
+    batch: BatchOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    config_path: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Delete dead letters for good (their error lines stay in the batch)."""
+    client, letters = _dead_letters(config_path)
+    doomed = list(letters.list(_tiers(client, tier), batch))
+    if not yes and not typer.confirm(f"Delete {len(doomed)} dead letters?"):
+        raise typer.Abort()
+    for letter in doomed:
+        letters.remove(letter)
+    err.print(f"purged {len(doomed)} dead letters")
+
+
 # --- fake provider ---------------------------------------------------------------------------
 
 

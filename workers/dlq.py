@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import redis
 from pydantic import BaseModel, Field
 
+from schemas.config import Config
 from schemas.job import Job
 from workers.ledger import PREFIX
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 
 class DeadLetter(BaseModel):
@@ -73,3 +78,25 @@ class DeadLetters:
 
     def depth(self, tier: str) -> int:
         return int(self.redis.hlen(dlq_key(tier)))
+
+
+def replay(
+    app: Celery, config: Config, letters: DeadLetters, tiers: list[str], batch_id: str | None, ids: list[str] | None
+) -> int:
+    """Send dead letters back to their tier queues with fresh attempts; returns how many.
+
+    Idempotent: the tier task skips a job that already has an output line, and a success
+    replaces the job's error line in the batch.
+    """
+    from workers.tasks import send_tier
+
+    chosen = [letters.get(tiers, i) for i in ids] if ids else list(letters.list(tiers, batch_id))
+    count = 0
+    for letter in chosen:
+        if letter is None:
+            continue
+        job = letter.job.model_copy(update={"attempts": 0})
+        send_tier(app, config.tier(letter.tier), job.batch_id, [job])
+        letters.remove(letter)
+        count += 1
+    return count

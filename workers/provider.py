@@ -17,6 +17,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # or every import
 
 import litellm  # noqa: E402
 from litellm import Router  # noqa: E402
+from litellm.types.router import AllowedFailsPolicy  # noqa: E402
 
 from schemas.config import FAKE_API_BASE, Config, Deployment, Tier, resolve_secret  # noqa: E402
 from schemas.errors import ContextWindowError, FatalProviderError, ProviderError, RetryableProviderError  # noqa: E402
@@ -30,8 +31,6 @@ for _name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
 
 #: The key sent to the fake provider; it checks none, and this is no secret.
 FAKE_API_KEY = "fake-provider-key"
-#: How long a failing deployment sits out, for every worker; LiteLLM's default is 5 s.
-COOLDOWN_S = 10.0
 
 _RETRYABLE = (
     litellm.RateLimitError,
@@ -111,7 +110,11 @@ class TierProvider:
             fallbacks=fallbacks,
             num_retries=0,  # retries are Celery's, with backoff across the whole cluster
             allowed_fails=1,
-            cooldown_time=COOLDOWN_S,
+            # a bad request says nothing about the deployment's health: never cool it down for one
+            allowed_fails_policy=AllowedFailsPolicy(
+                BadRequestErrorAllowedFails=1_000_000, ContentPolicyViolationErrorAllowedFails=1_000_000
+            ),
+            cooldown_time=tier.cooldown_s,
             timeout=max(d.timeout_s for d in tier.deployments),
         )
 
@@ -146,17 +149,46 @@ class TierProvider:
         )
 
 
-def classify(exc: BaseException) -> ProviderError:
-    """Sort a LiteLLM exception into turnout's error classes (DESIGN.md, Reliability rules)."""
+def _classify_one(exc: BaseException) -> ProviderError:
     message = _short(exc)
     status = getattr(exc, "status_code", None)
     if isinstance(exc, litellm.ContextWindowExceededError):
         return ContextWindowError("context_length_exceeded", message, status)
+    if _is_cooldown(exc):
+        return RetryableProviderError("no_deployment_available", message, 429, None)
     if isinstance(exc, _RETRYABLE) or (isinstance(status, int) and (status in (408, 409, 429) or status >= 500)):
         return RetryableProviderError(_code(exc), message, status, retry_after(exc))
-    if "No deployments available" in str(exc):  # every deployment is cooling down
-        return RetryableProviderError("no_deployment_available", message, 429, COOLDOWN_S)
     return FatalProviderError(_code(exc), message, status)
+
+
+#: LiteLLM re-raises the primary's error and names the fallbacks' failure only in its text.
+_FALLBACK_FAILED = "also failed: "
+_FATAL_FALLBACK_ERRORS = {
+    "litellm.ContextWindowExceededError": ContextWindowError,
+    "litellm.BadRequestError": FatalProviderError,
+    "litellm.ContentPolicyViolationError": FatalProviderError,
+}
+
+
+def classify(exc: BaseException) -> ProviderError:
+    """Sort a LiteLLM exception into turnout's error classes (DESIGN.md, Reliability rules).
+
+    When the primary was only cooling down and the fallback rejected the request itself
+    (a bad request, a context too long), the request is what is wrong: no retry.
+    """
+    text = str(exc)
+    if _is_cooldown(exc) and _FALLBACK_FAILED in text:
+        detail = text.split(_FALLBACK_FAILED, 1)[1]
+        for marker, kind in _FATAL_FALLBACK_ERRORS.items():
+            if detail.startswith(marker):
+                code = "context_length_exceeded" if kind is ContextWindowError else "bad_request_error"
+                return kind(code, _short(exc), 400)
+    return _classify_one(exc)
+
+
+def _is_cooldown(exc: BaseException) -> bool:
+    """Every deployment of the group was cooling down, so LiteLLM did not call the provider."""
+    return "No deployments available" in str(exc) or type(exc).__name__ == "RouterRateLimitError"
 
 
 def retry_after(exc: BaseException) -> float | None:

@@ -29,6 +29,7 @@ tiers:
     min_score: 0.0
     batch_size: 8
     max_attempts: 3
+    cooldown_s: 1
     models: [gpt-4o-mini]
     deployments:
       - {model: openai/fake-cheap, name: cheap-primary, api_base: fake, timeout_s: 5,
@@ -39,6 +40,7 @@ tiers:
     min_score: 0.5
     batch_size: 8
     max_attempts: 3
+    cooldown_s: 1
     models: [gpt-4o]
     deployments:
       - {model: openai/fake-frontier, name: frontier-primary, api_base: fake, timeout_s: 5,
@@ -55,6 +57,7 @@ class Cluster:
     client: Client
     fake_url: str
     supervisor: Supervisor
+    redis_url: str
 
     def run(self, lines: list[Any], batch_id: str, timeout: float = 90) -> dict[str, list[dict[str, Any]]]:
         """Submit lines (dicts or raw strings), wait, and return the parsed output and error lines."""
@@ -86,7 +89,7 @@ def cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         assert fake_url is not None
         os.environ["TURNOUT_FAKE_URL"] = fake_url
         supervisor.start_pools()
-        yield Cluster(config, config_path, Client(config, redis_url), fake_url, supervisor)
+        yield Cluster(config, config_path, Client(config, redis_url), fake_url, supervisor, redis_url)
     finally:
         supervisor.stop()
 
@@ -95,6 +98,7 @@ def cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def fresh_fake(cluster: Cluster) -> Iterator[Cluster]:
     """The cluster with the fake provider back to well-behaved after the test."""
     reset(cluster.fake_url)
+    time.sleep(1.2)  # let cooldowns from an earlier test (cooldown_s: 1) run out
     yield cluster
     cluster.fake(fail_models={}, error_rate=0.0, context_limit=None, latency_ms=0.0, rate_limit_rpm=None)
     reset(cluster.fake_url)

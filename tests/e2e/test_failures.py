@@ -1,0 +1,115 @@
+"""Failures through real workers: fallbacks, retries, dead letters and replay."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+from tests.e2e.conftest import Cluster
+from workers.dlq import DeadLetters, replay
+
+EASY = "What is the capital of France?"
+
+
+def cheap_jobs(prefix: str, n: int, prompt: str = EASY) -> list[dict[str, Any]]:
+    return [{"custom_id": f"{prefix}{i}", "prompt": f"{prompt} ({i})", "model": "tier:cheap"} for i in range(n)]
+
+
+def test_a_down_primary_sends_every_job_to_the_backup(fresh_fake: Cluster) -> None:
+    # Given the cheap tier's primary deployment answers 503 to everything
+    fresh_fake.fake(fail_models={"fake-cheap": 503})
+
+    # When a batch runs on the cheap tier
+    result = fresh_fake.run(cheap_jobs("down", 20), "primary-down")
+
+    # Then every job is answered by the backup, and the output says which fallback was taken
+    assert result["err"] == [] and len(result["out"]) == 20
+    for line in result["out"]:
+        assert line["turnout"]["deployment"] == "cheap-backup"
+        assert line["turnout"]["fallbacks"] == ["cheap-primary"]
+        assert line["response"]["body"]["model"] == "fake-cheap-backup"
+
+
+def test_bad_requests_go_straight_to_errors_without_retries(fresh_fake: Cluster) -> None:
+    # Given both cheap deployments reject every request as a bad request
+    fresh_fake.fake(fail_models={"fake-cheap": 400, "fake-cheap-backup": 400})
+
+    # When a batch runs on the cheap tier
+    result = fresh_fake.run(cheap_jobs("bad", 6), "bad-requests")
+
+    # Then every job is an error line after one attempt, with a dead letter each
+    assert result["out"] == [] and len(result["err"]) == 6
+    letters = DeadLetters(fresh_fake.client.ledger.redis)
+    assert {line["turnout"]["attempts"] for line in result["err"]} == {1}, [x.errors for x in letters.list(["cheap"], "bad-requests")][0]
+    assert {line["response"]["status_code"] for line in result["err"]} == {400}
+    # And the provider saw at most one request per job and deployment: nothing was retried
+    assert fresh_fake.fake_stats()["requests"] <= 12
+    letters = DeadLetters(fresh_fake.client.ledger.redis)
+    assert len([x for x in letters.list(["cheap"], "bad-requests")]) == 6
+
+
+def test_a_prompt_too_long_for_the_cheap_tier_moves_up_a_tier(fresh_fake: Cluster) -> None:
+    # Given the cheap models have a small context window and the frontier ones a large one
+    fresh_fake.fake(context_limit={"fake-cheap": 30, "fake-cheap-backup": 30})
+
+    # When a long prompt is routed to the cheap tier
+    long_prompt = "Summarise this: " + "the quick brown fox jumps over the lazy dog " * 20
+    result = fresh_fake.run(cheap_jobs("ctx", 2, long_prompt) + cheap_jobs("short", 2, "Hi"), "context")
+
+    # Then the long ones are answered by the frontier tier and the short ones by the cheap tier
+    tiers = {line["custom_id"]: line["turnout"]["tier"] for line in result["out"]}
+    assert result["err"] == []
+    assert tiers == {"ctx0": "frontier", "ctx1": "frontier", "short0": "cheap", "short1": "cheap"}
+
+
+def test_random_failures_are_retried_until_every_job_is_answered(fresh_fake: Cluster) -> None:
+    # Given a provider that fails a quarter of all requests with 429, 500 or 503
+    fresh_fake.fake(error_rate=0.25, retry_after_s=1)
+
+    # When a batch runs
+    result = fresh_fake.run(cheap_jobs("flaky", 40), "flaky", timeout=120)
+
+    # Then every job is answered exactly once, some of them after a fallback or a retry
+    ids = [line["custom_id"] for line in result["out"]]
+    assert result["err"] == [] and sorted(ids) == sorted(f"flaky{i}" for i in range(40))
+    assert any(line["turnout"]["fallbacks"] or line["turnout"]["attempts"] > 1 for line in result["out"])
+
+
+def test_dead_letters_are_replayed_into_a_whole_output(fresh_fake: Cluster, tmp_path: Any) -> None:
+    # Given every deployment of the cheap tier is down for the whole of a batch
+    fresh_fake.fake(fail_models={"fake-cheap": 503, "fake-cheap-backup": 503})
+    result = fresh_fake.run(cheap_jobs("dlq", 5), "outage", timeout=120)
+    # Then its jobs land in errors and the dead-letter queue after the tier's attempts
+    assert result["out"] == [] and len(result["err"]) == 5
+    assert {line["turnout"]["attempts"] for line in result["err"]} == {3}
+    letters = DeadLetters(fresh_fake.client.ledger.redis)
+    assert len(list(letters.list(["cheap"], "outage"))) == 5
+
+    # When the provider comes back and the dead letters are replayed
+    fresh_fake.fake(fail_models={})
+    assert replay(fresh_fake.client.app, fresh_fake.config, letters, ["cheap"], "outage", None) == 5
+    fresh_fake.client.wait("outage", timeout=60)
+    _wait_until_no_errors(fresh_fake, "outage")
+
+    # Then collect writes every job to the output and none to the errors
+    env_config = ["-c", str(fresh_fake.config_path)]
+    collected = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "collect", "outage", "-o", str(tmp_path), *env_config],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ, TURNOUT_REDIS_URL=fresh_fake.redis_url),
+    )  # fmt: skip
+    assert collected.returncode == 0, collected.stderr
+    output = [json.loads(x) for x in (tmp_path / "output.jsonl").read_text().splitlines()]
+    assert sorted(line["custom_id"] for line in output) == sorted(f"dlq{i}" for i in range(5))
+    assert (tmp_path / "errors.jsonl").read_text() == ""
+    assert list(letters.list(["cheap"], "outage")) == []
+
+
+def _wait_until_no_errors(cluster: Cluster, batch: str, timeout: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while list(cluster.client.ledger.error_lines(batch)) and time.monotonic() < deadline:
+        time.sleep(0.2)
