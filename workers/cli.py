@@ -131,6 +131,7 @@ def worker(
     config_path: ConfigOption = DEFAULT_CONFIG,
     processes: Annotated[Optional[int], typer.Option(help="Worker processes; default from the config.")] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    name: Annotated[Optional[str], typer.Option(help="Node name; default <pool>@%h. Give each local copy its own.")] = None,
 ) -> None:
     """Run a Celery worker for one pool: the classifier, or one tier's model calls."""
     from workers.app import CLASSIFY_QUEUE, create_app, redis_url_for
@@ -147,7 +148,7 @@ def worker(
     else:
         tier = config.tier(pool)
         queue, count = tier.queue, processes or tier.processes
-    argv = ["worker", "-Q", queue, "-c", str(count), "-P", "prefork", "-n", f"{pool}@%h", "-l", loglevel]
+    argv = ["worker", "-Q", queue, "-c", str(count), "-P", "prefork", "-n", name or f"{pool}@%h", "-l", loglevel]
     celery.worker_main(argv + ["--without-mingle", "--without-gossip", "-E"])
 
 
@@ -196,6 +197,74 @@ def collect(
     err.print(f"wrote {report.output_lines} output and {report.error_lines} error lines to {out_dir}")
 
 
+# --- operating ------------------------------------------------------------------------------
+
+LOCALHOST = ("127.0.0.1", "localhost", "::1")
+
+
+@app.command()
+def flower(
+    config_path: ConfigOption = DEFAULT_CONFIG,
+    host: Annotated[str, typer.Option(help="Address to listen on; beyond localhost, FLOWER_BASIC_AUTH is required.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 5555,
+) -> None:
+    """Start Flower on turnout's broker: every pool, every task by stage and tier.
+
+    Basic auth comes from FLOWER_BASIC_AUTH=user:password (Flower reads it itself, so the
+    password never shows in the process list); it is required beyond localhost.
+    """
+    from workers.app import create_app, redis_url_for
+    from workers.broker import check
+
+    if host not in LOCALHOST and not os.environ.get("FLOWER_BASIC_AUTH"):
+        raise TurnoutError(f"Flower would listen on {host} without a password; set FLOWER_BASIC_AUTH=user:password")
+    config = _config(config_path)
+    url = redis_url_for(config)
+    check(url)
+    if host in LOCALHOST and not os.environ.get("FLOWER_BASIC_AUTH"):
+        os.environ.setdefault("FLOWER_UNAUTHENTICATED_API", "true")  # only this machine can reach it
+    create_app(config, url).start(argv=["flower", f"--address={host}", f"--port={port}"])
+
+
+@app.command()
+def metrics(
+    config_path: ConfigOption = DEFAULT_CONFIG,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port for /metrics.")] = 9808,
+) -> None:
+    """Serve Prometheus metrics: queue depths, jobs, costs, fallbacks, latency, DLQ depth."""
+    from workers.app import redis_url_for
+    from workers.broker import check, connect
+    from workers.metrics import serve
+
+    config = _config(config_path)
+    url = redis_url_for(config)
+    check(url)
+    err.print(f"serving metrics on http://{host}:{port}/metrics")
+    serve(config, connect(url), host, port)
+
+
+@app.command("worker-ping")
+def worker_ping(
+    pool: Annotated[str, typer.Option(help="The pool whose worker on this host should answer.")],
+    config_path: ConfigOption = DEFAULT_CONFIG,
+    name: Annotated[Optional[str], typer.Option(help="The worker's node name, if not <pool>@<hostname>.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the reply.")] = 5.0,
+) -> None:
+    """Exit 0 if this host's worker for POOL answers a ping through the broker (a liveness probe)."""
+    import socket
+
+    from workers.app import create_app, redis_url_for
+
+    config = _config(config_path)
+    node = (name or f"{pool}@%h").replace("%h", socket.gethostname())
+    replies = create_app(config, redis_url_for(config)).control.ping(destination=[node], timeout=timeout)
+    if not any(node in reply for reply in replies):
+        err.print(f"worker {node} did not answer within {timeout:.0f}s")
+        raise typer.Exit(1)
+    err.print(f"worker {node} answered")
+
+
 # --- routing without model calls ------------------------------------------------------------
 
 
@@ -211,6 +280,60 @@ def classify(
         raise TurnoutError(f"input file {file} not found")
     summary = dry_run(_config(config_path), file, sys.stdout)
     err.print(summary)
+
+
+# --- the routing tuner's commands ----------------------------------------------------------
+
+
+@app.command()
+def train(
+    data: Annotated[list[Path], typer.Argument(help='Labeled JSONL files: {"id", "prompt", "weak", "strong"} per line.')],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Model file to write; its card (.md) goes beside it.")],
+    folds: Annotated[int, typer.Option(help="Cross-validation folds for the card's held-out figures (0: none).")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed for the folds.")] = 0,
+) -> None:
+    """Train a router model (JSON weights, no pickle) and write its model card."""
+    from router.training import train as train_model
+
+    for path in data:
+        if not path.is_file():
+            raise TurnoutError(f"training data {path} not found")
+    report = train_model(data, out_path, folds=folds, seed=seed, log=lambda message: err.print(message))
+    for dataset, figures in report.held_out.items():
+        cpt = figures["cpt"]
+        err.print(f"{dataset:>8}: CPT20 {cpt['20%']:.1%}  CPT50 {cpt['50%']:.1%}  CPT80 {cpt['80%']:.1%}  APGR {figures['apgr']:.3f}")
+    out.print(f"wrote {report.model_path} and {report.card_path} in {report.seconds:.0f}s")
+
+
+@app.command("eval")
+def evaluate(
+    data: Annotated[list[Path], typer.Argument(help="Labeled JSONL files to evaluate on (prompts the router never saw).")],
+    router_name: Annotated[str, typer.Option("--router", help="heuristic, default (the shipped model) or a model file.")] = "default",
+    config_path: ConfigOption = DEFAULT_CONFIG,
+    plot: Annotated[Path, typer.Option(help="PNG of quality against share of strong calls (one per dataset).")] = Path("eval.png"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """RouteLLM's metrics for a router: CPT(20/50/80%), APGR, cost at 95% of strong quality."""
+    from workers.evaluation import run_eval
+
+    result = run_eval(data, router_name, _config(config_path) if config_path.exists() else None, plot, err)
+    if as_json:
+        print(json.dumps(result, indent=2))
+
+
+@app.command()
+def calibrate(
+    data: Annotated[Path, typer.Argument(help="JSONL with prompts like the traffic to come (labeled or input lines).")],
+    frontier_share: Annotated[Optional[float], typer.Option(help="Share of traffic for the strongest tier.")] = None,
+    share: Annotated[Optional[list[str]], typer.Option(help="TIER=SHARE for each tier above the cheapest (repeatable).")] = None,
+    config_path: ConfigOption = DEFAULT_CONFIG,
+    write: Annotated[bool, typer.Option(help="Write the thresholds into the config file (its comments are lost).")] = False,
+) -> None:
+    """Pick tier thresholds that send the given share of traffic to each tier."""
+    from workers.evaluation import calibrate_config
+
+    fragment = calibrate_config(_config(config_path), config_path, data, frontier_share, share or [], write)
+    print(fragment, end="")
 
 
 # --- dead-letter queues ----------------------------------------------------------------------

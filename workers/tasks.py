@@ -24,6 +24,7 @@ from schemas.job import Job
 from schemas.result import ResultLine, Response, TurnoutInfo, error_line, request_id
 from workers.app import CLASSIFY_QUEUE, CLASSIFY_TASK, Runtime
 from workers.dlq import DeadLetters
+from workers.metrics import Stats
 from workers.provider import Answer
 
 log = logging.getLogger("turnout.tasks")
@@ -97,8 +98,11 @@ def classify_chunk(app: Celery, runtime: Runtime, batch_id: str, raw_jobs: list[
     for job, score in zip(jobs, scores):
         job.decision = runtime.policy.decide(score, job.pin)
         by_tier[job.decision.tier].append(job)
+    stats = Stats(runtime.ledger.redis)
     for tier_name, tier_jobs in by_tier.items():
         send_tier(app, runtime.config.tier(tier_name), batch_id, tier_jobs)
+        stats.add("routed", tier_name, by=len(tier_jobs))
+    stats.flush()
 
 
 # --- complete --------------------------------------------------------------------------
@@ -114,22 +118,36 @@ def complete_batch(task: Task, runtime: Runtime, tier: Tier, batch_id: str, raw_
     provider = runtime.provider(tier.name)
     outcomes = run_on_loop(_gather([provider.complete(job) for job in fresh]))
     retry: list[tuple[Job, float]] = []
+    stats = Stats(runtime.ledger.redis)
     for job, outcome in zip(fresh, outcomes):
         job.attempts += 1
         if isinstance(outcome, Answer):
-            record_answer(runtime, tier, job, outcome)
+            if record_answer(runtime, tier, job, outcome):
+                _count_answer(stats, tier, outcome)
         elif isinstance(outcome, ProviderError):
             delay = _handle_failure(task.app, runtime, tier, job, outcome)
+            stats.add("jobs", tier.name, "retried" if delay is not None else "failed")
             if delay is not None:
                 retry.append((job, delay))
         else:
             raise outcome  # a bug in turnout, not a provider failure: let Celery log it
+    stats.flush()
     if retry:
         delay = max(d for _, d in retry)
         task.retry(args=[batch_id, dump([job for job, _ in retry])], countdown=delay, max_retries=None)
 
 
-def record_answer(runtime: Runtime, tier: Tier, job: Job, answer: Answer) -> None:
+def _count_answer(stats: Stats, tier: Tier, answer: Answer) -> None:
+    stats.add("jobs", tier.name, "done")
+    stats.add("cost", tier.name, by=answer.cost_usd)
+    stats.add("calls", answer.deployment)
+    stats.observe_latency(answer.deployment, answer.latency_s)
+    for deployment in answer.fallbacks:
+        stats.add("fallback", deployment)
+
+
+def record_answer(runtime: Runtime, tier: Tier, job: Job, answer: Answer) -> bool:
+    """Record the answer; False when the job already had one (it ran twice)."""
     decision = job.decision
     info = TurnoutInfo(
         line=job.line,
@@ -151,7 +169,7 @@ def record_answer(runtime: Runtime, tier: Tier, job: Job, answer: Answer) -> Non
         response=Response(status_code=200, request_id=answer.request_id, body=answer.body),
         turnout=info,
     )
-    runtime.ledger.record_ok(job.batch_id, job.custom_id, line, frontier_cost(runtime.config, answer))
+    return runtime.ledger.record_ok(job.batch_id, job.custom_id, line, frontier_cost(runtime.config, answer))
 
 
 def frontier_cost(config: Config, answer: Answer) -> float:

@@ -1,0 +1,156 @@
+"""The routing tuner's side of the CLI: `turnout eval` and `turnout calibrate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from router.classifier import DEFAULT_MODEL_PATH, Classifier
+from schemas.config import Config, Tier
+from schemas.errors import ConfigError, TurnoutError
+
+#: Tokens per answer assumed when pricing a call for "cost at 95% of strong quality".
+ASSUMED_COMPLETION_TOKENS = 256
+CHARS_PER_TOKEN = 4
+
+
+def load_router(name: str) -> Classifier:
+    from router.heuristic import HeuristicClassifier
+    from router.trained import TrainedClassifier
+
+    if name == "heuristic":
+        return HeuristicClassifier()
+    return TrainedClassifier.load(DEFAULT_MODEL_PATH if name == "default" else Path(name))
+
+
+def run_eval(data: list[Path], router_name: str, config: Config | None, plot: Path, console: Console) -> dict[str, Any]:
+    """Score the labeled rows, print RouteLLM's figures beside random and oracle, write the plots."""
+    from router.metrics import plot_quality_vs_share
+    from router.training import evaluate, read_rows
+
+    rows = [row for path in data for row in read_rows(_existing(path))]
+    classifier = load_router(router_name)
+    _warn_if_trained_on(classifier, data, console)
+    prices = _call_prices(config, rows) if config else None
+    result = evaluate(classifier, rows, prices=prices)
+    result["router"] = router_name
+    console.print(_table(result, router_name))
+    result["plots"] = {}
+    for dataset, curves in result["curves"].items():
+        figures = result[dataset]
+        path = plot if len(result["curves"]) == 1 else plot.with_name(f"{plot.stem}-{dataset}{plot.suffix}")
+        named = {router_name: curves["router"], "oracle": curves["oracle"]}
+        plot_quality_vs_share(named, figures["weak_quality"], figures["strong_quality"], path, title=f"{dataset}: quality against strong calls")
+        result["plots"][dataset] = str(path)
+        console.print(f"plot: {path}")
+    return result
+
+
+def _existing(path: Path) -> Path:
+    if not path.is_file():
+        raise TurnoutError(f"labeled data {path} not found")
+    return path
+
+
+def _warn_if_trained_on(classifier: Classifier, data: list[Path], console: Console) -> None:
+    card = getattr(classifier, "card", None) or {}
+    trained_on = {entry.get("path") for entry in card.get("files", []) if isinstance(entry, dict)}
+    overlap = trained_on & {path.name for path in data}
+    if overlap:
+        console.print(
+            f"[yellow]warning: the model was trained on {sorted(overlap)}: these figures are in-sample. "
+            "The card's held-out figures are the honest ones.[/yellow]"
+        )
+
+
+def _call_prices(config: Config, rows: list[Any]) -> tuple[float, float]:
+    """Price per call of the cheapest and the strongest tier's primary, at the rows' mean prompt length."""
+    prompt_tokens = sum(len(row.prompt) for row in rows) / max(len(rows), 1) / CHARS_PER_TOKEN
+
+    def price(tier: Tier) -> float:
+        primary = tier.deployments[0]
+        return (prompt_tokens * primary.input_cost_per_million + ASSUMED_COMPLETION_TOKENS * primary.output_cost_per_million) / 1e6
+
+    return price(config.tiers[0]), price(config.frontier)
+
+
+def _table(result: dict[str, Any], router_name: str) -> Table:
+    table = Table(title=f"router {router_name} (RouteLLM metrics; CPT = share of strong calls)", show_edge=False)
+    for column in ("data", "n", "router", "CPT(20%)", "CPT(50%)", "CPT(80%)", "APGR", "cost at 95% / all-strong"):
+        table.add_column(column)
+    for dataset, m in result.items():
+        if not isinstance(m, dict) or "cpt" not in m:
+            continue
+        cost = f"{m['cost_at_95']:.6f} / {m['cost_all_strong']:.6f}" if m.get("cost_at_95") is not None else "-"
+        cpt = m["cpt"]
+        table.add_row(dataset, str(m["n"]), router_name, f"{cpt['20%']:.1%}", f"{cpt['50%']:.1%}", f"{cpt['80%']:.1%}", f"{m['apgr']:.3f}", cost)
+        table.add_row("", "", "random", "20.0%", "50.0%", "80.0%", "0.500", "")
+        table.add_row("", "", "oracle", "", "", "", f"{m['oracle_apgr']:.3f}", "")
+    return table
+
+
+# --- calibrate ---------------------------------------------------------------------------
+
+
+def calibrate_config(
+    config: Config, config_path: Path, data: Path, frontier_share: float | None, shares: list[str], write: bool
+) -> str:
+    """Thresholds for the wanted traffic shares, as a YAML fragment (and written, if asked)."""
+    from router.classifier import load_classifier
+    from router.training import thresholds_for_shares
+
+    wanted = _wanted_shares(config, frontier_share, shares)
+    prompts = list(_prompts(_existing(data)))
+    try:
+        thresholds = thresholds_for_shares(load_classifier(config.classifier), prompts, wanted)
+    except ValueError as exc:
+        raise TurnoutError(f"cannot calibrate: {exc}") from None
+    names = [tier.name for tier in config.tiers[1:]]
+    fragment = {"tiers": [{"name": n, "min_score": round(t, 6)} for n, t in zip(names, thresholds)]}
+    if write:
+        raw = yaml.safe_load(config_path.read_text())
+        for tier in raw["tiers"]:
+            if tier["name"] in names:
+                tier["min_score"] = round(thresholds[names.index(tier["name"])], 6)
+        config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    header = f"# calibrated on {len(prompts)} prompts of {data.name}: shares {dict(zip(names, wanted))}\n"
+    return header + yaml.safe_dump(fragment, sort_keys=False)
+
+
+def _wanted_shares(config: Config, frontier_share: float | None, shares: list[str]) -> list[float]:
+    above = [tier.name for tier in config.tiers[1:]]
+    if not above:
+        raise ConfigError("the config has one tier: there is nothing to calibrate")
+    given: dict[str, float] = {}
+    for item in shares:
+        name, _, value = item.partition("=")
+        if name not in above or not value:
+            raise TurnoutError(f"--share wants TIER=SHARE with TIER one of {above}, got {item!r}")
+        given[name] = float(value)
+    if frontier_share is not None:
+        given[above[-1]] = frontier_share
+    missing = [name for name in above if name not in given]
+    if missing:
+        raise TurnoutError(f"give a share for {missing} (--frontier-share for the top tier, --share TIER=X for others)")
+    return [given[name] for name in above]
+
+
+def _prompts(path: Path) -> Any:
+    """Prompt texts from labeled rows ({"prompt"}) or input lines (simple or OpenAI Batch)."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                raise TurnoutError(f"{path}:{number}: not valid JSON") from None
+            if isinstance(data.get("prompt"), str):
+                yield data["prompt"]
+            elif isinstance(data.get("body"), dict):
+                yield "\n".join(str(m.get("content", "")) for m in data["body"].get("messages", []))
