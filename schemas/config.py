@@ -127,6 +127,9 @@ class Config(_Strict):
     chunk_size: int = Field(DEFAULT_CHUNK_SIZE, ge=1, le=10_000)
     high_water: int = Field(DEFAULT_HIGH_WATER, ge=1)
     classify_processes: int = Field(1, ge=1)
+    visibility_timeout_s: int | None = Field(
+        None, gt=0, description="re-delivery delay for a task whose worker died; default derived from the tiers' timeouts"
+    )
     tiers: list[Tier] = Field(min_length=1, description="ordered from cheapest to strongest")
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     limits: Limits = Field(default_factory=Limits)

@@ -49,6 +49,8 @@ def visibility_timeout(config: Config) -> int:
     Redis re-delivers an unacknowledged task after this long, so a shorter value would run a
     slow task twice while it still runs; a longer one delays recovery after a worker dies.
     """
+    if config.visibility_timeout_s is not None:
+        return config.visibility_timeout_s
     longest = max(sum(d.timeout_s for d in tier.deployments) for tier in config.tiers)
     return int(longest + VISIBILITY_MARGIN_S)
 

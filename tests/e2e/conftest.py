@@ -21,6 +21,7 @@ from workers.supervisor import Supervisor
 CONFIG = """
 chunk_size: 16
 high_water: 10000
+visibility_timeout_s: 20     # a task whose worker died is delivered again after this long
 classifier: {kind: heuristic}
 limits: {max_prompt_chars: 2000, max_line_bytes: 20000}
 fake_provider: {port: 0}
