@@ -34,6 +34,7 @@ tiers:
     models: [gpt-4o-mini]
     deployments:
       - {model: openai/fake-cheap, name: cheap-primary, api_base: fake, timeout_s: 5,
+         api_key: os.environ/TURNOUT_TEST_PLANTED_KEY,
          input_cost_per_million: 0.15, output_cost_per_million: 0.60}
       - {model: openai/fake-cheap-backup, name: cheap-backup, api_base: fake, timeout_s: 5,
          input_cost_per_million: 0.20, output_cost_per_million: 0.80}
@@ -49,6 +50,10 @@ tiers:
       - {model: openai/fake-frontier-backup, name: frontier-backup, api_base: fake, timeout_s: 5,
          input_cost_per_million: 3.0, output_cost_per_million: 15.0}
 """
+
+
+#: A secret the tests plant in the environment and then look for everywhere it must not be.
+PLANTED_KEY = "sk-planted-7f3a9c2e1d"
 
 
 @dataclass
@@ -83,6 +88,7 @@ def cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     config_path = home / "turnout.yaml"
     config_path.write_text(CONFIG)
     config = load_config(config_path)
+    os.environ["TURNOUT_TEST_PLANTED_KEY"] = PLANTED_KEY
     env = dict(os.environ, TURNOUT_REDIS_URL=redis_url, TURNOUT_CONFIG=str(config_path))
     supervisor = Supervisor(config, config_path, env, home / "logs")
     try:
