@@ -38,10 +38,17 @@ def redacted(url: str) -> str:
 
 
 def kombu_url(url: str) -> str:
-    """kombu spells a unix-socket Redis ``redis+socket://``; redis-py spells it ``unix://``."""
-    if url.startswith("unix://"):
-        return "redis+socket://" + url.removeprefix("unix://")
-    return url
+    """kombu spells a unix-socket Redis ``redis+socket://``; redis-py spells it ``unix://``.
+
+    kombu also ignores ``?db=N`` on a socket URL (it reads ``virtual_host``), which would send
+    the tasks to database 0 while the ledger lives in N.
+    """
+    if not url.startswith("unix://"):
+        return url
+    rest = url.removeprefix("unix://")
+    path, _, query = rest.partition("?")
+    params = [p.replace("db=", "virtual_host=", 1) if p.startswith("db=") else p for p in query.split("&") if p]
+    return "redis+socket://" + path + ("?" + "&".join(params) if params else "")
 
 
 def connect(url: str, max_connections: int = 64) -> redis.Redis:

@@ -1,0 +1,101 @@
+"""The producer against a real Redis with no workers: backpressure and resumable submits."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import redis
+
+from schemas.config import Config
+from workers.app import create_app
+from workers.ledger import Ledger
+from workers.producer import Producer
+
+CONFIG = {
+    "chunk_size": 10,
+    "high_water": 50,
+    "tiers": [{"name": "cheap", "deployments": [{"model": "openai/x"}]}],
+}
+
+
+def other_db(url: str, db: int = 13) -> str:
+    """The same server, another database: no worker of the e2e cluster consumes there."""
+    if url.startswith("unix://"):
+        return f"{url.split('?')[0]}?db={db}"
+    return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
+
+
+@pytest.fixture
+def producer(redis_url: str) -> Iterator[Producer]:
+    url = other_db(redis_url)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    config = Config.model_validate(CONFIG)
+    app = create_app(config, url)
+    yield Producer(app, config, Ledger(client))
+    client.flushdb()
+
+
+def lines(n: int, start: int = 0) -> Iterator[bytes]:
+    for i in range(start, start + n):
+        yield json.dumps({"custom_id": f"j{i}", "prompt": f"prompt {i}"}).encode()
+
+
+def test_the_producer_waits_above_the_high_water_mark_and_goes_on_as_queues_drain(producer: Producer) -> None:
+    # Given nothing consumes the queues and the high-water mark is 50 jobs
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (producer.submit(lines(300), "bp"), done.set()))
+
+    # When 300 jobs are submitted
+    thread.start()
+    time.sleep(2.0)
+
+    # Then the producer stops near the mark instead of flooding the broker
+    assert not done.is_set()
+    assert producer.queued_jobs() <= producer.config.high_water + producer.config.chunk_size * 8
+    # And when the queue drains, it goes on to the end
+    while not done.is_set():
+        producer.ledger.redis.delete("turnout.classify")
+        time.sleep(0.1)
+    thread.join()
+    status = producer.ledger.status("bp")
+    assert status is not None and status.sealed and status.submitted == 300
+
+
+def test_a_restarted_submit_enqueues_only_what_is_missing(producer: Producer) -> None:
+    # Given a submit that dies after 45 of 100 lines
+    def dying() -> Iterator[bytes]:
+        yield from lines(45)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        producer.submit(dying(), "resume")
+    first = producer.ledger.enqueued_line("resume")
+    queued_first = producer.ledger.redis.llen("turnout.classify")
+
+    # When the same file is submitted again under the same batch id
+    report = producer.submit(lines(100), "resume")
+
+    # Then it goes on after the last line it knows was enqueued, and nothing is sent twice
+    assert 0 < first <= 45 and report.resumed_after == first
+    assert report.enqueued == 100 - first
+    messages = producer.ledger.redis.lrange("turnout.classify", 0, -1)
+    sent = [job["custom_id"] for m in messages for job in task_args(m)[1]]
+    assert sorted(sent) == sorted(f"j{i}" for i in range(100))
+    assert len(messages) > queued_first
+
+
+def task_args(message: bytes) -> list[Any]:
+    """The positional arguments of a Celery task message as kombu stores it in a Redis list."""
+    envelope = json.loads(message)
+    body = envelope["body"]
+    if envelope.get("properties", {}).get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    return json.loads(body)[0]  # type: ignore[no-any-return]
