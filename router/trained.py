@@ -36,7 +36,10 @@ _DIGITS = 6
 
 @dataclass
 class LinearModel:
-    """Logistic regression over the shared TF-IDF rows plus standardised dense features."""
+    """Logistic regression over the shared TF-IDF rows plus standardised dense features.
+
+    Empty ``weights`` mean a model of the dense features alone (the text is not tokenized).
+    """
 
     weights: np.ndarray
     dense_weights: np.ndarray
@@ -45,8 +48,14 @@ class LinearModel:
     bias: float
     prior_blend: float = 0.0
 
-    def predict(self, rows: SparseRows, dense: np.ndarray) -> np.ndarray:
-        z = rows.dot(self.weights) + ((dense - self.dense_mean) / self.dense_scale) @ self.dense_weights + self.bias
+    @property
+    def uses_text(self) -> bool:
+        return len(self.weights) > 0
+
+    def predict(self, rows: SparseRows | None, dense: np.ndarray) -> np.ndarray:
+        z = ((dense - self.dense_mean) / self.dense_scale) @ self.dense_weights + self.bias
+        if rows is not None and self.uses_text:
+            z = z + rows.dot(self.weights)
         return _sigmoid(z)
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,7 +79,7 @@ class LinearModel:
             prior_blend=float(data.get("prior_blend", 0.0)),
         )
         dense_sizes = {len(model.dense_weights), len(model.dense_mean), len(model.dense_scale)}
-        if len(model.weights) != n_terms or dense_sizes != {len(DENSE_NAMES)}:
+        if len(model.weights) not in (0, n_terms) or dense_sizes != {len(DENSE_NAMES)}:
             raise ValueError("weight vectors do not match the vocabulary and dense features")
         return model
 
@@ -151,7 +160,7 @@ class TrainedClassifier(Classifier):
             picked = np.array([i for i, k in enumerate(kinds) if k == kind], dtype=int)
             if len(picked) == 0:
                 continue
-            rows = self.vocabulary.transform([texts[i] for i in picked])
+            rows = self.vocabulary.transform([texts[i] for i in picked]) if model.uses_text else None
             learned = model.predict(rows, dense[picked])
             values[picked] = (1 - model.prior_blend) * learned + model.prior_blend * values[picked]
         return kinds, values

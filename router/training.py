@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from router.classifier import Classifier
-from router.features import DENSE_NAMES, SparseRows, Vocabulary, describe_batch, detect_domain
+from router.features import SparseRows, Vocabulary, describe_batch, detect_domain
 from router.metrics import DEFAULT_NUM_RESULTS, oracle_curve, quality_curve, routing_metrics
 from router.trained import DEFAULT_PRIOR, LinearModel, TrainedClassifier
 from schemas.errors import TurnoutError
@@ -70,6 +70,8 @@ class FitSettings:
     """How hard each prompt kind's model is regularised; chosen by 5-fold CV on the shared data."""
 
     l2: dict[str, float] = field(default_factory=lambda: {"choice": 1e-3, "math": 3e-3, "general": 3e-3})
+    #: Kinds whose model reads the TF-IDF n-grams; the others use the dense features alone.
+    text: dict[str, bool] = field(default_factory=lambda: {"choice": True, "math": True, "general": True})
     prior_blend: float = 0.0
     min_df: int = 2
     max_terms: int = 20000
@@ -142,13 +144,19 @@ def fit(rows: Sequence[LabeledRow], settings: FitSettings = FitSettings(), name:
     for kind in sorted(set(kinds)):
         picked = np.where(kinds == kind)[0]
         if kind in LEARNED_KINDS and len(picked) >= MIN_ROWS_PER_KIND:
-            matrix = vocabulary.transform([texts[i] for i in picked])
+            if settings.text.get(kind, True):
+                matrix = vocabulary.transform([texts[i] for i in picked])
+            else:
+                matrix = SparseRows(np.zeros(len(picked) + 1, dtype=int), np.zeros(0, dtype=int), np.zeros(0), 0)
             domains[kind] = fit_logistic(matrix, dense[picked], target[picked], settings.l2.get(kind, 3e-3), settings)
     return TrainedClassifier(vocabulary, domains, DEFAULT_PRIOR, model_name=name)
 
 
 def fit_logistic(rows: SparseRows, dense: np.ndarray, target: np.ndarray, l2: float, settings: FitSettings) -> LinearModel:
-    """L2-regularised logistic regression with soft labels, fitted by L-BFGS."""
+    """L2-regularised logistic regression with soft labels, fitted by L-BFGS.
+
+    ``rows`` with no columns give a model of the dense features alone (empty text weights).
+    """
     mean, scale = dense.mean(axis=0), dense.std(axis=0)
     scale = np.where(scale > 1e-9, scale, 1.0)
     standard = (dense - mean) / scale
@@ -162,7 +170,7 @@ def fit_logistic(rows: SparseRows, dense: np.ndarray, target: np.ndarray, l2: fl
         gradient = np.concatenate([rows.t_dot(residual) + l2 * w, standard.T @ residual + l2 * v, [residual.sum()]])
         return loss, gradient
 
-    theta = _lbfgs(loss_and_gradient, np.zeros(p + len(DENSE_NAMES) + 1), settings.max_iter)
+    theta = _lbfgs(loss_and_gradient, np.zeros(p + dense.shape[1] + 1), settings.max_iter)
     return LinearModel(theta[:p], theta[p:-1], mean, scale, float(theta[-1]), settings.prior_blend)
 
 
@@ -262,6 +270,50 @@ def evaluate(
     result: dict[str, Any] = metrics_by_dataset(scores, rows, num_results, prices)
     result["curves"] = _curves(scores, rows, num_results)
     return result
+
+
+def thresholds_for_shares(classifier: Classifier, prompts: Sequence[str], shares: Sequence[float]) -> list[float]:
+    """``min_score`` thresholds sending ``shares`` of ``prompts`` to tiers 2..n (cheapest first).
+
+    ``shares[i]`` is the fraction of traffic wanted on tier ``i + 2``; what is left over stays on
+    the cheapest tier. Tier ``k`` receives the prompts scoring at or above its threshold and
+    below the next one's (the policy's rule), so each threshold is a score quantile: the
+    smallest score among the top ``shares[k] + … + shares[-1]`` of the prompts. The result
+    rises strictly and lies in (0, 1], as the config requires; tied scores can move a few
+    prompts across a boundary, so the realised shares match to within the ties.
+    """
+    wanted = [float(s) for s in shares]
+    if not wanted:
+        raise ValueError("give a traffic share for at least one tier above the cheapest")
+    if any(not math.isfinite(s) or s < 0.0 or s > 1.0 for s in wanted):
+        raise ValueError(f"each tier's share must lie in [0, 1], got {wanted}")
+    if sum(wanted) > 1.0 + 1e-9:
+        raise ValueError(f"the tiers' shares add up to {sum(wanted):.3g}, more than all traffic")
+    if not prompts:
+        raise ValueError("calibration needs at least one prompt")
+    values = np.sort(np.array([s.value for s in _score_in_batches(classifier, prompts)], dtype=float))[::-1]
+    n = len(values)
+    thresholds = []
+    above = 0.0  # the share of traffic on this tier and every dearer one
+    for share in reversed(wanted):
+        above += share
+        count = min(int(round(above * n)), n)
+        thresholds.append(float(values[count - 1]) if count else float(np.nextafter(values[0], np.inf)))
+    thresholds.reverse()
+    result: list[float] = []
+    floor = 0.0
+    for threshold in thresholds:  # strictly rising, above the cheapest tier's 0, at most 1
+        value = min(max(threshold, float(np.nextafter(floor, np.inf))), 1.0)
+        result.append(value)
+        floor = value
+    return result
+
+
+def _score_in_batches(classifier: Classifier, prompts: Sequence[str], size: int = 1024) -> list[Any]:
+    scored = []
+    for start in range(0, len(prompts), size):
+        scored.extend(classifier.score_batch(prompts[start : start + size]))
+    return scored
 
 
 def _curves(scores: np.ndarray, rows: Sequence[LabeledRow], num_results: int) -> dict[str, dict[str, Any]]:

@@ -99,7 +99,7 @@ def _print_summary(summary: dict[str, Any], out_dir: Path) -> None:
         f"in {summary['elapsed_s']:.1f}s. Cost ${summary['cost_usd']:.4f}; all-frontier would have cost "
         f"${summary['all_frontier_cost_usd']:.4f} (saved {summary['saved_share']:.0%})."
     )
-    out.print(f"Wrote {out_dir / 'output.jsonl'}, {out_dir / 'errors.jsonl'}, {out_dir / 'report.json'}")
+    out.print(f"Wrote {out_dir / 'output.jsonl'}, {out_dir / 'errors.jsonl'}, {out_dir / 'report.json'}, {out_dir / 'report.html'}")
 
 
 # --- the split pipeline ------------------------------------------------------------------
@@ -263,6 +263,20 @@ def worker_ping(
         err.print(f"worker {node} did not answer within {timeout:.0f}s")
         raise typer.Exit(1)
     err.print(f"worker {node} answered")
+
+
+@app.command()
+def report(
+    batch_id: Annotated[str, typer.Argument(help="The batch to report on.")],
+    config_path: ConfigOption = DEFAULT_CONFIG,
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("report.html"),
+) -> None:
+    """Write one self-contained HTML report: tier mix, cost, latency, errors, fallbacks, throughput."""
+    from workers.report import write_report
+
+    client = _client(config_path)
+    client.status(batch_id)
+    err.print(f"wrote {write_report(client.ledger, batch_id, out_path)}")
 
 
 # --- routing without model calls ------------------------------------------------------------

@@ -22,6 +22,7 @@ from workers.broker import EmbeddedRedis, check
 from workers.client import Client
 from workers.collector import POLL_S, collect, summary
 from workers.producer import SubmitReport
+from workers.report import write_report
 from workers.supervisor import Supervisor
 
 
@@ -46,6 +47,7 @@ def run_batch(
         client = Client(config, url)
         _submit_and_wait(client, supervisor, file, batch_id, timeout, console)
         report = collect(client.ledger, batch_id, out_dir)
+        write_report(client.ledger, batch_id, out_dir / "report.html")
         status = client.status(batch_id)
         return summary(status) | {"output_lines": report.output_lines, "error_lines": report.error_lines}
     except KeyboardInterrupt:

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from router.classifier import load_classifier
+from router.classifier import Classifier, Score, load_classifier
 from router.trained import MODEL_VERSION, TrainedClassifier
-from router.training import TrainingDataError, evaluate, read_rows, train
+from router.training import TrainingDataError, evaluate, read_rows, thresholds_for_shares, train
 from schemas.config import ClassifierConfig
 from schemas.errors import ModelFileError, TurnoutError
 
@@ -157,3 +157,33 @@ def test_evaluate_output_is_json_and_plottable(trained: tuple[Path, Path], tmp_p
     figures, curves = result["synthetic"], result["curves"]["synthetic"]
     png = plot_quality_vs_share(curves, figures["weak_quality"], figures["strong_quality"], tmp_path / "eval.png")
     assert png.exists()
+
+
+class _FixedScores(Classifier):
+    """Scores each prompt by the number it spells: '0.25' scores 0.25."""
+
+    def score(self, text: str) -> Score:
+        return Score(float(text))
+
+
+def test_thresholds_for_shares_split_traffic_by_score_quantiles() -> None:
+    # Given 100 prompts scoring 0.00, 0.01, …, 0.99, and wanted shares of 30% (mid) and 10% (frontier)
+    prompts = [f"{i / 100:.2f}" for i in range(100)]
+    thresholds = thresholds_for_shares(_FixedScores(), prompts, [0.3, 0.1])
+    # Then the frontier gets the top 10 prompts, mid the 30 below them, and thresholds rise
+    assert thresholds == pytest.approx([0.60, 0.90])
+    scores = np.array([float(p) for p in prompts])
+    assert (scores >= thresholds[1]).sum() == 10
+    assert ((scores >= thresholds[0]) & (scores < thresholds[1])).sum() == 30
+
+
+def test_thresholds_for_shares_handles_zero_shares_and_refuses_too_much() -> None:
+    # A zero share puts the threshold above every score, still rising and within (0, 1]
+    prompts = [f"{i / 10:.1f}" for i in range(10)]
+    low, high = thresholds_for_shares(_FixedScores(), prompts, [0.0, 0.0])
+    assert 0.9 < low < high <= 1.0
+    # Shares adding up to more than all traffic, or out of range, are refused
+    with pytest.raises(ValueError, match="add up"):
+        thresholds_for_shares(_FixedScores(), prompts, [0.7, 0.5])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        thresholds_for_shares(_FixedScores(), prompts, [-0.1])
