@@ -80,11 +80,12 @@ class Runtime:
         return TierPolicy(self.config)
 
     def provider(self, tier: str) -> TierProvider:
-        """The tier's LiteLLM Router, made on first use in this process (after fork)."""
+        """The tier's provider, made on first use in this process, on its event loop (after fork)."""
         if tier not in self.providers:
+            from workers.gate import Gate
             from workers.provider import TierProvider, fake_base_url
 
-            self.providers[tier] = TierProvider(self.config.tier(tier), fake_base_url(self.config))
+            self.providers[tier] = TierProvider(self.config.tier(tier), fake_base_url(self.config), Gate(self.redis_url))
         return self.providers[tier]
 
 
@@ -111,7 +112,7 @@ def create_app(config: Config, redis_url: str) -> Celery:
             "health_check_interval": 30,
         },
         worker_send_task_events=True,  # Flower sees every pool
-        task_send_sent_event=True,
+        task_send_sent_event=False,  # a PUBLISH per message; Flower still sees received/started/succeeded
         worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
     )

@@ -154,23 +154,53 @@ def worker(
 
 @app.command()
 def status(
-    batch_id: Annotated[Optional[str], typer.Argument(help="A batch id; default lists all batches.")] = None,
+    batch_id: Annotated[Optional[str], typer.Argument(help="A batch id; default shows every batch.")] = None,
     config_path: ConfigOption = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and exit.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Keep the view live until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 2.0,
+) -> None:
+    """Batches' progress and cost, tiers' queues, DLQs and recommended workers."""
+    from workers.status import render, view
+
+    client = _client(config_path)
+    if as_json:
+        print(json.dumps(view(client, batch_id, interval=0.5), indent=2))
+        return
+    if not watch:
+        out.print(render(view(client, batch_id, interval=0.5)))
+        return
+    from rich.live import Live
+
+    with Live(render(view(client, batch_id, interval=0.2)), console=out, refresh_per_second=2) as live:
+        while True:
+            live.update(render(view(client, batch_id, interval=interval)))
+
+
+@app.command()
+def scale(
+    config_path: ConfigOption = DEFAULT_CONFIG,
+    interval: Annotated[float, typer.Option(help="Seconds to watch arrivals before recommending.")] = 5.0,
+    drain_s: Annotated[float, typer.Option(help="Drain today's backlog within this many seconds.")] = 600.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show a batch's progress and cost, or list the batches."""
+    """Recommend worker processes per tier (Little's law, capped by the rate limits)."""
+    import time as _time
+
+    from workers.scaling import recommendations, snapshot
+
     client = _client(config_path)
-    batches = [batch_id] if batch_id else client.ledger.batches()
-    statuses = [client.status(b) for b in batches]
+    before = snapshot(client.config, client.ledger.redis)
+    _time.sleep(interval)
+    advice = recommendations(client.config, before, snapshot(client.config, client.ledger.redis), drain_s)
     if as_json:
-        print(json.dumps([s.model_dump() | {"complete": s.complete} for s in statuses], indent=2))
+        print(json.dumps([r.__dict__ | {"note": r.note} for r in advice], indent=2))
         return
     table = Table(show_edge=False)
-    for column in ("batch", "done", "lines", "failed", "state", "cost (USD)", "all-frontier (USD)"):
+    for column in ("tier", "arrivals/s", "queued", "latency", "processes", "why"):
         table.add_column(column)
-    for s in statuses:
-        state = "complete" if s.complete else ("running" if s.sealed else "submitting")
-        table.add_row(s.batch_id, str(s.done), str(s.submitted), str(s.failed), state, f"{s.cost_usd:.6f}", f"{s.frontier_cost_usd:.6f}")
+    for r in advice:
+        table.add_row(r.tier, f"{r.arrival_per_s:.1f}", str(r.queued_jobs), f"{r.latency_s:.2f}s", str(r.processes), r.note)
     out.print(table)
 
 

@@ -54,6 +54,16 @@ redis.call('XADD', KEYS[4], '*', 'k', ARGV[1], 'ok', '0')
 return 1
 """
 
+# KEYS: ids   ARGV: custom_id, line, custom_id, line, ...   Returns each id's owning line.
+_CLAIM = """
+local owners = {}
+for i = 1, #ARGV, 2 do
+  redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+  owners[#owners + 1] = redis.call('HGET', KEYS[1], ARGV[i])
+end
+return owners
+"""
+
 #: Tier name used in counters for lines that failed before routing (bad input).
 NO_TIER = "-"
 
@@ -96,6 +106,7 @@ class Ledger:
         self.redis = client
         self._ok = client.register_script(_RECORD_OK)
         self._error = client.register_script(_RECORD_ERROR)
+        self._claim = client.register_script(_CLAIM)
 
     # --- the producer's side -------------------------------------------------------------
 
@@ -108,13 +119,8 @@ class Ledger:
 
     def claim_ids(self, batch_id: str, pairs: list[tuple[str, int]]) -> list[int]:
         """Register (custom_id, line) pairs; returns the line that owns each id (its own, or an earlier one)."""
-        keys = BatchKeys(batch_id)
-        pipe = self.redis.pipeline(transaction=False)
-        for custom_id, line in pairs:
-            pipe.hsetnx(keys.ids, custom_id, line)
-        pipe.execute()
-        owners = self.redis.hmget(keys.ids, [custom_id for custom_id, _ in pairs])
-        return [int(owner) for owner in owners]
+        args = [value for custom_id, line in pairs for value in (custom_id, line)]
+        return [int(owner) for owner in self._claim(keys=[BatchKeys(batch_id).ids], args=args)]
 
     def progress(self, batch_id: str, submitted: int, enqueued_line: int) -> None:
         self.redis.hset(BatchKeys(batch_id).meta, mapping={"submitted": submitted, "enqueued_line": enqueued_line})
@@ -130,10 +136,17 @@ class Ledger:
 
     def record_ok(self, batch_id: str, key: str, line: ResultLine, frontier_cost: float) -> bool:
         """Record a success; False when the key already had one (the job ran twice)."""
+        return self.record_ok_many(batch_id, [(key, line, frontier_cost)])[0]
+
+    def record_ok_many(self, batch_id: str, items: list[tuple[str, ResultLine, float]]) -> list[bool]:
+        """Record a micro-batch's successes in one round trip; each is still its own atomic script."""
         keys = BatchKeys(batch_id)
-        args = [key, line.model_dump_json(), repr(line.turnout.cost_usd), line.turnout.tier or NO_TIER]
-        args += [repr(frontier_cost), time.time()]
-        return bool(self._ok(keys=[keys.out, keys.err, keys.meta, keys.events], args=args))
+        pipe = self.redis.pipeline(transaction=False)
+        now = time.time()
+        for key, line, frontier_cost in items:
+            args = [key, line.model_dump_json(), repr(line.turnout.cost_usd), line.turnout.tier or NO_TIER]
+            self._ok(keys=[keys.out, keys.err, keys.meta, keys.events], args=args + [repr(frontier_cost), now], client=pipe)
+        return [bool(result) for result in pipe.execute()]
 
     def record_error(self, batch_id: str, key: str, line: ResultLine) -> bool:
         """Record a failure unless the key already succeeded; a newer error replaces an older one."""

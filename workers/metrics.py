@@ -38,11 +38,12 @@ class Stats:
     def add(self, kind: str, *labels: str, by: float = 1) -> None:
         self.pending["|".join((kind, *labels))] += by
 
-    def observe_latency(self, deployment: str, seconds: float) -> None:
+    def observe_latency(self, tier: str, deployment: str, seconds: float) -> None:
         index = bisect.bisect_left(LATENCY_BUCKETS, seconds)
         bound = str(LATENCY_BUCKETS[index]) if index < len(LATENCY_BUCKETS) else "+Inf"
         self.add("latency_bucket", deployment, bound)
         self.add("latency_sum", deployment, by=seconds)
+        self.add("tier_latency_bucket", tier, bound)
 
     def flush(self) -> None:
         if not self.pending:

@@ -33,7 +33,7 @@ class Figures:
     errors: Counter[str] = field(default_factory=Counter)
     answered_by: Counter[str] = field(default_factory=Counter)
     fallbacks: Counter[str] = field(default_factory=Counter)
-    per_second: Counter[int] = field(default_factory=Counter)
+    per_tenth: Counter[int] = field(default_factory=Counter)  # lines recorded per 100 ms
 
 
 def gather(ledger: Ledger, batch_id: str) -> Figures:
@@ -64,12 +64,12 @@ def _bin(seconds: float) -> int:
 
 
 def _throughput(ledger: Ledger, batch_id: str, figures: Figures) -> None:
-    """Lines recorded per second, from the events stream's ids (Redis millisecond timestamps)."""
+    """Lines recorded per 100 ms, from the events stream's ids (Redis millisecond timestamps)."""
     key, start = BatchKeys(batch_id).events, "-"
     while True:
         entries = ledger.redis.xrange(key, min=start, count=5000)
         for entry_id, _ in entries:
-            figures.per_second[int(entry_id.split(b"-")[0]) // 1000] += 1
+            figures.per_tenth[int(entry_id.split(b"-")[0]) // 100] += 1
         if len(entries) < 5000:
             return
         start = "(" + entries[-1][0].decode()
@@ -143,8 +143,7 @@ def render(figures: Figures) -> str:
         bar_chart(f"Provider latency, tier {tier}", _latency_items(bins), chart_id=f"latency-{tier}")
         for tier, bins in sorted(figures.latency.items())
     )
-    start = min(figures.per_second) if figures.per_second else 0
-    series = [(second - start, float(count)) for second, count in sorted(figures.per_second.items())]
+    series = throughput_series(figures.per_tenth)
     charts = [
         bar_chart("Tier mix (answered jobs)", figures.tiers.most_common(), chart_id="tier-mix"),
         bar_chart(
@@ -170,6 +169,20 @@ def render(figures: Figures) -> str:
         saved=f"{share:.0%}",
         charts="".join(charts),
     )
+
+
+def throughput_series(per_tenth: Counter[int], points: int = 60) -> list[tuple[float, float]]:
+    """(seconds since the first line, lines per second), in about ``points`` buckets of 0.1 s or more."""
+    if not per_tenth:
+        return []
+    first, last = min(per_tenth), max(per_tenth)
+    width = max(1, -(-(last - first + 1) // points))  # tenths per bucket
+    buckets: Counter[int] = Counter()
+    for tenth, count in per_tenth.items():
+        buckets[(tenth - first) // width] += count
+    rate = 10.0 / width
+    series = [(b * width / 10.0, buckets[b] * rate) for b in range(max(buckets) + 1)]
+    return series if len(series) > 1 else series + [(width / 10.0, series[0][1])]
 
 
 def _latency_items(bins: Counter[int]) -> list[tuple[str, float]]:

@@ -25,7 +25,7 @@ from schemas.result import ResultLine, Response, TurnoutInfo, error_line, reques
 from workers.app import CLASSIFY_QUEUE, CLASSIFY_TASK, Runtime
 from workers.dlq import DeadLetters
 from workers.metrics import Stats
-from workers.provider import Answer
+from workers.answer import Answer
 
 log = logging.getLogger("turnout.tasks")
 
@@ -119,11 +119,11 @@ def complete_batch(task: Task, runtime: Runtime, tier: Tier, batch_id: str, raw_
     outcomes = run_on_loop(_gather([provider.complete(job) for job in fresh]))
     retry: list[tuple[Job, float]] = []
     stats = Stats(runtime.ledger.redis)
+    answers: list[tuple[Job, Answer]] = []
     for job, outcome in zip(fresh, outcomes):
         job.attempts += 1
         if isinstance(outcome, Answer):
-            if record_answer(runtime, tier, job, outcome):
-                _count_answer(stats, tier, outcome)
+            answers.append((job, outcome))
         elif isinstance(outcome, ProviderError):
             delay = _handle_failure(task.app, runtime, tier, job, outcome)
             stats.add("jobs", tier.name, "retried" if delay is not None else "failed")
@@ -131,6 +131,9 @@ def complete_batch(task: Task, runtime: Runtime, tier: Tier, batch_id: str, raw_
                 retry.append((job, delay))
         else:
             raise outcome  # a bug in turnout, not a provider failure: let Celery log it
+    for recorded, (_, answer) in zip(record_answers(runtime, tier, answers), answers):
+        if recorded:
+            _count_answer(stats, tier, answer)
     stats.flush()
     if retry:
         delay = max(d for _, d in retry)
@@ -141,13 +144,20 @@ def _count_answer(stats: Stats, tier: Tier, answer: Answer) -> None:
     stats.add("jobs", tier.name, "done")
     stats.add("cost", tier.name, by=answer.cost_usd)
     stats.add("calls", answer.deployment)
-    stats.observe_latency(answer.deployment, answer.latency_s)
+    stats.observe_latency(tier.name, answer.deployment, answer.latency_s)
     for deployment in answer.fallbacks:
         stats.add("fallback", deployment)
 
 
-def record_answer(runtime: Runtime, tier: Tier, job: Job, answer: Answer) -> bool:
-    """Record the answer; False when the job already had one (it ran twice)."""
+def record_answers(runtime: Runtime, tier: Tier, answers: list[tuple[Job, Answer]]) -> list[bool]:
+    """Record a micro-batch's answers in one round trip; False for a job that already had one."""
+    if not answers:
+        return []
+    items = [(job.custom_id, result_line(tier, job, answer), frontier_cost(runtime.config, answer)) for job, answer in answers]
+    return runtime.ledger.record_ok_many(answers[0][0].batch_id, items)
+
+
+def result_line(tier: Tier, job: Job, answer: Answer) -> ResultLine:
     decision = job.decision
     info = TurnoutInfo(
         line=job.line,
@@ -163,13 +173,12 @@ def record_answer(runtime: Runtime, tier: Tier, job: Job, answer: Answer) -> boo
         prompt_tokens=answer.prompt_tokens,
         completion_tokens=answer.completion_tokens,
     )
-    line = ResultLine(
+    return ResultLine(
         id=request_id(job.batch_id, job.custom_id),
         custom_id=job.custom_id,
         response=Response(status_code=200, request_id=answer.request_id, body=answer.body),
         turnout=info,
     )
-    return runtime.ledger.record_ok(job.batch_id, job.custom_id, line, frontier_cost(runtime.config, answer))
 
 
 def frontier_cost(config: Config, answer: Answer) -> float:

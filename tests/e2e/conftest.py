@@ -41,11 +41,12 @@ tiers:
   - name: frontier
     min_score: 0.5
     batch_size: 8
+    processes: 2
     max_attempts: 3
     cooldown_s: 1
     models: [gpt-4o]
     deployments:
-      - {model: openai/fake-frontier, name: frontier-primary, api_base: fake, timeout_s: 5,
+      - {model: openai/fake-frontier, name: frontier-primary, api_base: fake, timeout_s: 5, rpm: 30,
          input_cost_per_million: 2.5, output_cost_per_million: 10.0}
       - {model: openai/fake-frontier-backup, name: frontier-backup, api_base: fake, timeout_s: 5,
          input_cost_per_million: 3.0, output_cost_per_million: 15.0}

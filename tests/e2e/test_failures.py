@@ -113,3 +113,21 @@ def _wait_until_no_errors(cluster: Cluster, batch: str, timeout: float = 60) -> 
     deadline = time.monotonic() + timeout
     while list(cluster.client.ledger.error_lines(batch)) and time.monotonic() < deadline:
         time.sleep(0.2)
+
+
+def test_a_rate_limit_holds_across_worker_processes_and_the_rest_spills_to_the_backup(fresh_fake: Cluster) -> None:
+    # Given the frontier primary allows 30 requests a minute (config rpm and the provider's own
+    # limit alike), and the frontier pool runs two worker processes
+    fresh_fake.fake(rate_limit_rpm={"fake-frontier": 30})
+
+    # When 60 frontier jobs run at once
+    lines = [{"custom_id": f"rl{i}", "prompt": f"Prove {i} is a number.", "model": "tier:frontier"} for i in range(60)]
+    result = fresh_fake.run(lines, "rate-limited", timeout=120)
+
+    # Then every job is answered, and the provider never saw more than its limit
+    assert result["err"] == [] and len(result["out"]) == 60
+    stats = fresh_fake.fake_stats()
+    assert stats["max_rpm_seen_by_model"]["fake-frontier"] <= 30
+    assert stats["by_status"].get("429", 0) == 0
+    by_deployment = {line["turnout"]["deployment"] for line in result["out"]}
+    assert by_deployment == {"frontier-primary", "frontier-backup"}

@@ -71,7 +71,14 @@ def metrics_url(cluster: Cluster) -> Iterator[str]:
 
 
 def test_flower_finds_every_pool_and_the_batchs_tasks_by_custom_id(cluster: Cluster, flower_url: str) -> None:
-    # Given Flower running on the test broker
+    # Given Flower running on the test broker, receiving events (a first batch shows it is)
+    deadline = time.monotonic() + 60
+    warmups = 0
+    while not json.loads(get(f"{flower_url}/api/tasks")) and time.monotonic() < deadline:
+        cluster.run([{"custom_id": "warm", "prompt": "Hi"}], f"flower-warmup-{warmups}")
+        warmups += 1
+        time.sleep(1.0)
+
     # When a batch runs
     cluster.run([{"custom_id": f"fl{i}", "prompt": "What is 2 + 2?"} for i in range(10)], "flower-batch")
 

@@ -42,7 +42,8 @@ def test_a_mixed_batch_comes_back_with_every_custom_id_once_in_its_tier(cluster:
         prompt = HARD if int(line["custom_id"][1:]) % 3 == 0 else EASY
         expected = policy.tier_for_score(classifier.score(prompt + ("" if prompt == HARD else " (0)")).value)
         assert line["turnout"]["tier"] == expected
-        assert line["response"]["body"]["model"] == f"fake-{expected}"
+        tier_models = {d.model.split("/")[-1] for d in cluster.config.tier(expected).deployments}
+        assert line["response"]["body"]["model"] in tier_models  # its primary, or its backup past a rate limit
         assert line["response"]["status_code"] == 200
         assert line["turnout"]["cost_usd"] > 0
     assert {line["turnout"]["tier"] for line in result["out"]} == {"cheap", "frontier"}

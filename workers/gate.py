@@ -1,0 +1,85 @@
+"""The gate in front of each deployment: cooldowns and rate limits shared by every worker.
+
+One Lua call per attempt asks Redis whether a deployment may take a call now: it is not
+cooling down after failures, and its requests and tokens in the last minute stay under
+the config's rpm/tpm. Because the state is in Redis, N worker machines together stay
+under a provider's limit, and a 429 seen by one worker slows the deployment for all.
+
+The minute is a sliding window estimated from two fixed windows (the previous one
+weighted by how much of it still overlaps), which is accurate to a few percent and needs
+two counters per deployment instead of a log of every call.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis.asyncio as aioredis
+
+from workers.ledger import PREFIX
+
+# KEYS: cooldown, requests window now, requests window before, tokens now, tokens before
+# ARGV: rpm (0 = none), tpm (0 = none), tokens, ms into the current window
+# Returns 0 when admitted (and counted), else the ms to wait.
+_ADMIT = """
+local cooling = redis.call('PTTL', KEYS[1])
+if cooling > 0 then return cooling end
+local rpm, tpm, tokens, into = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local weight = (60000 - into) / 60000
+local function over(limit, now_key, before_key, amount)
+  if limit <= 0 then return false end
+  local used = tonumber(redis.call('GET', now_key) or '0') + weight * tonumber(redis.call('GET', before_key) or '0')
+  return used + amount > limit
+end
+if over(rpm, KEYS[2], KEYS[3], 1) or over(tpm, KEYS[4], KEYS[5], tokens) then
+  return 60000 - into
+end
+if rpm > 0 then redis.call('INCR', KEYS[2]); redis.call('PEXPIRE', KEYS[2], 120000) end
+if tpm > 0 then redis.call('INCRBY', KEYS[4], tokens); redis.call('PEXPIRE', KEYS[4], 120000) end
+return 0
+"""
+
+# KEYS: cooldown, failures this minute   ARGV: retry-after ms (0 = none), cooldown ms, allowed fails
+# A cooldown is never shortened by a later, shorter one.
+_FAILED = """
+local function cool(ms)
+  if ms > 0 and redis.call('PTTL', KEYS[1]) < ms then redis.call('SET', KEYS[1], 1, 'PX', ms) end
+end
+if tonumber(ARGV[1]) > 0 then cool(tonumber(ARGV[1])) return 1 end
+local fails = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], 120)
+if fails > tonumber(ARGV[3]) then cool(tonumber(ARGV[2])) return 1 end
+return 0
+"""
+
+#: Failures (without Retry-After) a deployment may have in a minute before it cools down.
+ALLOWED_FAILS_PER_MINUTE = 3
+
+
+class Gate:
+    """Admits calls to deployments, cluster-wide; made on the worker's event loop."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis = aioredis.Redis.from_url(redis_url)
+        self._admit = self.redis.register_script(_ADMIT)
+        self._failed = self.redis.register_script(_FAILED)
+
+    async def admit(self, deployment: str, rpm: int | None, tpm: int | None, tokens: int) -> float:
+        """0 when the deployment takes this call now, else the seconds until it might."""
+        now_ms = int(time.time() * 1000)
+        window, into = divmod(now_ms, 60_000)
+        base = f"{PREFIX}:gate:{deployment}"
+        keys = [f"{base}:cooldown", f"{base}:rpm:{window}", f"{base}:rpm:{window - 1}"]
+        keys += [f"{base}:tpm:{window}", f"{base}:tpm:{window - 1}"]
+        wait_ms = await self._admit(keys=keys, args=[rpm or 0, tpm or 0, tokens, into])
+        return int(wait_ms) / 1000
+
+    async def failed(self, deployment: str, retry_after: float | None, cooldown_s: float) -> None:
+        """Note a failed call: a Retry-After cools the deployment down at once, for every worker;
+        otherwise more than ALLOWED_FAILS_PER_MINUTE failures do, for ``cooldown_s``."""
+        base = f"{PREFIX}:gate:{deployment}"
+        window = int(time.time()) // 60
+        await self._failed(
+            keys=[f"{base}:cooldown", f"{base}:fails:{window}"],
+            args=[int((retry_after or 0) * 1000), int(cooldown_s * 1000), ALLOWED_FAILS_PER_MINUTE],
+        )

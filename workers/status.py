@@ -1,0 +1,105 @@
+"""`turnout status`: what is running, as data (for --json) and as a rich view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+
+from workers.dlq import DeadLetters
+from workers.metrics import LATENCY_BUCKETS, STATS
+from workers.scaling import recommendations, snapshot
+
+#: kombu keeps delivered, unacknowledged messages (tasks in flight) in this hash.
+UNACKED = "unacked"
+
+
+def view(client: Any, batch_id: str | None, interval: float) -> dict[str, Any]:
+    """Batches, tiers and in-flight tasks; throughput and arrivals are measured over ``interval``."""
+    redis = client.ledger.redis
+    batches = [batch_id] if batch_id else client.ledger.batches()[:10]
+    before = {b: client.status(b) for b in batches}
+    first = snapshot(client.config, redis)
+    import time
+
+    time.sleep(interval)
+    later = snapshot(client.config, redis)
+    advice = {r.tier: r for r in recommendations(client.config, first, later)}
+    latency = _percentiles(redis)
+    letters = DeadLetters(redis)
+    return {
+        "in_flight_tasks": int(redis.hlen(UNACKED)),
+        "batches": [_batch(client.status(b), before[b], interval) for b in batches],
+        "tiers": [
+            {
+                "tier": tier.name,
+                "queued_jobs": later.queued[tier.name],
+                "dlq": letters.depth(tier.name),
+                "p50_latency_s": latency.get(tier.name, {}).get("p50"),
+                "p95_latency_s": latency.get(tier.name, {}).get("p95"),
+                "arrivals_per_s": round(advice[tier.name].arrival_per_s, 2),
+                "recommended_processes": advice[tier.name].processes,
+            }
+            for tier in client.config.tiers
+        ],
+    }
+
+
+def _batch(now: Any, before: Any, interval: float) -> dict[str, Any]:
+    return {
+        "batch_id": now.batch_id,
+        "submitted": now.submitted,
+        "done": now.done,
+        "failed": now.failed,
+        "complete": now.complete,
+        "cost_usd": round(now.cost_usd, 6),
+        "all_frontier_cost_usd": round(now.frontier_cost_usd, 6),
+        "throughput_per_s": round((now.done - before.done) / interval, 1) if interval else 0.0,
+    }
+
+
+def _percentiles(redis: Any) -> dict[str, dict[str, float]]:
+    """p50/p95 provider latency per tier from the latency histogram (bucket upper bounds)."""
+    raw = {k.decode(): float(v) for k, v in redis.hgetall(STATS).items()}
+    per_tier: dict[str, dict[str, float]] = {}
+    for key, value in raw.items():
+        kind, *labels = key.split("|")
+        if kind == "tier_latency_bucket":
+            tier = labels[0]
+            bucket = per_tier.setdefault(tier, {})
+            bucket[labels[1]] = bucket.get(labels[1], 0.0) + value
+    result = {}
+    for tier, counts in per_tier.items():
+        bounds = [str(b) for b in LATENCY_BUCKETS] + ["+Inf"]
+        total, running, marks = sum(counts.values()), 0.0, {}
+        for bound in bounds:
+            running += counts.get(bound, 0.0)
+            for name, share in (("p50", 0.5), ("p95", 0.95)):
+                if name not in marks and total and running >= share * total:
+                    marks[name] = float(bound) if bound != "+Inf" else float("inf")
+        result[tier] = marks
+    return result
+
+
+def render(data: dict[str, Any]) -> RenderableType:
+    batches = Table(title="batches", show_edge=False)
+    for column in ("batch", "progress", "done", "failed", "jobs/s", "cost", "all-frontier"):
+        batches.add_column(column)
+    for b in data["batches"]:
+        total = b["submitted"] or 1
+        bar = ProgressBar(total=total, completed=b["done"], width=30)
+        state = "complete" if b["complete"] else f"{b['done']}/{b['submitted']}"
+        batches.add_row(
+            b["batch_id"], bar, state, str(b["failed"]), f"{b['throughput_per_s']:.1f}",
+            f"${b['cost_usd']:.4f}", f"${b['all_frontier_cost_usd']:.4f}",
+        )  # fmt: skip
+    tiers = Table(title=f"tiers ({data['in_flight_tasks']} tasks in flight)", show_edge=False)
+    for column in ("tier", "queued jobs", "arrivals/s", "p50", "p95", "DLQ", "recommended processes"):
+        tiers.add_column(column)
+    for t in data["tiers"]:
+        p50 = f"≤{t['p50_latency_s']:g}s" if t["p50_latency_s"] is not None else "-"
+        p95 = f"≤{t['p95_latency_s']:g}s" if t["p95_latency_s"] is not None else "-"
+        tiers.add_row(t["tier"], str(t["queued_jobs"]), f"{t['arrivals_per_s']:.1f}", p50, p95, str(t["dlq"]), str(t["recommended_processes"]))
+    return Group(batches, tiers)
