@@ -63,6 +63,21 @@ class Deployment(_Strict):
         return value
 
 
+class ScorerConfig(_Strict):
+    """How a cascade tier judges its own answers before returning them."""
+
+    kind: str = Field("format", description="format, logprob, verifier, judge, or format+<kind>")
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="answers scoring below it are escalated")
+    model_path: str | None = Field(None, description="verifier model file; default the shipped one")
+    judge: Deployment | None = Field(None, description="the deployment that grades answers for kind judge")
+
+    @model_validator(mode="after")
+    def _judge_has_a_deployment(self) -> ScorerConfig:
+        if self.kind.endswith("judge") and self.judge is None:
+            raise ValueError("a judge scorer needs a judge: deployment to ask")
+        return self
+
+
 class Tier(_Strict):
     """A pool of workers on queue ``turnout.tier.<name>`` answering with one set of deployments."""
 
@@ -74,6 +89,14 @@ class Tier(_Strict):
     processes: int = Field(1, ge=1, description="worker processes per pool (concurrency hint)")
     max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1)
     cooldown_s: float = Field(DEFAULT_COOLDOWN_S, ge=0, description="how long a failing deployment sits out")
+    policy: Literal["route", "cascade"] = Field("route", description="cascade: escalate answers the scorer rejects")
+    scorer: ScorerConfig | None = Field(None, description="for policy cascade")
+
+    @model_validator(mode="after")
+    def _cascade_has_a_scorer(self) -> Tier:
+        if self.policy == "cascade" and self.scorer is None:
+            raise ValueError(f"tier {self.name} has policy cascade: give it a scorer: (e.g. kind: format)")
+        return self
 
     @property
     def queue(self) -> str:
@@ -145,6 +168,8 @@ class Config(_Strict):
         scores = [tier.min_score for tier in self.tiers]
         if scores != sorted(scores) or len(set(scores)) != len(scores):
             raise ValueError(f"min_score must rise from tier to tier, got {scores}")
+        if self.tiers[-1].policy == "cascade":
+            raise ValueError(f"the strongest tier ({self.tiers[-1].name}) cannot cascade: there is no tier above it")
         uses_fake = any(d.api_base == FAKE_API_BASE for t in self.tiers for d in t.deployments)
         if uses_fake and self.fake_provider is None:
             raise ValueError('a deployment uses api_base "fake": add a fake_provider: section')

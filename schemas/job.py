@@ -69,6 +69,9 @@ class Job(BaseModel):
     decision: Decision | None = None
     attempts: int = 0
     errors: list[str] = Field(default_factory=list, description="one entry per failed attempt")
+    calls: list[dict[str, Any]] = Field(
+        default_factory=list, description="earlier tiers' calls in a cascade, each with its answer and score"
+    )
 
     @property
     def prompt_text(self) -> str:

@@ -24,6 +24,9 @@ class TurnoutInfo(BaseModel):
     cost_usd: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    calls: list[dict[str, Any]] = Field(
+        default_factory=list, description="every model call in a cascade: tier, deployment, tokens, cost, score"
+    )
 
 
 class Response(BaseModel):
