@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -29,6 +30,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     client.close()
     if embedded is not None:
         embedded.stop()
+
+
+def other_db(url: str, db: int) -> str:
+    """The same Redis server, another database: what runs there does not see the others' queues."""
+    if url.startswith("unix://"):
+        return f"{url.split('?')[0]}?db={db}"
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{db}"))
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from celery import Celery
 from kombu import Queue
 
-from schemas.config import Config, load_config
+from schemas.config import Config, Tier, load_config
 from schemas.errors import ConfigError
 from workers.broker import connect, kombu_url
 from workers.ledger import Ledger
@@ -23,6 +23,7 @@ from workers.ledger import Ledger
 if TYPE_CHECKING:
     from router.classifier import Classifier
     from router.policy import TierPolicy
+    from router.scorer import AnswerScorer
     from workers.provider import TierProvider
 
 CLASSIFY_QUEUE = "turnout.classify"
@@ -62,6 +63,7 @@ class Runtime:
     config: Config
     redis_url: str
     providers: dict[str, TierProvider] = field(default_factory=dict)
+    scorers: dict[str, AnswerScorer] = field(default_factory=dict)
 
     @cached_property
     def ledger(self) -> Ledger:
@@ -78,6 +80,15 @@ class Runtime:
         from router.policy import TierPolicy
 
         return TierPolicy(self.config)
+
+    def scorer(self, tier: Tier) -> AnswerScorer:
+        """The tier's answer scorer, loaded once per process."""
+        if tier.name not in self.scorers:
+            from router.scorer import load_scorer
+
+            assert tier.scorer is not None
+            self.scorers[tier.name] = load_scorer(tier.scorer.kind, tier.scorer.model_path)
+        return self.scorers[tier.name]
 
     def provider(self, tier: str) -> TierProvider:
         """The tier's provider, made on first use in this process, on its event loop (after fork)."""

@@ -148,6 +148,8 @@ def worker(
     else:
         tier = config.tier(pool)
         queue, count = tier.queue, processes or tier.processes
+        if tier.policy == "cascade" and not tier.scorer.kind.endswith("judge"):  # type: ignore[union-attr]
+            runtime.scorer(tier)  # a bad verifier file fails here, not mid-batch
     argv = ["worker", "-Q", queue, "-c", str(count), "-P", "prefork", "-n", name or f"{pool}@%h", "-l", loglevel]
     celery.worker_main(argv + ["--without-mingle", "--without-gossip", "-E"])
 
@@ -356,11 +358,18 @@ def evaluate(
     config_path: ConfigOption = DEFAULT_CONFIG,
     plot: Annotated[Path, typer.Option(help="PNG of quality against share of strong calls (one per dataset).")] = Path("eval.png"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    policy: Annotated[str, typer.Option(help="route (RouteLLM metrics) or cascade (needs weak_response/strong_response).")] = "route",
+    scorer: Annotated[str, typer.Option(help="The cascade's scorer kind.")] = "format+verifier",
 ) -> None:
-    """RouteLLM's metrics for a router: CPT(20/50/80%), APGR, cost at 95% of strong quality."""
-    from workers.evaluation import run_eval
+    """RouteLLM's metrics for a router (CPT, APGR, cost at 95%), or with --policy cascade,
+    quality against cost for the cascade, direct routing and random routing."""
+    from workers.evaluation import run_cascade_eval, run_eval
 
-    result = run_eval(data, router_name, _config(config_path) if config_path.exists() else None, plot, err)
+    config = _config(config_path) if config_path.exists() else None
+    if policy == "cascade":
+        result = run_cascade_eval(data, scorer, router_name, config, plot, err)
+    else:
+        result = run_eval(data, router_name, config, plot, err)
     if as_json:
         print(json.dumps(result, indent=2))
 
@@ -378,6 +387,34 @@ def calibrate(
 
     fragment = calibrate_config(_config(config_path), config_path, data, frontier_share, share or [], write)
     print(fragment, end="")
+
+
+@app.command()
+def verify(
+    file: Annotated[Path, typer.Argument(help='JSONL with "prompt" and "response" (and "custom_id") per line.')],
+    scorer: Annotated[str, typer.Option(help="format, logprob, verifier, or format+<kind>.")] = "format+verifier",
+) -> None:
+    """Score answers: one {"custom_id", "score"} line each (higher = more likely good)."""
+    from workers.evaluation import verify_lines
+
+    count = verify_lines(file, scorer, sys.stdout)
+    err.print(f"scored {count} answers with {scorer}")
+
+
+@app.command("train-verifier")
+def train_verifier(
+    data: Annotated[list[Path], typer.Argument(help="JSONL with prompt, weak_response, strong_response, weak, strong.")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Verifier file to write; its card goes beside it.")],
+    folds: Annotated[int, typer.Option(help="Cross-validation folds for the card (0: none).")] = 5,
+) -> None:
+    """Train the answer verifier a cascade tier can score its answers with."""
+    from router.verifier import train_verifier as train
+
+    for path in data:
+        if not path.is_file():
+            raise TurnoutError(f"training data {path} not found")
+    report = train(data, out_path, folds=folds)
+    out.print(f"wrote {out_path}: {report}")
 
 
 # --- dead-letter queues ----------------------------------------------------------------------

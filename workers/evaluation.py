@@ -154,3 +154,77 @@ def _prompts(path: Path) -> Any:
                 yield data["prompt"]
             elif isinstance(data.get("body"), dict):
                 yield "\n".join(str(m.get("content", "")) for m in data["body"].get("messages", []))
+
+
+# --- the cascade -------------------------------------------------------------------------
+
+
+def run_cascade_eval(data: list[Path], scorer_kind: str, router_name: str, config: Config | None, plot: Path, console: Console) -> dict[str, Any]:
+    """Quality against cost for the cascade, direct routing and random routing on answered rows.
+
+    The cascade pays the cheap call on every prompt and the strong one on escalated ones.
+    Prices: the config's cheapest and strongest tiers' primaries, else RouteLLM's ($0.90/M, $20/M).
+    """
+    import numpy as np
+
+    from router.cascade import CallCosts, Prices, cascade_curve, cascade_summary, plot_cost_curves, random_cost_curve, routing_cost_curve
+    from router.scorer import Candidate, load_scorer
+    from router.verifier import read_answered_rows
+
+    rows = [row for path in data for row in read_answered_rows(_existing(path))]
+    prices = _token_prices(config) if config else Prices()
+    costs = CallCosts.from_texts(
+        [r.prompt for r in rows], [r.weak_response for r in rows], [r.strong_response for r in rows],
+        [r.weak for r in rows], [r.strong for r in rows], prices,
+    )  # fmt: skip
+    scorer = load_scorer(scorer_kind)
+    weak_scores = np.array([s.value for s in scorer.score_batch([Candidate(r.prompt, r.weak_response) for r in rows])])
+    router = load_router(router_name)
+    _warn_if_trained_on(router, data, console)
+    routing = routing_cost_curve(np.array([s.value for s in router.score_batch([r.prompt for r in rows])]), costs)
+    cascade = cascade_curve(weak_scores, costs)
+    curves = {f"cascade ({scorer_kind})": cascade, f"routing ({router_name})": routing, "random": random_cost_curve(costs)}
+    plot_cost_curves(curves, costs, plot, title="Quality against cost")
+    summary = cascade_summary(cascade, routing, costs)
+    console.print(_cascade_text(summary, len(rows)))
+    console.print(f"plot: {plot}")
+    return {"rows": len(rows), "prices_per_million": prices.__dict__, "summary": summary, "plot": str(plot)}
+
+
+def _token_prices(config: Config) -> Any:
+    from router.cascade import Prices
+
+    weak, strong = config.tiers[0].deployments[0], config.frontier.deployments[0]
+    return Prices(weak.input_cost_per_million, weak.output_cost_per_million, strong.input_cost_per_million, strong.output_cost_per_million)
+
+
+def _cascade_text(s: dict[str, Any], rows: int) -> str:
+    if not s.get("reached"):
+        return f"{rows} prompts: the cascade never reaches 95% of the strong model's quality"
+    return (
+        f"{rows} prompts: the cascade reaches {s['quality_share_of_strong']:.1%} of strong quality at "
+        f"{s['cost_share']:.1%} of the all-strong cost ({s['escalated_share']:.1%} escalated, threshold {s['threshold']:.3f}); "
+        f"routing at that cost reaches {s['routing_quality_at_equal_cost']:.3f} against the cascade's {s['quality']:.3f}."
+    )
+
+
+def verify_lines(path: Path, scorer_kind: str, out: Any) -> int:
+    """Score ``{"custom_id", "prompt", "response"}`` lines; one ``{"custom_id", "score"}`` line each."""
+    from router.scorer import Candidate, load_scorer
+
+    scorer = load_scorer(scorer_kind)
+    count = 0
+    with open(_existing(path), "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                data = json.loads(raw)
+                candidate = Candidate(str(data["prompt"]), str(data["response"]))
+            except (ValueError, KeyError, TypeError):
+                out.write(json.dumps({"custom_id": None, "line": number, "error": 'needs "prompt" and "response"'}) + "\n")
+                continue
+            score = scorer.score_batch([candidate])[0]
+            out.write(json.dumps({"custom_id": data.get("custom_id"), "score": round(score.value, 4)}) + "\n")
+            count += 1
+    return count

@@ -79,7 +79,7 @@ class TierProvider:
         self.names = [tier.deployment_name(i) for i in range(len(tier.deployments))]
         self.params = [litellm_params(d, fake_url) for d in tier.deployments]
 
-    async def complete(self, job: Job) -> Answer:
+    async def complete(self, job: Job, extra: dict[str, Any] | None = None) -> Answer:
         """Answer one job, or raise RetryableProviderError / FatalProviderError.
 
         A retryable failure, or one that belongs to the deployment (authentication, an
@@ -87,7 +87,7 @@ class TierProvider:
         next. A bad request is the request's fault: no other deployment is asked. A
         context window error moves on too: the next deployment may have a larger window.
         """
-        kwargs: dict[str, Any] = dict(job.params)
+        kwargs: dict[str, Any] = dict(job.params) | (extra or {})
         if job.max_tokens is not None:
             kwargs["max_tokens"] = job.max_tokens
         tokens = len(job.prompt_text) // 4 + (job.max_tokens or 256)

@@ -116,7 +116,8 @@ def complete_batch(task: Task, runtime: Runtime, tier: Tier, batch_id: str, raw_
     answered = runtime.ledger.answered(batch_id, [job.custom_id for job in jobs])
     fresh = [job for job, done in zip(jobs, answered) if not done]
     provider = runtime.provider(tier.name)
-    outcomes = run_on_loop(_gather([provider.complete(job) for job in fresh]))
+    extra = {"logprobs": True} if tier.scorer is not None and "logprob" in tier.scorer.kind else {}
+    outcomes = run_on_loop(_gather([provider.complete(job, extra) for job in fresh]))
     retry: list[tuple[Job, float]] = []
     stats = Stats(runtime.ledger.redis)
     answers: list[tuple[Job, Answer]] = []
@@ -131,6 +132,8 @@ def complete_batch(task: Task, runtime: Runtime, tier: Tier, batch_id: str, raw_
                 retry.append((job, delay))
         else:
             raise outcome  # a bug in turnout, not a provider failure: let Celery log it
+    if tier.policy == "cascade" and answers:
+        answers = _cascade(task.app, runtime, tier, answers, stats)
     for recorded, (_, answer) in zip(record_answers(runtime, tier, answers), answers):
         if recorded:
             _count_answer(stats, tier, answer)
@@ -147,6 +150,56 @@ def _count_answer(stats: Stats, tier: Tier, answer: Answer) -> None:
     stats.observe_latency(tier.name, answer.deployment, answer.latency_s)
     for deployment in answer.fallbacks:
         stats.add("fallback", deployment)
+
+
+def _cascade(app: Celery, runtime: Runtime, tier: Tier, answers: list[tuple[Job, Answer]], stats: Stats) -> list[tuple[Job, Answer]]:
+    """Score each answer; send the ones below the threshold to the next tier with their call attached.
+
+    Returns the answers this tier keeps. An escalated job's first call rides along in
+    ``job.calls``, so the final line records both calls and their summed cost.
+    """
+    from workers.cascade import score_answers
+
+    assert tier.scorer is not None  # the config guarantees it for policy cascade
+    scores = run_on_loop(score_answers(runtime, tier, answers))
+    kept: list[tuple[Job, Answer]] = []
+    escalated: list[Job] = []
+    for (job, answer), (value, reasons, judge_cost) in zip(answers, scores):
+        answer.extra["score"] = value
+        answer.extra["score_reasons"] = reasons
+        answer.cost_usd += judge_cost
+        if value >= tier.scorer.threshold:
+            kept.append((job, answer))
+            continue
+        job.calls.append(call_record(tier, answer) | {"answer": answer_text(answer.body)})
+        escalated.append(job)
+    bigger = _next_tier(runtime.config, tier)
+    if escalated and bigger is not None:
+        send_tier(app, bigger, escalated[0].batch_id, escalated)
+        stats.add("jobs", tier.name, "escalated", by=len(escalated))
+    return kept
+
+
+def call_record(tier: Tier, answer: Answer) -> dict[str, Any]:
+    """One model call as the output line lists it."""
+    record: dict[str, Any] = {
+        "tier": tier.name,
+        "deployment": answer.deployment,
+        "model": answer.model,
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.completion_tokens,
+        "cost_usd": answer.cost_usd,
+        "latency_s": round(answer.latency_s, 4),
+    }
+    if "score" in answer.extra:
+        record["score"] = round(answer.extra["score"], 4)
+        record["score_reasons"] = answer.extra["score_reasons"]
+    return record
+
+
+def answer_text(body: dict[str, Any]) -> str:
+    choices = body.get("choices") or [{}]
+    return str((choices[0].get("message") or {}).get("content") or "")
 
 
 def record_answers(runtime: Runtime, tier: Tier, answers: list[tuple[Job, Answer]]) -> list[bool]:
@@ -169,9 +222,10 @@ def result_line(tier: Tier, job: Job, answer: Answer) -> ResultLine:
         attempts=job.attempts,
         fallbacks=answer.fallbacks,
         latency_s=round(answer.latency_s, 4),
-        cost_usd=answer.cost_usd,
+        cost_usd=answer.cost_usd + sum(call["cost_usd"] for call in job.calls),
         prompt_tokens=answer.prompt_tokens,
         completion_tokens=answer.completion_tokens,
+        calls=job.calls + [call_record(tier, answer)] if job.calls or tier.policy == "cascade" else [],
     )
     return ResultLine(
         id=request_id(job.batch_id, job.custom_id),

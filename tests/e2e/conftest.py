@@ -7,6 +7,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,14 +84,15 @@ class Cluster:
         return fetch_stats(self.fake_url)
 
 
-@pytest.fixture(scope="session")
-def cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    home = tmp_path_factory.mktemp("cluster")
+@contextmanager
+def running_cluster(redis_url: str, home: Path, config_text: str) -> Iterator[Cluster]:
+    """The fake provider and one worker per pool for ``config_text``, stopped on exit."""
     config_path = home / "turnout.yaml"
-    config_path.write_text(CONFIG)
+    config_path.write_text(config_text)
     config = load_config(config_path)
     os.environ["TURNOUT_TEST_PLANTED_KEY"] = PLANTED_KEY
     env = dict(os.environ, TURNOUT_REDIS_URL=redis_url, TURNOUT_CONFIG=str(config_path))
+    env.pop("TURNOUT_FAKE_URL", None)
     supervisor = Supervisor(config, config_path, env, home / "logs")
     try:
         fake_url = supervisor.start_fake_provider()
@@ -100,6 +102,12 @@ def cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield Cluster(config, config_path, Client(config, redis_url), fake_url, supervisor, redis_url)
     finally:
         supervisor.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with running_cluster(redis_url, tmp_path_factory.mktemp("cluster"), CONFIG) as started:
+        yield started
 
 
 @pytest.fixture

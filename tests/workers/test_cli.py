@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-COMMANDS = ["run", "submit", "worker", "status", "collect", "classify", "fake-provider"]
+COMMANDS = [
+    "run", "submit", "worker", "status", "collect", "classify", "fake-provider", "train", "eval", "calibrate",
+    "verify", "train-verifier", "dlq", "flower", "metrics", "worker-ping", "report", "scale",
+]  # fmt: skip
 
 
 def turnout(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -62,3 +65,16 @@ def test_classify_prints_pure_json_lines_and_a_summary_on_stderr(repo_root: Path
     assert len(lines) == 40
     assert all(set(line) == {"custom_id", "tier", "score"} and 0 <= line["score"] <= 1 for line in lines)
     assert "Estimated cost" in result.stderr
+
+
+def test_verify_scores_each_answer_and_rejects_a_refusal(tmp_path: Path) -> None:
+    answers = tmp_path / "answers.jsonl"
+    lines = [
+        {"custom_id": "good", "prompt": "What is 2 + 3?", "response": "2 + 3 = 5. The answer is 5."},
+        {"custom_id": "refusal", "prompt": "What is 2 + 3?", "response": "I'm sorry, but I cannot help with that."},
+    ]
+    answers.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    result = turnout("verify", str(answers), "--scorer", "format")
+    assert result.returncode == 0, result.stderr
+    scores = {line["custom_id"]: line["score"] for line in map(json.loads, result.stdout.splitlines())}
+    assert scores["good"] > scores["refusal"] and scores["refusal"] == 0.0

@@ -8,12 +8,12 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
 
 from schemas.config import Config
+from tests.conftest import other_db
 from workers.app import create_app
 from workers.ledger import Ledger
 from workers.producer import Producer
@@ -25,16 +25,9 @@ CONFIG = {
 }
 
 
-def other_db(url: str, db: int = 13) -> str:
-    """The same server, another database: no worker of the e2e cluster consumes there."""
-    if url.startswith("unix://"):
-        return f"{url.split('?')[0]}?db={db}"
-    return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
-
-
 @pytest.fixture
 def producer(redis_url: str) -> Iterator[Producer]:
-    url = other_db(redis_url)
+    url = other_db(redis_url, 13)
     client = redis.Redis.from_url(url)
     client.flushdb()
     config = Config.model_validate(CONFIG)
