@@ -33,7 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/classifier.py
 
 typecheck: $(STAMP)
-	$(BIN)/mypy schemas router workers
+	$(BIN)/mypy schemas router workers  # clean; keep it so
 
 clean:
 	rm -rf $(VENV) demo-out turnout-out .turnout .pytest_cache

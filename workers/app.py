@@ -127,7 +127,7 @@ def create_app(config: Config, redis_url: str) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
     )
-    app.turnout_runtime = Runtime(config, redis_url)  # type: ignore[attr-defined]
+    app.turnout_runtime = Runtime(config, redis_url)
     from workers.tasks import register
 
     register(app, config)

@@ -141,7 +141,7 @@ def worker(
     url = redis_url_for(config)
     check(url)
     celery = create_app(config, url)
-    runtime = celery.turnout_runtime  # type: ignore[attr-defined]
+    runtime = celery.turnout_runtime
     if pool == "classify":
         queue, count = CLASSIFY_QUEUE, processes or config.classify_processes
         runtime.classifier  # load the model once, before fork: a bad file fails here, not mid-batch
@@ -446,7 +446,7 @@ def dlq_list(tier: TierOption = None, batch: BatchOption = None, config_path: Co
     table = Table(show_edge=False)
     for column in ("id", "tier", "code", "attempts", "reason"):
         table.add_column(column)
-    for letter in letters.list(_tiers(client, tier), batch):
+    for letter in letters.entries(_tiers(client, tier), batch):
         table.add_row(letter.id, letter.tier, letter.code, str(letter.job.attempts), letter.reason[:80])
     out.print(table)
 
@@ -485,7 +485,7 @@ def dlq_purge(
 ) -> None:
     """Delete dead letters for good (their error lines stay in the batch)."""
     client, letters = _dead_letters(config_path)
-    doomed = list(letters.list(_tiers(client, tier), batch))
+    doomed = list(letters.entries(_tiers(client, tier), batch))
     if not yes and not typer.confirm(f"Delete {len(doomed)} dead letters?"):
         raise typer.Abort()
     for letter in doomed:

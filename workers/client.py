@@ -44,7 +44,7 @@ class Client:
         check(redis_url)
         self.config = config
         self.app = app or create_app(config, redis_url)
-        self.ledger: Ledger = self.app.turnout_runtime.ledger  # type: ignore[attr-defined]
+        self.ledger: Ledger = self.app.turnout_runtime.ledger
 
     @classmethod
     def from_config(cls, path: str | Path = "turnout.yaml") -> Client:

@@ -59,7 +59,7 @@ class DeadLetters:
         self.redis.hset(dlq_key(tier), letter.id, letter.model_dump_json())
         return letter
 
-    def list(self, tiers: list[str], batch_id: str | None = None) -> Iterator[DeadLetter]:
+    def entries(self, tiers: list[str], batch_id: str | None = None) -> Iterator[DeadLetter]:
         for tier in tiers:
             for _, raw in self.redis.hscan_iter(dlq_key(tier), count=500):
                 letter = DeadLetter.model_validate_json(raw)
@@ -90,7 +90,7 @@ def replay(
     """
     from workers.tasks import send_tier
 
-    chosen = [letters.get(tiers, i) for i in ids] if ids else list(letters.list(tiers, batch_id))
+    chosen = [letters.get(tiers, i) for i in ids] if ids else list(letters.entries(tiers, batch_id))
     count = 0
     for letter in chosen:
         if letter is None:

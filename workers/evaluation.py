@@ -59,7 +59,7 @@ def _existing(path: Path) -> Path:
 
 def _warn_if_trained_on(classifier: Classifier, data: list[Path], console: Console) -> None:
     card = getattr(classifier, "card", None) or {}
-    trained_on = {entry.get("path") for entry in card.get("files", []) if isinstance(entry, dict)}
+    trained_on = {str(entry.get("path")) for entry in card.get("files", []) if isinstance(entry, dict)}
     overlap = trained_on & {path.name for path in data}
     if overlap:
         console.print(

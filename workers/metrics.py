@@ -76,9 +76,9 @@ class TurnoutCollector(Collector):
         pipe = self.redis.pipeline(transaction=False)
         for name, _, _ in queues:
             pipe.llen(name)
-        for (name, tier, size), length in zip(queues, pipe.execute()):
-            depth.add_metric([name, tier], int(length))  # listed even with zero consumers, unlike Flower
-            jobs.add_metric([name, tier], int(length) * size)
+        for (name, label, size), length in zip(queues, pipe.execute()):
+            depth.add_metric([name, label], int(length))  # listed even with zero consumers, unlike Flower
+            jobs.add_metric([name, label], int(length) * size)
         letters = DeadLetters(self.redis)
         for tier in self.config.tiers:
             dlq.add_metric([tier.name], letters.depth(tier.name))

@@ -11,6 +11,7 @@ import html
 import json
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ class Figures:
 
     status: BatchStatus
     tiers: Counter[str] = field(default_factory=Counter)
-    tier_cost: Counter[str] = field(default_factory=Counter)
+    tier_cost: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     latency: dict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
     errors: Counter[str] = field(default_factory=Counter)
     answered_by: Counter[str] = field(default_factory=Counter)
@@ -78,7 +79,7 @@ def _throughput(ledger: Ledger, batch_id: str, figures: Figures) -> None:
 # --- drawing -----------------------------------------------------------------------------
 
 
-def bar_chart(title: str, items: list[tuple[str, float]], unit: str = "", chart_id: str = "") -> str:
+def bar_chart(title: str, items: Sequence[tuple[str, float]], unit: str = "", chart_id: str = "") -> str:
     """A horizontal bar chart as SVG."""
     if not items:
         return _empty(title, chart_id)

@@ -52,7 +52,7 @@ def run_on_loop(coroutine: Awaitable[T]) -> T:
     if _loop is None or _loop_pid != os.getpid():
         _loop = asyncio.new_event_loop()
         _loop_pid = os.getpid()
-    return _loop.run_until_complete(coroutine)  # type: ignore[arg-type]
+    return _loop.run_until_complete(coroutine)
 
 
 async def _gather(calls: list[Awaitable[T]]) -> list[T | BaseException]:
@@ -315,7 +315,7 @@ def _split_if_poisoned(task: Task, runtime: Runtime, tier: Tier, batch_id: str, 
 
 def register(app: Celery, config: Config) -> None:
     """Register the classify task and one completion task per tier, named for Flower."""
-    runtime: Runtime = app.turnout_runtime  # type: ignore[attr-defined]
+    runtime: Runtime = app.turnout_runtime
 
     @app.task(name=CLASSIFY_TASK, bind=True)
     def classify(self: Task, batch_id: str, jobs: list[dict[str, Any]]) -> None:

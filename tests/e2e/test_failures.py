@@ -43,12 +43,12 @@ def test_bad_requests_go_straight_to_errors_without_retries(fresh_fake: Cluster)
     # Then every job is an error line after one attempt, with a dead letter each
     assert result["out"] == [] and len(result["err"]) == 6
     letters = DeadLetters(fresh_fake.client.ledger.redis)
-    assert {line["turnout"]["attempts"] for line in result["err"]} == {1}, [x.errors for x in letters.list(["cheap"], "bad-requests")][0]
+    assert {line["turnout"]["attempts"] for line in result["err"]} == {1}, [x.errors for x in letters.entries(["cheap"], "bad-requests")][0]
     assert {line["response"]["status_code"] for line in result["err"]} == {400}
     # And the provider saw at most one request per job and deployment: nothing was retried
     assert fresh_fake.fake_stats()["requests"] <= 12
     letters = DeadLetters(fresh_fake.client.ledger.redis)
-    assert len([x for x in letters.list(["cheap"], "bad-requests")]) == 6
+    assert len([x for x in letters.entries(["cheap"], "bad-requests")]) == 6
 
 
 def test_a_prompt_too_long_for_the_cheap_tier_moves_up_a_tier(fresh_fake: Cluster) -> None:
@@ -86,7 +86,7 @@ def test_dead_letters_are_replayed_into_a_whole_output(fresh_fake: Cluster, tmp_
     assert result["out"] == [] and len(result["err"]) == 5
     assert {line["turnout"]["attempts"] for line in result["err"]} == {3}
     letters = DeadLetters(fresh_fake.client.ledger.redis)
-    assert len(list(letters.list(["cheap"], "outage"))) == 5
+    assert len(list(letters.entries(["cheap"], "outage"))) == 5
 
     # When the provider comes back and the dead letters are replayed
     fresh_fake.fake(fail_models={})
@@ -104,7 +104,7 @@ def test_dead_letters_are_replayed_into_a_whole_output(fresh_fake: Cluster, tmp_
     output = [json.loads(x) for x in (tmp_path / "output.jsonl").read_text().splitlines()]
     assert sorted(line["custom_id"] for line in output) == sorted(f"dlq{i}" for i in range(5))
     assert (tmp_path / "errors.jsonl").read_text() == ""
-    assert list(letters.list(["cheap"], "outage")) == []
+    assert list(letters.entries(["cheap"], "outage")) == []
 
 
 def _wait_until_no_errors(cluster: Cluster, batch: str, timeout: float = 60) -> None:
