@@ -17,9 +17,13 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from schemas.errors import TurnoutError
 
+#: Reconnection attempts (exponential backoff, capped at 2 s) before a Redis error surfaces.
+RECONNECT_RETRIES = 20
 #: How long `turnout run` waits for its own redis-server to answer.
 EMBEDDED_START_TIMEOUT_S = 10.0
 
@@ -53,7 +57,16 @@ def kombu_url(url: str) -> str:
 
 def connect(url: str, max_connections: int = 64) -> redis.Redis:
     """A redis-py client with a blocking pool: under load it waits for a connection, not raises."""
-    pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30, health_check_interval=30)
+    # a Redis restart (or failover) is waited out for ~30 s instead of failing the producer or a task
+    retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=RECONNECT_RETRIES)
+    pool = redis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=30,
+        health_check_interval=30,
+        retry=retry,
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
     return redis.Redis(connection_pool=pool)
 
 

@@ -87,6 +87,7 @@ class Cluster:
 @contextmanager
 def running_cluster(redis_url: str, home: Path, config_text: str) -> Iterator[Cluster]:
     """The fake provider and one worker per pool for ``config_text``, stopped on exit."""
+    home.mkdir(parents=True, exist_ok=True)
     config_path = home / "turnout.yaml"
     config_path.write_text(config_text)
     config = load_config(config_path)
