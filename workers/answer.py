@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+#: The error code of a job no deployment was asked about: all were cooling down or rate-limited.
+BUSY = "deployments_busy"
+
 
 @dataclass
 class Answer:

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 CLASSIFY_QUEUE = "turnout.classify"
 CLASSIFY_TASK = "turnout.classify"
 DEFAULT_CONFIG = "turnout.yaml"
+#: How often each worker looks for tasks whose worker died (past the visibility timeout).
+RESTORE_SWEEP_S = 5
 #: Margin on top of the longest task before Redis hands an unacknowledged task to another worker.
 VISIBILITY_MARGIN_S = 120
 
@@ -121,6 +123,10 @@ def create_app(config: Config, redis_url: str) -> Celery:
             # kombu's default of 10 connections makes acks fail under load; then the job runs twice
             "max_connections": 16 + 4 * concurrency,
             "health_check_interval": 30,
+            # kombu sweeps for timed-out unacked tasks every interval × throttle seconds (10 × 10
+            # by default): a re-delivered job could wait ~100 s past the visibility timeout
+            "unacked_restore_interval": RESTORE_SWEEP_S,
+            "unacked_restore_throttle": 1,
         },
         worker_send_task_events=True,  # Flower sees every pool
         task_send_sent_event=False,  # a PUBLISH per message; Flower still sees received/started/succeeded

@@ -110,6 +110,7 @@ def submit(
     file: Annotated[str, typer.Argument(help="JSONL input file, or - to read jobs from stdin until EOF.")],
     config_path: ConfigOption = DEFAULT_CONFIG,
     batch_id: Annotated[Optional[str], typer.Option(help="Batch id; reuse one to resume an interrupted submit.")] = None,
+    repair: Annotated[bool, typer.Option(help="Send again the lines of --batch-id that have no result and are nowhere queued.")] = False,
 ) -> None:
     """Enqueue a batch against TURNOUT_REDIS_URL and print its id (pools run elsewhere)."""
     from workers.client import new_batch_id
@@ -118,6 +119,19 @@ def submit(
     if file != "-" and not Path(file).is_file():
         raise TurnoutError(f"input file {file} not found; pass a JSONL file, or - for stdin")
     client = _client(config_path)
+    if repair:
+        from workers.producer import Producer, file_lines
+
+        if not batch_id or file == "-":
+            raise TurnoutError("--repair needs the batch's input FILE and its --batch-id")
+        client.status(batch_id)
+        producer = Producer(client.app, client.config, client.ledger)
+        if producer.anything_pending():
+            raise TurnoutError("tasks are still queued or in flight; --repair is for a batch that stopped short")
+        resent = producer.resend_missing(file_lines(file), batch_id)
+        err.print(f"sent {resent} missing lines again")
+        print(batch_id)
+        return
     batch = batch_id or new_batch_id()
     source = stream_lines(sys.stdin.buffer) if file == "-" else file
     report = client.submit_report(source, batch)

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from workers.ledger import PREFIX
 
-# KEYS: cooldown, requests window now, requests window before, tokens now, tokens before
+# KEYS: cooldown, requests window now, requests window before, tokens now, tokens before, calls now
 # ARGV: rpm (0 = none), tpm (0 = none), tokens, ms into the current window
 # Returns 0 when admitted (and counted), else the ms to wait.
 _ADMIT = """
@@ -34,13 +34,16 @@ end
 if over(rpm, KEYS[2], KEYS[3], 1) or over(tpm, KEYS[4], KEYS[5], tokens) then
   return 60000 - into
 end
+redis.call('INCR', KEYS[6]); redis.call('PEXPIRE', KEYS[6], 120000)
 if rpm > 0 then redis.call('INCR', KEYS[2]); redis.call('PEXPIRE', KEYS[2], 120000) end
 if tpm > 0 then redis.call('INCRBY', KEYS[4], tokens); redis.call('PEXPIRE', KEYS[4], 120000) end
 return 0
 """
 
-# KEYS: cooldown, failures this minute   ARGV: retry-after ms (0 = none), cooldown ms, allowed fails
-# A cooldown is never shortened by a later, shorter one.
+# KEYS: cooldown, failures this minute, calls this minute   ARGV: retry-after ms (0 = none), cooldown ms, allowed fails
+# Without a Retry-After, a deployment cools down only when it failed more than the allowed
+# number of times AND on more than half its calls this minute: at 10% random errors and
+# hundreds of calls a minute it stays in service. A cooldown is never shortened.
 _FAILED = """
 local function cool(ms)
   if ms > 0 and redis.call('PTTL', KEYS[1]) < ms then redis.call('SET', KEYS[1], 1, 'PX', ms) end
@@ -48,7 +51,8 @@ end
 if tonumber(ARGV[1]) > 0 then cool(tonumber(ARGV[1])) return 1 end
 local fails = redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], 120)
-if fails > tonumber(ARGV[3]) then cool(tonumber(ARGV[2])) return 1 end
+local calls = tonumber(redis.call('GET', KEYS[3]) or '0')
+if fails > tonumber(ARGV[3]) and fails * 2 > calls then cool(tonumber(ARGV[2])) return 1 end
 return 0
 """
 
@@ -70,7 +74,7 @@ class Gate:
         window, into = divmod(now_ms, 60_000)
         base = f"{PREFIX}:gate:{deployment}"
         keys = [f"{base}:cooldown", f"{base}:rpm:{window}", f"{base}:rpm:{window - 1}"]
-        keys += [f"{base}:tpm:{window}", f"{base}:tpm:{window - 1}"]
+        keys += [f"{base}:tpm:{window}", f"{base}:tpm:{window - 1}", f"{base}:calls:{now_ms // 60_000}"]
         wait_ms = await self._admit(keys=keys, args=[rpm or 0, tpm or 0, tokens, into])
         return int(wait_ms) / 1000
 
@@ -80,6 +84,6 @@ class Gate:
         base = f"{PREFIX}:gate:{deployment}"
         window = int(time.time()) // 60
         await self._failed(
-            keys=[f"{base}:cooldown", f"{base}:fails:{window}"],
+            keys=[f"{base}:cooldown", f"{base}:fails:{window}", f"{base}:calls:{window}"],
             args=[int((retry_after or 0) * 1000), int(cooldown_s * 1000), ALLOWED_FAILS_PER_MINUTE],
         )

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 from celery import Celery
 
@@ -34,6 +34,8 @@ BACKPRESSURE_SLEEP_S = 0.2
 #: A stream with nothing new for this long flushes its partial chunk.
 STREAM_IDLE_S = 0.2
 
+#: kombu keeps delivered, unacknowledged messages (tasks in flight) in this hash.
+UNACKED = "unacked"
 #: The marker a line reader yields when a stream has been idle (see ``stream_lines``).
 IDLE = b""
 
@@ -134,6 +136,57 @@ class Producer:
                 report.enqueued += len(fresh)
             pending.clear()
         self.ledger.progress(batch_id, submitted=line_no, enqueued_line=line_no)
+
+    def resend_missing(self, lines: Iterable[bytes], batch_id: str) -> int:
+        """Enqueue again every valid line that has neither an output nor an error line.
+
+        For a batch that stalled with nothing queued and nothing in flight: Redis's BRPOP
+        hands a message to a worker before kombu records it as unacknowledged, so a worker
+        killed in that instant takes the message with it. Idempotent like everything else:
+        a job that did get answered in the meantime is skipped by the tier task.
+        """
+        from workers.ledger import BatchKeys
+
+        keys, pending, resent, line_no = BatchKeys(batch_id), [], 0, 0
+        for raw in lines:
+            if raw is IDLE or not raw.strip():
+                continue
+            line_no += 1
+            try:
+                job = parse_line(raw, line_no, batch_id, self.config.limits)
+                job.pin = self.policy.pinned_tier(job.model)
+            except InputLineError:
+                continue  # bad lines were recorded by the producer, keyed by line
+            pending.append(job)
+            if len(pending) >= self.config.chunk_size:
+                resent += self._resend(keys, batch_id, pending)
+        return resent + self._resend(keys, batch_id, pending)
+
+    def _resend(self, keys: Any, batch_id: str, jobs: list[Job]) -> int:
+        if not jobs:
+            return 0
+        ids = [job.custom_id for job in jobs]
+        pipe = self.ledger.redis.pipeline(transaction=False)
+        pipe.hmget(keys.out, ids)
+        pipe.hmget(keys.err, ids)
+        pipe.hmget(keys.ids, ids)
+        outs, errs, owners = pipe.execute()
+        missing = [
+            job for job, out, err, owner in zip(jobs, outs, errs, owners)
+            if out is None and err is None and owner is not None and int(owner) == job.line
+        ]  # fmt: skip
+        jobs.clear()
+        if missing:
+            send_classify(self.app, batch_id, missing)
+        return len(missing)
+
+    def anything_pending(self) -> bool:
+        """Any turnout task queued, or delivered and not yet acknowledged (waiting retries included)."""
+        pipe = self.ledger.redis.pipeline(transaction=False)
+        for name, _ in self._queues:
+            pipe.llen(name)
+        pipe.hlen(UNACKED)
+        return any(int(n) for n in pipe.execute())
 
     def queued_jobs(self) -> int:
         """Jobs waiting in turnout's queues, estimated from message counts × jobs per message."""

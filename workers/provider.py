@@ -21,7 +21,7 @@ import litellm  # noqa: E402
 from schemas.config import FAKE_API_BASE, Config, Deployment, Tier, resolve_secret  # noqa: E402
 from schemas.errors import ContextWindowError, FatalProviderError, ProviderError, RetryableProviderError  # noqa: E402
 from schemas.job import Job  # noqa: E402
-from workers.answer import Answer  # noqa: E402
+from workers.answer import BUSY, Answer  # noqa: E402
 from workers.gate import Gate  # noqa: E402
 
 litellm.suppress_debug_info = True
@@ -146,7 +146,7 @@ def _exhausted(errors: list[ProviderError], waits: list[float]) -> ProviderError
     if waits or retryable:
         hints = [w for w in waits] + [e.retry_after for e in retryable if e.retry_after]
         last = retryable[-1] if retryable else None
-        code = last.code if last else "deployments_busy"
+        code = last.code if last else BUSY
         message = last.message if last else "every deployment is cooling down or at its rate limit"
         return RetryableProviderError(code, message, last.status_code if last else 429, min(hints) if hints else None)
     contexts = [e for e in errors if isinstance(e, ContextWindowError)]

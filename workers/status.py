@@ -10,10 +10,9 @@ from rich.table import Table
 
 from workers.dlq import DeadLetters
 from workers.metrics import LATENCY_BUCKETS, STATS
+from workers.producer import UNACKED
 from workers.scaling import recommendations, snapshot
 
-#: kombu keeps delivered, unacknowledged messages (tasks in flight) in this hash.
-UNACKED = "unacked"
 
 
 def view(client: Any, batch_id: str | None, interval: float) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from schemas.result import ResultLine, Response, TurnoutInfo, error_line, reques
 from workers.app import CLASSIFY_QUEUE, CLASSIFY_TASK, Runtime
 from workers.dlq import DeadLetters
 from workers.metrics import Stats
-from workers.answer import Answer
+from workers.answer import BUSY, Answer
 
 log = logging.getLogger("turnout.tasks")
 
@@ -243,6 +243,11 @@ def frontier_cost(config: Config, answer: Answer) -> float:
 
 def _handle_failure(app: Celery, runtime: Runtime, tier: Tier, job: Job, error: ProviderError) -> float | None:
     """Decide a failed job's path; returns the retry delay, or None when it left this tier."""
+    if isinstance(error, RetryableProviderError) and error.code == BUSY:
+        # every deployment was cooling down or at its rate limit: no call was made, so no
+        # attempt is spent; the job waits for the gate instead of drifting into the DLQ
+        job.attempts -= 1
+        return max(error.retry_after or RETRY_BASE_S, RETRY_BASE_S)
     job.errors.append(f"attempt {job.attempts} on {tier.name}: {error.code}: {error.message}")
     if isinstance(error, RetryableProviderError) and job.attempts < tier.max_attempts:
         return backoff(job.attempts, error.retry_after)

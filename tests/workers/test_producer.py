@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from schemas.config import Config
+from schemas.result import ResultLine, TurnoutInfo
 from tests.conftest import other_db
 from workers.app import create_app
 from workers.ledger import Ledger
@@ -92,3 +93,21 @@ def task_args(message: bytes) -> list[Any]:
     if envelope.get("properties", {}).get("body_encoding") == "base64":
         body = base64.b64decode(body)
     return json.loads(body)[0]  # type: ignore[no-any-return]
+
+
+def test_lines_lost_with_a_killed_worker_are_sent_again(producer: Producer) -> None:
+    # Given a sealed batch of 30 jobs, of which 10 were answered and the rest vanished from
+    # the queues (a worker killed between Redis's BRPOP and kombu's unacked record)
+    producer.submit(lines(30), "lost")
+    for i in range(10):
+        line = ResultLine(id="x", custom_id=f"j{i}", turnout=TurnoutInfo(tier="cheap"))
+        producer.ledger.record_ok("lost", f"j{i}", line, 0.0)
+    producer.ledger.redis.delete("turnout.classify")
+
+    # When the missing lines are resent from the input
+    resent = producer.resend_missing(lines(30), "lost")
+
+    # Then exactly the 20 unanswered jobs are on the queue again
+    messages = producer.ledger.redis.lrange("turnout.classify", 0, -1)
+    sent = sorted(job["custom_id"] for m in messages for job in task_args(m)[1])
+    assert resent == 20 and sent == sorted(f"j{i}" for i in range(10, 30))
