@@ -130,8 +130,13 @@ def complete_batch(task: Task, runtime: Runtime, tier: Tier, batch_id: str, raw_
             stats.add("jobs", tier.name, "retried" if delay is not None else "failed")
             if delay is not None:
                 retry.append((job, delay))
-        else:
-            raise outcome  # a bug in turnout, not a provider failure: let Celery log it
+        else:  # a bug of ours, not the provider's: log it, and let the job retry, then dead-letter
+            log.error("job %s failed unexpectedly: %r", job.custom_id, outcome, exc_info=outcome)
+            error = RetryableProviderError("internal_error", f"{type(outcome).__name__}: {outcome}")
+            delay = _handle_failure(task.app, runtime, tier, job, error)
+            stats.add("jobs", tier.name, "retried" if delay is not None else "failed")
+            if delay is not None:
+                retry.append((job, delay))
     if tier.policy == "cascade" and answers:
         answers = _cascade(task.app, runtime, tier, answers, stats)
     for recorded, (_, answer) in zip(record_answers(runtime, tier, answers), answers):
@@ -140,7 +145,7 @@ def complete_batch(task: Task, runtime: Runtime, tier: Tier, batch_id: str, raw_
     stats.flush()
     if retry:
         delay = max(d for _, d in retry)
-        task.retry(args=[batch_id, dump([job for job, _ in retry])], countdown=delay, max_retries=None)
+        task.retry(args=[batch_id, dump([job for job, _ in retry])], countdown=delay)
 
 
 def _count_answer(stats: Stats, tier: Tier, answer: Answer) -> None:
@@ -331,6 +336,8 @@ def register(app: Celery, config: Config) -> None:
 
 
 def _register_tier(app: Celery, runtime: Runtime, tier: Tier) -> None:
-    @app.task(name=tier.task_name, bind=True)
+    # max_retries=None: Celery would count a task's retries across all its jobs and, past 3,
+    # fail it and drop them; each job's own attempts (tier.max_attempts) decide instead
+    @app.task(name=tier.task_name, bind=True, max_retries=None)
     def complete(self: Task, batch_id: str, jobs: list[dict[str, Any]]) -> None:
         complete_batch(self, runtime, tier, batch_id, jobs)
