@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from router.classifier import Classifier, Score
 from router.features import DENSE_NAMES, DOMAINS, SparseRows, Vocabulary, describe_batch
 from schemas.errors import ModelFileError
+
+T = TypeVar("T")
 
 #: What the ``format`` field of a model file must say.
 MODEL_FORMAT = "turnout.router.trained"
@@ -195,27 +197,43 @@ class TrainedClassifier(Classifier):
     @classmethod
     def load(cls, path: Path) -> TrainedClassifier:
         """Read a model file; raises ModelFileError saying what is wrong with it."""
-        data = _read_json(Path(path))
-        if data.get("format") != MODEL_FORMAT:
-            raise ModelFileError(f"Model file {path} is not a turnout router model (format {data.get('format')!r}).")
-        if data.get("version") != MODEL_VERSION:
-            raise ModelFileError(
-                f"Model file {path} is version {data.get('version')!r} but this turnout reads version "
-                f"{MODEL_VERSION}; retrain it with `turnout train`."
-            )
-        try:
-            return cls.from_dict(data)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ModelFileError(f"Model file {path} is corrupt: {exc or type(exc).__name__}.") from exc
+        return read_model_file(path, MODEL_FORMAT, MODEL_VERSION, "router model", "`turnout train`", cls.from_dict)
 
     def save(self, path: Path) -> tuple[Path, Path]:
         """Write the model JSON and its card ``<stem>.md``; returns both paths."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), separators=(",", ":")) + "\n", encoding="utf-8")
-        card_path = path.with_suffix(".md")
-        card_path.write_text(render_card(self.model_name, self.card), encoding="utf-8")
-        return path, card_path
+        return write_model_file(path, self.to_dict(), render_card(self.model_name, self.card))
+
+
+def read_model_file(
+    path: Path, fmt: str, version: int, kind: str, retrain: str, build: Callable[[dict[str, Any]], T]
+) -> T:
+    """Read and check a JSON model file of ``fmt``/``version``, then ``build`` the model from it.
+
+    Every problem (missing, unreadable, another format or version, corrupt) is a
+    ModelFileError of one sentence naming the file, so a worker fails at start, not mid-batch.
+    """
+    data = _read_json(Path(path), retrain)
+    if data.get("format") != fmt:
+        raise ModelFileError(f"Model file {path} is not a turnout {kind} (format {data.get('format')!r}).")
+    if data.get("version") != version:
+        raise ModelFileError(
+            f"Model file {path} is {kind} version {data.get('version')!r} but this turnout reads version "
+            f"{version}; retrain it with {retrain}."
+        )
+    try:
+        return build(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelFileError(f"Model file {path} is corrupt: {exc or type(exc).__name__}.") from exc
+
+
+def write_model_file(path: Path, data: dict[str, Any], card: str) -> tuple[Path, Path]:
+    """Write a model's JSON and its card ``<stem>.md`` beside it; returns both paths."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, separators=(",", ":")) + "\n", encoding="utf-8")
+    card_path = path.with_suffix(".md")
+    card_path.write_text(card, encoding="utf-8")
+    return path, card_path
 
 
 def render_card(model_name: str, card: Mapping[str, Any]) -> str:
@@ -250,11 +268,11 @@ def render_card(model_name: str, card: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path, retrain: str) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ModelFileError(f"Model file {path} does not exist; run `turnout train` or `make model`.") from None
+        raise ModelFileError(f"Model file {path} does not exist; make one with {retrain}.") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"Model file {path} cannot be read: {exc}.") from exc
     try:

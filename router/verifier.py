@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from router.features import Vocabulary
-from router.trained import LinearModel
+from router.trained import LinearModel, read_model_file, write_model_file
 from router.training import FitSettings, TrainingDataError, fit_logistic
-from schemas.errors import ModelFileError, TurnoutError
+from schemas.errors import TurnoutError
 
 #: What the ``format`` field of a verifier file must say.
 MODEL_FORMAT = "turnout.router.verifier"
@@ -313,41 +313,11 @@ class AnswerVerifier:
     @classmethod
     def load(cls, path: Path) -> AnswerVerifier:
         """Read a verifier file; raises ModelFileError saying, in one sentence, what is wrong with it."""
-        data = _read_json(Path(path))
-        if data.get("format") != MODEL_FORMAT:
-            raise ModelFileError(f"Model file {path} is not a turnout answer verifier (format {data.get('format')!r}).")
-        if data.get("version") != MODEL_VERSION:
-            raise ModelFileError(
-                f"Model file {path} is verifier version {data.get('version')!r} but this turnout reads version "
-                f"{MODEL_VERSION}; retrain it with `python -m router.verifier`."
-            )
-        try:
-            return cls.from_dict(data)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ModelFileError(f"Model file {path} is corrupt: {exc or type(exc).__name__}.") from exc
+        return read_model_file(path, MODEL_FORMAT, MODEL_VERSION, "answer verifier", "`turnout train-verifier`", cls.from_dict)
 
     def save(self, path: Path) -> tuple[Path, Path]:
         """Write the model JSON and its card ``<stem>.md``; returns both paths."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), separators=(",", ":")) + "\n", encoding="utf-8")
-        card_path = path.with_suffix(".md")
-        card_path.write_text(render_card(self.model_name, self.card), encoding="utf-8")
-        return path, card_path
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelFileError(f"Model file {path} does not exist; train one with `python -m router.verifier`.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"Model file {path} cannot be read: {exc}.") from exc
-    except json.JSONDecodeError as exc:
-        raise ModelFileError(f"Model file {path} is corrupt: not valid JSON ({exc.msg} at line {exc.lineno}).") from exc
-    if not isinstance(data, dict):
-        raise ModelFileError(f"Model file {path} is corrupt: it holds a JSON {type(data).__name__}, not an object.")
-    return data
+        return write_model_file(path, self.to_dict(), render_card(self.model_name, self.card))
 
 
 # --- training -------------------------------------------------------------------------------

@@ -77,6 +77,15 @@ class Cluster:
             "err": [json.loads(v) for v in self.client.ledger.error_lines(batch_id)],
         }
 
+    def wait_for_done(self, batch_id: str, at_least: int, timeout: float = 60) -> None:
+        """Block until the batch has at least this many lines recorded (or the timeout passes)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.client.ledger.status(batch_id)
+            if status is not None and status.done >= at_least:
+                return
+            time.sleep(0.05)
+
     def fake(self, **changes: Any) -> None:
         configure(self.fake_url, **changes)
 

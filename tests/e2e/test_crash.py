@@ -34,15 +34,6 @@ def run_while(cluster: Cluster, lines: list[dict[str, Any]], batch: str, action:
     return result
 
 
-def wait_until_done(cluster: Cluster, batch: str, at_least: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        status = cluster.client.ledger.status(batch)
-        if status is not None and status.done >= at_least:
-            return
-        time.sleep(0.05)
-
-
 def assert_ledger_whole(cluster: Cluster, result: dict[str, list[dict[str, Any]]], ids: list[str], batch: str) -> None:
     outputs = Counter(line["custom_id"] for line in result["out"])
     assert result["err"] == []
@@ -59,7 +50,7 @@ def test_killing_a_pool_process_mid_batch_loses_and_doubles_nothing(fresh_fake: 
 
     # When the cheap pool's worker process is killed -9 while it holds a micro-batch
     def kill_pool_process() -> None:
-        wait_until_done(fresh_fake, "kill-child", 1)
+        fresh_fake.wait_for_done("kill-child", 1)
         main = pool(fresh_fake, "cheap").process.pid
         for child in pool_children(main):
             os.kill(child, signal.SIGKILL)
@@ -78,7 +69,7 @@ def test_killing_a_whole_worker_then_starting_a_new_one_loses_and_doubles_nothin
 
     # When the whole cheap worker (main process and pool) is killed -9 mid-batch, and a new one starts
     def kill_worker() -> None:
-        wait_until_done(fresh_fake, "kill-worker", 1)
+        fresh_fake.wait_for_done("kill-worker", 1)
         os.killpg(pool(fresh_fake, "cheap").process.pid, signal.SIGKILL)
 
     result = run_while(fresh_fake, lines, "kill-worker", kill_worker)

@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -46,12 +47,14 @@ def start(cluster: Cluster, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-@pytest.fixture
-def flower_url(cluster: Cluster) -> Iterator[str]:
+@contextmanager
+def serving(cluster: Cluster, command: str, ready_path: str) -> Iterator[str]:
+    """Run `turnout COMMAND --port P` against the cluster until the test ends; yields its base URL
+    once ``ready_path`` answers."""
     port = free_port()
-    process = start(cluster, "flower", "--port", str(port))
+    process = start(cluster, command, "--port", str(port))
     try:
-        wait_for(f"http://127.0.0.1:{port}/healthcheck")
+        wait_for(f"http://127.0.0.1:{port}{ready_path}")
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
@@ -59,15 +62,15 @@ def flower_url(cluster: Cluster) -> Iterator[str]:
 
 
 @pytest.fixture
+def flower_url(cluster: Cluster) -> Iterator[str]:
+    with serving(cluster, "flower", "/healthcheck") as url:
+        yield url
+
+
+@pytest.fixture
 def metrics_url(cluster: Cluster) -> Iterator[str]:
-    port = free_port()
-    process = start(cluster, "metrics", "--port", str(port))
-    try:
-        wait_for(f"http://127.0.0.1:{port}/metrics")
-        yield f"http://127.0.0.1:{port}/metrics"
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    with serving(cluster, "metrics", "/metrics") as url:
+        yield f"{url}/metrics"
 
 
 def test_flower_finds_every_pool_and_the_batchs_tasks_by_custom_id(cluster: Cluster, flower_url: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import CONFIG, Cluster, running_cluster
+from tests.e2e.conftest import CONFIG, running_cluster
 from workers.broker import EmbeddedRedis
 
 
@@ -31,7 +31,7 @@ def test_a_redis_restart_mid_batch_loses_nothing(own_redis: EmbeddedRedis, tmp_p
         result: dict[str, Any] = {}
         runner = threading.Thread(target=lambda: result.update(cluster.run(_lines(ids), "restart", timeout=180)))
         runner.start()
-        _wait_for_progress(cluster, "restart", 5)
+        cluster.wait_for_done("restart", 5)
 
         # When Redis stops and starts again on the same append-only file
         own_redis.stop()
@@ -47,12 +47,3 @@ def test_a_redis_restart_mid_batch_loses_nothing(own_redis: EmbeddedRedis, tmp_p
 
 def _lines(ids: list[str]) -> list[dict[str, Any]]:
     return [{"custom_id": i, "prompt": f"What is {i}?", "model": "tier:cheap"} for i in ids]
-
-
-def _wait_for_progress(cluster: Cluster, batch: str, done: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        status = cluster.client.ledger.status(batch)
-        if status is not None and status.done >= done:
-            return
-        time.sleep(0.1)
