@@ -82,6 +82,9 @@ class FakeProviderOptions:
     """Fraction of requests that hang ``hang_s`` seconds before answering normally."""
     hang_s: float = 300.0
     """How long a hanging request hangs."""
+    hang_on: tuple[str, ...] = ()
+    """Requests whose last user message contains one of these strings always hang ``hang_s``:
+    a poison job, for tests of what happens when a job's worker dies every time."""
     context_limit: int | Mapping[str, int] | None = None
     """Prompt tokens above this get OpenAI's 400 ``context_length_exceeded``; per model if a mapping."""
     seed: int = 0
@@ -103,6 +106,7 @@ class FakeProviderOptions:
         # string keys, and a caller's later change to its own dict must not leak in.
         object.__setattr__(self, "error_kinds", tuple(int(k) for k in self.error_kinds))
         object.__setattr__(self, "models", tuple(self.models))
+        object.__setattr__(self, "hang_on", tuple(str(m) for m in self.hang_on))
         object.__setattr__(self, "fail_models", {str(m): int(s) for m, s in self.fail_models.items()})
         for name in ("context_limit", "rate_limit_rpm", "bad_answer_rate"):
             value = getattr(self, name)
@@ -181,6 +185,8 @@ class ProviderStats:
     max_in_flight: int = 0
     abandoned: int = 0
     """Requests whose client hung up before the answer (a client timeout on a hang)."""
+    hangs: int = 0
+    """Requests that began a hang (drawn by ``timeout_rate`` or matched by ``hang_on``)."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     arrivals: SlidingWindow = field(default_factory=SlidingWindow)
@@ -202,6 +208,7 @@ class ProviderStats:
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "abandoned": self.abandoned,
+            "hangs": self.hangs,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
         }
@@ -446,7 +453,7 @@ class FakeProvider:
         refused = self._rate_limit(model, options)
         if refused is not None:
             return refused
-        await self._wait(options)
+        await self._wait(options, last_user)
         if options.error_rate and self._rng.random() < options.error_rate:
             return error_response(self._rng.choice(options.error_kinds), retry_after_s=options.retry_after_s)
         limit = for_model(options.context_limit, model)
@@ -475,14 +482,16 @@ class FakeProvider:
         self._admitted.add(model, now)
         return None
 
-    async def _wait(self, options: FakeProviderOptions) -> None:
-        """The latency, then, for a drawn fraction of requests, a hang."""
+    async def _wait(self, options: FakeProviderOptions, last_user: str) -> None:
+        """The latency, then, for a drawn fraction of requests and for ``hang_on`` matches, a hang."""
         delay_ms = options.latency_ms
         if options.jitter_ms:
             delay_ms += self._latency_rng.uniform(-options.jitter_ms, options.jitter_ms)
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000)
-        if options.timeout_rate and self._rng.random() < options.timeout_rate:
+        poisoned = any(marker in last_user for marker in options.hang_on)
+        if poisoned or (options.timeout_rate and self._rng.random() < options.timeout_rate):
+            self.stats.hangs += 1
             await asyncio.sleep(options.hang_s)
 
     # -- listing and control

@@ -228,6 +228,17 @@ def test_a_hanging_request_times_the_client_out(provider: Callable[..., str]) ->
     assert fetch_stats(url)["abandoned"] == 1
 
 
+def test_only_prompts_with_a_hang_marker_hang(provider: Callable[..., str]) -> None:
+    # Given prompts containing "POISON" hang for 5 s
+    url = provider(hang_on=["POISON"], hang_s=5)
+
+    # Then an ordinary prompt is answered at once, and a poison one times the client out
+    assert chat(url, content="hello", timeout=2)[0] == 200
+    with pytest.raises(TimeoutError):
+        chat(url, content="a POISON prompt", timeout=0.3)
+    assert fetch_stats(url)["hangs"] == 1
+
+
 def test_latency_delays_each_answer(provider: Callable[..., str]) -> None:
     url = provider(latency_ms=150, jitter_ms=20)
     started = time.monotonic()
