@@ -8,6 +8,7 @@ Every default has a name here and a reason beside it. Environment variables name
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -32,6 +33,8 @@ DEFAULT_COOLDOWN_S = 10.0
 DEFAULT_CALL_TIMEOUT_S = 60.0
 
 FAKE_API_BASE = "fake"
+#: A set visibility timeout must exceed the longest tier's calls by this much (a retry waits in it too).
+VISIBILITY_SLACK_S = 10.0
 _SECRET_REF = re.compile(r"^(os\.environ/[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
 _NAME = r"^[a-z0-9][a-z0-9_-]*$"
 
@@ -173,6 +176,13 @@ class Config(_Strict):
         uses_fake = any(d.api_base == FAKE_API_BASE for t in self.tiers for d in t.deployments)
         if uses_fake and self.fake_provider is None:
             raise ValueError('a deployment uses api_base "fake": add a fake_provider: section')
+        longest = max(sum(d.timeout_s for d in t.deployments) for t in self.tiers)
+        if self.visibility_timeout_s is not None and self.visibility_timeout_s < longest + VISIBILITY_SLACK_S:
+            raise ValueError(
+                f"visibility_timeout_s {self.visibility_timeout_s} is too short: a tier's calls may take {longest:g} s "
+                f"(its deployments' timeout_s added up), and a task still running would be delivered twice; "
+                f"set it to at least {math.ceil(longest + VISIBILITY_SLACK_S)} or leave it unset"
+            )
         return self
 
     def tier(self, name: str) -> Tier:

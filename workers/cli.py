@@ -160,6 +160,9 @@ def worker(
     else:
         tier = config.tier(pool)
         queue, count = tier.queue, processes or tier.processes
+        # import LiteLLM (seconds) once, before fork: a pool process that replaces a dead one
+        # then answers at once instead of importing it again (it starts no threads at import)
+        import workers.provider  # noqa: F401
         if tier.policy == "cascade" and not tier.scorer.kind.endswith("judge"):  # type: ignore[union-attr]
             runtime.scorer(tier)  # a bad verifier file fails here, not mid-batch
     argv = ["worker", "-Q", queue, "-c", str(count), "-P", "prefork", "-n", name or f"{pool}@%h", "-l", loglevel]

@@ -22,7 +22,7 @@ from schemas.config import Config, Tier
 from schemas.errors import ContextWindowError, ProviderError, RetryableProviderError
 from schemas.job import Job
 from schemas.result import ResultLine, Response, TurnoutInfo, error_line, request_id
-from workers.app import CLASSIFY_QUEUE, CLASSIFY_TASK, Runtime
+from workers.app import CLASSIFY_QUEUE, CLASSIFY_TASK, Runtime, visibility_timeout
 from workers.dlq import DeadLetters
 from workers.metrics import Stats
 from workers.answer import BUSY, Answer
@@ -32,6 +32,8 @@ log = logging.getLogger("turnout.tasks")
 #: Backoff for a job whose every deployment failed: base × 2^attempt, capped, with full jitter.
 RETRY_BASE_S = 2.0
 RETRY_CAP_S = 60.0
+#: Room left in the visibility timeout after a retried task's wait and its longest run.
+RETRY_SLACK_S = 5.0
 #: A task delivered this many times without finishing (its worker died each time) is split
 #: into single jobs; a single job that keeps killing workers goes to the DLQ.
 MAX_DELIVERIES = 3
@@ -144,7 +146,7 @@ def complete_batch(task: Task, runtime: Runtime, tier: Tier, batch_id: str, raw_
             _count_answer(stats, tier, answer)
     stats.flush()
     if retry:
-        delay = max(d for _, d in retry)
+        delay = min(max(d for _, d in retry), retry_ceiling(runtime.config, tier))
         task.retry(args=[batch_id, dump([job for job, _ in retry])], countdown=delay)
 
 
@@ -281,6 +283,16 @@ def dead_letter(runtime: Runtime, tier: Tier, job: Job, code: str, message: str,
     if status is not None:
         line.response = Response(status_code=status, request_id="", body={"error": {"code": code, "message": message}})
     runtime.ledger.record_error(job.batch_id, job.custom_id, line)
+
+
+def retry_ceiling(config: Config, tier: Tier) -> float:
+    """The longest a retry may wait: a retried task sits unacknowledged in a worker until its
+    countdown ends and then runs, and Redis hands it to a second worker if the two together
+    outlast the visibility timeout (the job would then be paid twice). A job sent back sooner
+    than a deployment's Retry-After loses nothing: the gate still holds that deployment cool,
+    so the job waits again without spending an attempt."""
+    room = visibility_timeout(config) - sum(d.timeout_s for d in tier.deployments) - RETRY_SLACK_S
+    return max(RETRY_BASE_S, min(RETRY_CAP_S, room))
 
 
 def backoff(attempt: int, retry_after: float | None) -> float:

@@ -30,13 +30,13 @@ tiers:
     policy: cascade
     scorer: {kind: format, threshold: 0.5}
     deployments:
-      - {model: openai/fake-cheap, name: cheap-primary, api_base: fake, input_cost_per_million: 0.15, output_cost_per_million: 0.60}
+      - {model: openai/fake-cheap, name: cheap-primary, api_base: fake, timeout_s: 5, input_cost_per_million: 0.15, output_cost_per_million: 0.60}
   - name: frontier
     min_score: 0.5
     batch_size: 8
     cooldown_s: 1
     deployments:
-      - {model: openai/fake-frontier, name: frontier-primary, api_base: fake, input_cost_per_million: 2.5, output_cost_per_million: 10.0}
+      - {model: openai/fake-frontier, name: frontier-primary, api_base: fake, timeout_s: 5, input_cost_per_million: 2.5, output_cost_per_million: 10.0}
 """
 
 

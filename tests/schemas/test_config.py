@@ -47,6 +47,7 @@ def test_environment_overrides_top_level_fields(tmp_path: Path, monkeypatch: pyt
         (GOOD.replace("min_score: 0.6", "min_score: 1.6"), "min_score"),
         (GOOD.replace("name: frontier", "name: cheap"), "unique"),
         (GOOD + "surprise: 1\n", "surprise"),
+        ("visibility_timeout_s: 30\n" + GOOD, "visibility_timeout_s 30 is too short"),
     ],
 )
 def test_a_broken_config_names_the_field(tmp_path: Path, text: str, fragment: str) -> None:
@@ -68,3 +69,9 @@ def test_secrets_resolve_from_the_environment_or_a_file(tmp_path: Path, monkeypa
     monkeypatch.delenv("MY_KEY")
     with pytest.raises(ConfigError, match="MY_KEY"):
         resolve_secret("os.environ/MY_KEY")
+
+
+def test_a_visibility_timeout_longer_than_a_tiers_calls_is_accepted(tmp_path: Path) -> None:
+    # the frontier tier's one deployment may take 60 s (the default timeout_s)
+    config = load_config(write(tmp_path, "visibility_timeout_s: 70\n" + GOOD))
+    assert config.visibility_timeout_s == 70

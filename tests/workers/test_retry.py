@@ -1,0 +1,49 @@
+"""How long a failed job waits before its retry: never long enough to be delivered twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from schemas.config import load_config
+from workers.app import visibility_timeout
+from workers.tasks import RETRY_BASE_S, RETRY_CAP_S, RETRY_SLACK_S, backoff, retry_ceiling
+
+CONFIG = """
+{visibility}
+tiers:
+  - name: cheap
+    deployments: [{{model: openai/a, timeout_s: 10}}, {{model: openai/b, timeout_s: 10}}]
+  - name: frontier
+    min_score: 0.6
+    deployments: [{{model: openai/c, timeout_s: 30}}]
+"""
+
+
+def test_a_retry_fits_in_the_visibility_timeout_beside_the_tiers_longest_run(tmp_path: Path) -> None:
+    # Given a visibility timeout of 40 s and a cheap tier whose calls may take 20 s in all
+    path = tmp_path / "turnout.yaml"
+    path.write_text(CONFIG.format(visibility="visibility_timeout_s: 40"))
+    config = load_config(path)
+
+    # Then a retry waits at most the visibility timeout less its tier's longest run and a slack
+    assert retry_ceiling(config, config.tier("cheap")) == 40 - 20 - RETRY_SLACK_S
+    assert retry_ceiling(config, config.tier("frontier")) == 40 - 30 - RETRY_SLACK_S
+
+
+def test_the_derived_visibility_timeout_leaves_room_for_the_longest_backoff(tmp_path: Path) -> None:
+    path = tmp_path / "turnout.yaml"
+    path.write_text(CONFIG.format(visibility=""))
+    config = load_config(path)
+    for tier in config.tiers:
+        assert retry_ceiling(config, tier) == RETRY_CAP_S
+        longest_run = sum(d.timeout_s for d in tier.deployments)
+        assert RETRY_CAP_S + longest_run < visibility_timeout(config)
+
+
+def test_backoff_grows_with_attempts_and_honours_retry_after() -> None:
+    first = [backoff(1, None) for _ in range(200)]
+    fourth = [backoff(4, None) for _ in range(200)]
+    assert all(RETRY_BASE_S / 2 <= d <= RETRY_BASE_S for d in first)
+    assert all(RETRY_BASE_S * 4 <= d <= RETRY_BASE_S * 8 for d in fourth)
+    assert all(backoff(1, 30.0) >= 30.0 for _ in range(20))
+    assert max(backoff(20, None) for _ in range(200)) <= RETRY_CAP_S
