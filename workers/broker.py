@@ -8,13 +8,14 @@ module turns it into what each library wants, and never prints a password.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -28,31 +29,50 @@ RECONNECT_RETRIES = 20
 EMBEDDED_START_TIMEOUT_S = 10.0
 
 
+_PASSWORD_PARAM = re.compile(r"((?:^|&)password=)[^&]*")
+
+
 class BrokerError(TurnoutError):
     """Raised when Redis cannot be reached or the embedded one cannot start."""
 
 
 def redacted(url: str) -> str:
-    """The URL with any password replaced by ***, safe for logs and error messages."""
+    """The URL with any password (``user:pw@`` or ``?password=``) replaced by ***, safe to print."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = _PASSWORD_PARAM.sub(r"\1***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def kombu_url(url: str) -> str:
-    """kombu spells a unix-socket Redis ``redis+socket://``; redis-py spells it ``unix://``.
+    """The URL as kombu must read it to connect where, and as safely as, redis-py does.
 
+    kombu spells a unix-socket Redis ``redis+socket://``; redis-py spells it ``unix://``.
     kombu also ignores ``?db=N`` on a socket URL (it reads ``virtual_host``), which would send
     the tasks to database 0 while the ledger lives in N.
     """
+    if url.startswith("rediss://"):
+        return _verifying(url)
     if not url.startswith("unix://"):
         return url
     rest = url.removeprefix("unix://")
     path, _, query = rest.partition("?")
     params = [p.replace("db=", "virtual_host=", 1) if p.startswith("db=") else p for p in query.split("&") if p]
     return "redis+socket://" + path + ("?" + "&".join(params) if params else "")
+
+
+def _verifying(url: str) -> str:
+    """A ``rediss://`` URL that makes kombu check the server's certificate.
+
+    Without ``ssl_cert_reqs`` kombu skips the check (redis-py does not): the workers would send
+    the password to anyone between them and Redis.
+    """
+    parts = urlsplit(url)
+    if "ssl_cert_reqs" in parse_qs(parts.query):
+        return url
+    return urlunsplit(parts._replace(query="&".join(filter(None, [parts.query, "ssl_cert_reqs=required"]))))
 
 
 def connect(url: str, max_connections: int = 64) -> redis.Redis:
@@ -72,16 +92,28 @@ def connect(url: str, max_connections: int = 64) -> redis.Redis:
 
 def check(url: str) -> None:
     """Raise BrokerError with one sentence when the Redis at ``url`` does not answer."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    except ValueError as exc:  # no or an unknown scheme, a bad port, ...
+        raise BrokerError(
+            f"Redis URL {redacted(url)} is not valid ({exc}); write it as redis://[:password@]host:port/db, "
+            "rediss://… for TLS, or unix:///path/redis.sock"
+        ) from None
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise BrokerError(
-            f"cannot reach Redis at {redacted(url)} ({type(exc).__name__}); start it, fix TURNOUT_REDIS_URL, "
-            "or unset it to use the embedded Redis"
-        ) from None
+        raise BrokerError(f"cannot reach Redis at {redacted(url)} ({type(exc).__name__}); {_remedy(exc)}") from None
     finally:
         client.close()
+
+
+def _remedy(exc: redis.RedisError) -> str:
+    """What to do about a failed connection; a Redis that answers needs no "start it"."""
+    if isinstance(exc, redis.AuthenticationError):
+        return "it refused the password: fix the password in TURNOUT_REDIS_URL"
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return "its TLS certificate is not trusted: name the CA with ?ssl_ca_certs=PATH in TURNOUT_REDIS_URL"
+    return "start it, fix TURNOUT_REDIS_URL, or unset it to use the embedded Redis"
 
 
 def redis_server_binary() -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from workers.broker import kombu_url, redacted
+import pytest
+
+from workers.broker import BrokerError, check, kombu_url, redacted
 
 
 def test_a_unix_socket_url_becomes_kombus_spelling_with_its_database() -> None:
@@ -11,7 +13,22 @@ def test_a_unix_socket_url_becomes_kombus_spelling_with_its_database() -> None:
     assert kombu_url("redis://h:6379/2") == "redis://h:6379/2"
 
 
+def test_a_tls_url_makes_kombu_check_the_certificate_as_redis_py_does() -> None:
+    # kombu would skip the check on a bare rediss:// URL; redis-py requires it
+    assert kombu_url("rediss://:pw@h:6380/0") == "rediss://:pw@h:6380/0?ssl_cert_reqs=required"
+    assert kombu_url("rediss://h/0?ssl_ca_certs=/ca.pem") == "rediss://h/0?ssl_ca_certs=/ca.pem&ssl_cert_reqs=required"
+    # an explicit choice is the user's
+    assert kombu_url("rediss://h/0?ssl_cert_reqs=none") == "rediss://h/0?ssl_cert_reqs=none"
+
+
 def test_passwords_are_redacted_from_urls() -> None:
     assert redacted("redis://:s3cret@h:6379/0") == "redis://:***@h:6379/0"
     assert redacted("rediss://user:s3cret@h:6380/1") == "rediss://user:***@h:6380/1"
     assert redacted("redis://h:6379/0") == "redis://h:6379/0"
+    assert redacted("redis://h:6379/0?password=s3cret&db=2") == "redis://h:6379/0?password=***&db=2"
+
+
+def test_a_url_redis_cannot_parse_is_one_sentence_without_the_password() -> None:
+    with pytest.raises(BrokerError, match="is not valid") as caught:
+        check("localhost:6379?password=s3cret")
+    assert "s3cret" not in str(caught.value)
