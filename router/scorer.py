@@ -150,6 +150,8 @@ class LogprobScorer(AnswerScorer):
         self, prompt: str, answer: str, *, finish_reason: str | None = None,
         logprobs: list[float] | None = None, max_tokens: int | None = None,
     ) -> AnswerScore:
+        if not answer.strip():  # no tokens, so no logprobs: but an empty answer is never a good one
+            return AnswerScore(0.0, ["empty"])
         values = [max(v, _LOGPROB_FLOOR) if not math.isnan(v) else _LOGPROB_FLOOR for v in logprobs or []]
         if not values:
             return AnswerScore(NEUTRAL, ["no_logprobs"])

@@ -250,8 +250,18 @@ def difficulty(prompt_digest: bytes) -> float:
     return int.from_bytes(prompt_digest[:4], "big") / 2**32
 
 
+#: How turnout's LLM-judge prompt (router.scorer.judge_prompt) frames the answer it asks about.
+JUDGE_ANSWER = re.compile(r"\n\nProposed answer:\n(.*)\n\nGrade the proposed answer\.$", re.DOTALL)
+
+
 def reply_text(model: str, texts: list[str], last_user: str, bad_rate: float) -> tuple[str, bool]:
-    """The deterministic reply to these messages from this model, and whether it is bad."""
+    """The deterministic reply to these messages from this model, and whether it is bad.
+
+    Asked to grade a proposed answer (turnout's judge prompt), it plays a perfect judge of its
+    own bad answers: BAD for one of ``BAD_ANSWERS``, GOOD for anything else."""
+    judged = JUDGE_ANSWER.search(last_user)
+    if judged is not None:
+        return ("Verdict: BAD" if judged.group(1).strip() in BAD_ANSWERS else "Verdict: GOOD"), False
     prompt_digest = hashlib.blake2b("\x1e".join(texts).encode(), digest_size=8).digest()
     if bad_rate and difficulty(prompt_digest) < bad_rate:
         return BAD_ANSWERS[prompt_digest[4] & 1], True

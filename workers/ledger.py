@@ -14,6 +14,7 @@ atomically even when a re-delivered job races its first run.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,14 +55,24 @@ redis.call('XADD', KEYS[4], '*', 'k', ARGV[1], 'ok', '0')
 return 1
 """
 
-# KEYS: ids   ARGV: custom_id, line, custom_id, line, ...   Returns each id's owning line.
+# KEYS: ids   ARGV: JSON array of custom_ids, JSON array of their lines (two arguments, not
+# two per job: redis-py packs each argument in Python, which cost more than the script).
+# Returns (position, owning line) pairs, flat, for the ids an earlier line owns: usually none,
+# so the reply stays small however big the chunk.
 _CLAIM = """
-local owners = {}
-for i = 1, #ARGV, 2 do
-  redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
-  owners[#owners + 1] = redis.call('HGET', KEYS[1], ARGV[i])
+local ids, lines = cjson.decode(ARGV[1]), cjson.decode(ARGV[2])
+local taken = {}
+for i = 1, #ids do
+  local line = tostring(lines[i])
+  if redis.call('HSETNX', KEYS[1], ids[i], line) == 0 then
+    local owner = redis.call('HGET', KEYS[1], ids[i])
+    if owner ~= line then
+      taken[#taken + 1] = i
+      taken[#taken + 1] = owner
+    end
+  end
 end
-return owners
+return taken
 """
 
 #: Tier name used in counters for lines that failed before routing (bad input).
@@ -119,8 +130,12 @@ class Ledger:
 
     def claim_ids(self, batch_id: str, pairs: list[tuple[str, int]]) -> list[int]:
         """Register (custom_id, line) pairs; returns the line that owns each id (its own, or an earlier one)."""
-        args = [value for custom_id, line in pairs for value in (custom_id, line)]
-        return [int(owner) for owner in self._claim(keys=[BatchKeys(batch_id).ids], args=args)]
+        owners = [line for _, line in pairs]
+        args = [json.dumps([custom_id for custom_id, _ in pairs]), json.dumps(owners)]
+        taken = self._claim(keys=[BatchKeys(batch_id).ids], args=args)
+        for position, owner in zip(taken[::2], taken[1::2]):
+            owners[int(position) - 1] = int(owner)
+        return owners
 
     def progress(self, batch_id: str, submitted: int, enqueued_line: int) -> None:
         self.redis.hset(BatchKeys(batch_id).meta, mapping={"submitted": submitted, "enqueued_line": enqueued_line})

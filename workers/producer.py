@@ -31,6 +31,9 @@ from workers.tasks import send_classify
 BACKPRESSURE_EVERY = 8
 #: How long the producer sleeps between depth checks while above the high-water mark.
 BACKPRESSURE_SLEEP_S = 0.2
+#: A chunk is sent early once its lines add up to this many bytes, so a classify task stays a
+#: modest Redis value however long the prompts are.
+CHUNK_BYTES = 1 << 20
 #: A stream with nothing new for this long flushes its partial chunk.
 STREAM_IDLE_S = 0.2
 
@@ -71,12 +74,12 @@ class Producer:
         report = SubmitReport(batch_id=batch_id, resumed_after=self.ledger.enqueued_line(batch_id))
         self.ledger.open_batch(batch_id)
         pending: list[Job] = []
-        flushes = 0
-        line_no = 0
+        pending_bytes = flushes = line_no = 0
         for raw in lines:
             if raw is IDLE:
                 if pending:
                     self._flush(batch_id, pending, line_no, report)
+                    pending_bytes = 0
                 continue
             if not raw.strip():
                 continue  # blank lines are not records (JSONL convention)
@@ -86,8 +89,10 @@ class Producer:
             job = self._job_or_error(raw, line_no, batch_id, report)
             if job is not None:
                 pending.append(job)
-            if len(pending) >= self.config.chunk_size:
+                pending_bytes += len(raw)
+            if len(pending) >= self.config.chunk_size or pending_bytes >= CHUNK_BYTES:
                 self._flush(batch_id, pending, line_no, report)
+                pending_bytes = 0
                 flushes += 1
                 if flushes % BACKPRESSURE_EVERY == 0:
                     self._wait_below_high_water(report)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -12,6 +14,8 @@ from workers.dlq import DeadLetters
 from workers.metrics import LATENCY_BUCKETS, STATS
 from workers.producer import UNACKED
 from workers.scaling import recommendations, snapshot
+
+_JOBS = re.compile(r"\bjobs=(\d+)")
 
 
 
@@ -28,6 +32,7 @@ def view(client: Any, batch_id: str | None, interval: float) -> dict[str, Any]:
     advice = {r.tier: r for r in recommendations(client.config, first, later)}
     latency = _percentiles(redis)
     letters = DeadLetters(redis)
+    held = in_flight(client.config, redis)
     return {
         "in_flight_tasks": int(redis.hlen(UNACKED)),
         "batches": [_batch(client.status(b), before[b], interval) for b in batches],
@@ -35,6 +40,8 @@ def view(client: Any, batch_id: str | None, interval: float) -> dict[str, Any]:
             {
                 "tier": tier.name,
                 "queued_jobs": later.queued[tier.name],
+                "in_flight_jobs": held[tier.name]["running"],
+                "waiting_retry_jobs": held[tier.name]["waiting_retry"],
                 "dlq": letters.depth(tier.name),
                 "p50_latency_s": latency.get(tier.name, {}).get("p50"),
                 "p95_latency_s": latency.get(tier.name, {}).get("p95"),
@@ -44,6 +51,27 @@ def view(client: Any, batch_id: str | None, interval: float) -> dict[str, Any]:
             for tier in client.config.tiers
         ],
     }
+
+
+def in_flight(config: Any, redis: Any) -> dict[str, dict[str, int]]:
+    """Jobs per tier in tasks a worker holds unacknowledged: running now, or waiting out a
+    retry countdown. Read from kombu's ``unacked`` hash: each entry is [message, exchange,
+    routing key], the job count from the argsrepr turnout gives every tier task."""
+    queues = {tier.queue: tier.name for tier in config.tiers}
+    held = {tier.name: {"running": 0, "waiting_retry": 0} for tier in config.tiers}
+    for raw in redis.hvals(UNACKED):
+        try:
+            message, _, routing_key = json.loads(raw)
+            headers = message.get("headers") or {}
+            queue = routing_key or message["properties"]["delivery_info"]["routing_key"]
+        except (ValueError, TypeError, KeyError):
+            continue  # not a message of ours
+        if queue not in queues:
+            continue
+        found = _JOBS.search(str(headers.get("argsrepr") or ""))
+        state = "waiting_retry" if headers.get("eta") else "running"
+        held[queues[queue]][state] += int(found.group(1)) if found else 1
+    return held
 
 
 def _batch(now: Any, before: Any, interval: float) -> dict[str, Any]:
@@ -95,10 +123,13 @@ def render(data: dict[str, Any]) -> RenderableType:
             f"${b['cost_usd']:.4f}", f"${b['all_frontier_cost_usd']:.4f}",
         )  # fmt: skip
     tiers = Table(title=f"tiers ({data['in_flight_tasks']} tasks in flight)", show_edge=False)
-    for column in ("tier", "queued jobs", "arrivals/s", "p50", "p95", "DLQ", "recommended processes"):
+    for column in ("tier", "queued jobs", "in flight", "retrying", "arrivals/s", "p50", "p95", "DLQ", "recommended processes"):
         tiers.add_column(column)
     for t in data["tiers"]:
         p50 = f"≤{t['p50_latency_s']:g}s" if t["p50_latency_s"] is not None else "-"
         p95 = f"≤{t['p95_latency_s']:g}s" if t["p95_latency_s"] is not None else "-"
-        tiers.add_row(t["tier"], str(t["queued_jobs"]), f"{t['arrivals_per_s']:.1f}", p50, p95, str(t["dlq"]), str(t["recommended_processes"]))
+        tiers.add_row(
+            t["tier"], str(t["queued_jobs"]), str(t["in_flight_jobs"]), str(t["waiting_retry_jobs"]),
+            f"{t['arrivals_per_s']:.1f}", p50, p95, str(t["dlq"]), str(t["recommended_processes"]),
+        )  # fmt: skip
     return Group(batches, tiers)

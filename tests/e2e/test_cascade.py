@@ -9,6 +9,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -110,4 +111,72 @@ def test_killing_the_frontier_worker_during_escalations_loses_and_doubles_nothin
     assert not runner.is_alive()
     assert check_cascade(result, ids) > 0
     status = cascade.client.status("cascade-kill")
+    assert abs(status.cost_usd - sum(line["turnout"]["cost_usd"] for line in result["out"])) < 1e-9
+
+
+THREE_TIERS = """
+chunk_size: 16
+visibility_timeout_s: 20
+classifier: {kind: heuristic}
+fake_provider: {port: 0}
+tiers:
+  - name: cheap
+    batch_size: 8
+    policy: cascade
+    scorer: {kind: logprob, threshold: 0.5}
+    deployments:
+      - {model: openai/fake-cheap, name: cheap-primary, api_base: fake, timeout_s: 5, input_cost_per_million: 0.15, output_cost_per_million: 0.60}
+  - name: mid
+    min_score: 0.4
+    batch_size: 8
+    policy: cascade
+    scorer:
+      kind: judge
+      threshold: 0.5
+      judge: {model: openai/fake-judge, name: judge, api_base: fake, timeout_s: 5, input_cost_per_million: 1.0, output_cost_per_million: 1.0}
+    deployments:
+      - {model: openai/fake-mid, name: mid-primary, api_base: fake, timeout_s: 5, input_cost_per_million: 0.5, output_cost_per_million: 1.5}
+  - name: frontier
+    min_score: 0.7
+    batch_size: 8
+    deployments:
+      - {model: openai/fake-frontier, name: frontier-primary, api_base: fake, timeout_s: 5, input_cost_per_million: 2.5, output_cost_per_million: 10.0}
+"""
+
+
+def test_logprob_and_judge_scorers_escalate_through_three_tiers(redis_url: str, tmp_path: Path) -> None:
+    # Given a cheap tier scored by its answers' logprobs, a mid tier graded by an LLM judge, and
+    # models that answer badly on 50% (cheap) and a 20% subset (mid) of the prompts
+    url = other_db(redis_url, 11)
+    redis.Redis.from_url(url).flushdb()
+    ids = [f"t{i}" for i in range(40)]
+    with running_cluster(url, tmp_path, THREE_TIERS) as cluster:
+        cluster.fake(bad_answer_rate={"fake-cheap": 0.5, "fake-mid": 0.2})
+
+        # When a batch runs on the cheap tier
+        result = cluster.run(jobs("t", 40), "three-tiers", timeout=150)
+        judge_calls = cluster.fake_stats()["by_model"].get("fake-judge", 0)
+        status = cluster.client.status("three-tiers")
+    redis.Redis.from_url(url).flushdb()
+
+    # Then each tier kept exactly the answers its scorer accepted, and passed the bad ones up
+    assert result["err"] == [] and Counter(line["custom_id"] for line in result["out"]) == Counter(ids)
+    paths: Counter[tuple[str, ...]] = Counter()
+    for line in result["out"]:
+        info, calls = line["turnout"], line["turnout"]["calls"]
+        paths[tuple(c["tier"] for c in calls)] += 1
+        for call in calls[:-1]:  # every rejected answer was a bad one, and scored low
+            assert format_failures("", call["answer"]) and call["score"] < 0.5
+        final = line["response"]["body"]["choices"][0]["message"]["content"]
+        assert info["tier"] == calls[-1]["tier"]
+        if info["tier"] != "frontier":  # an accepted answer was a good one
+            assert not format_failures("", final) and calls[-1]["score"] >= 0.5
+        # the cheap answer was judged by its logprobs (an empty one has none, and is rejected)
+        assert calls[0]["score_reasons"] == ["empty"] or calls[0]["score_reasons"][0].startswith("logprob:")
+        if len(calls) > 1:
+            assert calls[1]["score_reasons"] == ["judge"]
+        assert abs(info["cost_usd"] - sum(c["cost_usd"] for c in calls)) < 1e-12
+    assert set(paths) == {("cheap",), ("cheap", "mid"), ("cheap", "mid", "frontier")}
+    # And the judge was asked once per mid answer, its cost counted in the lines and the batch
+    assert judge_calls == paths[("cheap", "mid")] + paths[("cheap", "mid", "frontier")]
     assert abs(status.cost_usd - sum(line["turnout"]["cost_usd"] for line in result["out"])) < 1e-9

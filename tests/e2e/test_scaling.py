@@ -47,12 +47,12 @@ def test_a_tier_worker_joins_and_leaves_mid_batch_without_losing_or_doubling_job
 
 
 def test_status_and_scale_report_queues_and_recommendations(fresh_fake: Cluster) -> None:
-    # Given a batch in flight on a slow provider
-    fresh_fake.fake(latency_ms=500)
-    lines = [{"custom_id": f"v{i}", "prompt": "Hi", "model": "tier:cheap"} for i in range(60)]
+    # Given a batch in flight on a slow provider (10 cheap tasks of 8 jobs, one at a time: ~10 s)
+    fresh_fake.fake(latency_ms=1000)
+    lines = [{"custom_id": f"v{i}", "prompt": "Hi", "model": "tier:cheap"} for i in range(80)]
     runner = threading.Thread(target=fresh_fake.run, args=(lines, "views"))
     runner.start()
-    time.sleep(1.5)
+    fresh_fake.wait_for_done("views", 1)  # the cheap worker is at work
 
     # When an operator asks for status and scaling advice as JSON
     status = turnout(fresh_fake, "status", "views", "--json")
@@ -62,9 +62,12 @@ def test_status_and_scale_report_queues_and_recommendations(fresh_fake: Cluster)
     # Then status shows the batch and every tier with its queue and DLQ
     assert status.returncode == 0, status.stderr
     view = json.loads(status.stdout)
-    assert view["batches"][0]["batch_id"] == "views" and view["batches"][0]["submitted"] == 60
+    assert view["batches"][0]["batch_id"] == "views" and view["batches"][0]["submitted"] == 80
     assert {t["tier"] for t in view["tiers"]} == {"cheap", "frontier"}
     assert all("dlq" in t and "queued_jobs" in t and "recommended_processes" in t for t in view["tiers"])
+    tiers = {t["tier"]: t for t in view["tiers"]}
+    assert 1 <= tiers["cheap"]["in_flight_jobs"] <= 8, "the cheap worker holds one task of up to 8 jobs"
+    assert tiers["frontier"]["in_flight_jobs"] == 0 and tiers["cheap"]["waiting_retry_jobs"] == 0
     # And scale recommends processes per tier from what it observed
     assert scale.returncode == 0, scale.stderr
     advice = {r["tier"]: r for r in json.loads(scale.stdout)}

@@ -62,6 +62,11 @@ def test_logprob_scorer_is_neutral_without_logprobs() -> None:
     assert scored.value == 0.5 and scored.reasons == ["no_logprobs"]
 
 
+def test_logprob_scorer_rejects_an_empty_answer_that_has_no_tokens_to_judge() -> None:
+    scored = LogprobScorer().score(MATH, "  ", logprobs=[])
+    assert scored.value == 0.0 and scored.reasons == ["empty"]
+
+
 @pytest.mark.parametrize(
     ("reply", "value"),
     [

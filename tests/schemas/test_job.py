@@ -8,7 +8,7 @@ import pytest
 
 from schemas.config import Limits
 from schemas.errors import InputLineError
-from schemas.job import parse_line
+from schemas.job import _job_from, parse_line
 
 LIMITS = Limits(max_line_bytes=500, max_prompt_chars=100)
 
@@ -21,6 +21,21 @@ def test_a_simple_line_becomes_a_one_message_job() -> None:
     job = parse({"custom_id": "a", "prompt": "hi there", "max_tokens": 5, "metadata": {"k": 1}})
     assert job.messages == [{"role": "user", "content": "hi there"}]  # type: ignore[attr-defined]
     assert job.max_tokens == 5 and job.metadata == {"k": 1}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"custom_id": "a", "prompt": "hi there", "model": "tier:cheap", "max_tokens": 5, "metadata": {"k": [1]}},
+        {"custom_id": "a", "prompt": "body"},  # "body" in the text sends it down the full path
+        {"custom_id": "a", "prompt": "é ✓ \u2028", "extra": 1},
+    ],
+)
+def test_the_fast_and_the_full_parse_of_a_simple_line_agree(data: dict[str, object]) -> None:
+    # the fast path reads bytes in one pydantic pass; the full one json.loads, then validates
+    fast = parse_line(json.dumps(data).encode(), 3, "b", LIMITS)
+    full = _job_from(json.loads(json.dumps(data)), 3, "b")
+    assert fast == full
 
 
 def test_an_openai_batch_line_keeps_its_messages_model_and_extra_fields() -> None:

@@ -63,6 +63,20 @@ def test_the_producer_waits_above_the_high_water_mark_and_goes_on_as_queues_drai
     assert status is not None and status.sealed and status.submitted == 300
 
 
+def test_a_chunk_of_long_prompts_is_sent_once_it_reaches_the_byte_cap(producer: Producer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given chunks of 10 jobs but a 2,000-byte cap, and lines of ~530 bytes
+    monkeypatch.setattr("workers.producer.CHUNK_BYTES", 2000)
+    long_lines = [json.dumps({"custom_id": f"L{i}", "prompt": "x" * 500}).encode() for i in range(10)]
+
+    # When they are submitted
+    producer.submit(iter(long_lines), "long")
+
+    # Then each classify task carries the 4 lines that reach the cap (and the rest), not 10
+    sizes = [len(json.loads(base64.b64decode(json.loads(m)["body"]))[0][1])
+             for m in producer.ledger.redis.lrange("turnout.classify", 0, -1)]
+    assert sorted(sizes) == [2, 4, 4]
+
+
 def test_a_restarted_submit_enqueues_only_what_is_missing(producer: Producer) -> None:
     # Given a submit that dies after 45 of 100 lines
     def dying() -> Iterator[bytes]:
