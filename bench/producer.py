@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from schemas.config import DEFAULT_CHUNK_SIZE  # noqa: E402
 from throughput import MODEL, log, prompt, start_fake_provider  # noqa: E402
 
 
@@ -264,7 +265,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--high-water", type=int, default=50_000)
-    parser.add_argument("--chunk-size", type=int, default=64, help="jobs per classify message")
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="jobs per classify message")
     parser.add_argument("--batch-size", type=int, default=64, help="jobs per tier message")
     parser.add_argument("--drain", choices=("pools", "delete"), default="pools")
     parser.add_argument("--drain-rate", type=float, default=10_000, help="jobs/s removed with --drain delete")
