@@ -88,13 +88,15 @@ def containers(deployment: Manifest) -> list[dict[str, Any]]:
 
 
 @cache
-def procfile() -> dict[str, str]:
-    """Process type -> command line, as honcho and foreman read them."""
+def procfile(port: int = 5000) -> dict[str, str]:
+    """Process type -> command line as the shell runs it with no overrides set: every
+    ``${NAME:-default}`` at its default, ``$PORT`` as honcho sets it (``port`` for all)."""
     entries = {}
     for line in PROCFILE.read_text().splitlines():
         match = re.match(r"^([A-Za-z0-9_-]+):\s*(.+)$", line)
         if match:
-            entries[match.group(1)] = match.group(2)
+            command = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", match.group(2))
+            entries[match.group(1)] = command.replace("$PORT", str(port))
     return entries
 
 

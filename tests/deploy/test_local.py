@@ -31,7 +31,9 @@ def test_the_procfile_runs_every_pool_flower_metrics_redis_and_the_fake_provider
     processes = procfile()
     assert set(pools(sample_config())) | {"flower", "metrics", "redis", "fake-provider"} == set(processes)
     for pool in pools(sample_config()):
-        assert shlex.split(processes[pool]) == ["turnout", "worker", "--pool", pool, "-c", "deploy/turnout.local.yaml"]
+        assert shlex.split(processes[pool]) == [
+            "turnout", "worker", "--pool", pool, "--name", f"{pool}.5000@%h", "-c", "deploy/turnout.local.yaml"
+        ]  # fmt: skip
     assert "--port 9808" in processes["metrics"]
 
 
