@@ -228,9 +228,12 @@ def collect(
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write output.jsonl, errors.jsonl, report.json here.")] = None,
     wait_: Annotated[bool, typer.Option("--wait", help="Wait until the batch is complete first.")] = False,
     follow: Annotated[bool, typer.Option("--follow", help="Write result lines to stdout as they complete.")] = False,
+    delete: Annotated[bool, typer.Option("--delete", help="Then delete the complete batch from Redis (see `turnout delete`).")] = False,
 ) -> None:
     """Write a batch's results to files, or stream them to stdout with --follow."""
     client = _client(config_path)
+    if delete and follow:
+        raise TurnoutError("--delete needs files to keep the results in: use --out DIR, not --follow")
     if follow:
         for raw in client.ledger.follow(batch_id):
             sys.stdout.buffer.write(raw + b"\n")
@@ -242,6 +245,42 @@ def collect(
         client.wait(batch_id)
     report = client.collect(batch_id, out_dir)
     err.print(f"wrote {report.output_lines} output and {report.error_lines} error lines to {out_dir}")
+    if delete:
+        _delete_batch(client, batch_id, force=False)
+
+
+@app.command()
+def delete(
+    batch_id: Annotated[str, typer.Argument(help="The batch to delete.")],
+    config_path: ConfigOption = DEFAULT_CONFIG,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Also delete a batch that is not complete.")] = False,
+) -> None:
+    """Free a batch's Redis memory: its lines, counters and dead letters (collect it first).
+
+    A tombstone stays for a week, so a late re-delivery of one of its jobs is skipped, not run again.
+    """
+    client = _client(config_path)
+    if not yes and not typer.confirm(f"Delete batch {batch_id} and its results from Redis?"):
+        raise typer.Abort()
+    _delete_batch(client, batch_id, force)
+
+
+def _delete_batch(client: Any, batch_id: str, force: bool) -> None:
+    from workers.dlq import DeadLetters
+
+    status = client.status(batch_id)  # raises, naming the fix, for an unknown batch
+    if not status.complete and not force:
+        raise TurnoutError(
+            f"batch {batch_id} is not complete ({status.done} of {status.submitted} lines); "
+            "its pending jobs would be skipped: wait for it, or pass --force"
+        )
+    letters = DeadLetters(client.ledger.redis)
+    doomed = list(letters.entries([t.name for t in client.config.tiers], batch_id))
+    for letter in doomed:
+        letters.remove(letter)
+    client.ledger.delete(batch_id)
+    err.print(f"deleted batch {batch_id} from Redis ({len(doomed)} dead letters with it)")
 
 
 # --- operating ------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ Keys per batch (``turnout:batch:<id>:…``):
     out     hash: custom_id → output line (JSON), first write wins
     err     hash: key → error line (JSON); a later success for the same key removes it
     events  stream: one entry per recorded line, for ``collect --follow``
+    deleted a tombstone left by ``delete`` for a week: a late re-delivery of one of the
+            batch's jobs is skipped instead of running again into a half-made batch
 
 Recording is a Lua script, so "first write wins" and the counters move together
 atomically even when a re-delivered job races its first run.
@@ -26,8 +28,9 @@ from schemas.result import BatchStatus, ResultLine, TierReport
 PREFIX = "turnout"
 BATCHES = f"{PREFIX}:batches"
 
-# KEYS: out, err, meta, events   ARGV: key, line json, cost, tier, frontier cost
+# KEYS: out, err, meta, events, deleted   ARGV: key, line json, cost, tier, frontier cost
 _RECORD_OK = """
+if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 if redis.call('HDEL', KEYS[2], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[3], 'failed', -1)
@@ -43,8 +46,9 @@ redis.call('XADD', KEYS[4], '*', 'k', ARGV[1], 'ok', '1')
 return 1
 """
 
-# KEYS: out, err, meta, events   ARGV: key, line json, tier, now
+# KEYS: out, err, meta, events, deleted   ARGV: key, line json, tier, now
 _RECORD_ERROR = """
+if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
 if redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 2 end
 redis.call('HINCRBY', KEYS[3], 'done', 1)
@@ -74,6 +78,9 @@ for i = 1, #ids do
 end
 return taken
 """
+
+#: How long a deleted batch's tombstone keeps late re-deliveries of its jobs from running.
+DELETED_TTL_S = 7 * 86_400
 
 #: Tier name used in counters for lines that failed before routing (bad input).
 NO_TIER = "-"
@@ -106,6 +113,15 @@ class BatchKeys:
     def events(self) -> str:
         return self.key("events")
 
+    @property
+    def deleted(self) -> str:
+        return self.key("deleted")
+
+    @property
+    def recording(self) -> list[str]:
+        """The keys the recording scripts take, in their order."""
+        return [self.out, self.err, self.meta, self.events, self.deleted]
+
     def all(self) -> list[str]:
         return [self.meta, self.ids, self.out, self.err, self.events]
 
@@ -124,6 +140,7 @@ class Ledger:
     def open_batch(self, batch_id: str) -> None:
         keys = BatchKeys(batch_id)
         now = time.time()
+        self.redis.delete(keys.deleted)  # the id is in use again: a new batch, whatever was deleted
         self.redis.hsetnx(keys.meta, "started_at", now)
         self.redis.hset(keys.meta, mapping={"sealed": 0, "updated_at": now})
         self.redis.zadd(BATCHES, {batch_id: now}, nx=True)
@@ -160,20 +177,24 @@ class Ledger:
         now = time.time()
         for key, line, frontier_cost in items:
             args = [key, line.model_dump_json(), repr(line.turnout.cost_usd), line.turnout.tier or NO_TIER]
-            self._ok(keys=[keys.out, keys.err, keys.meta, keys.events], args=args + [repr(frontier_cost), now], client=pipe)
+            self._ok(keys=keys.recording, args=args + [repr(frontier_cost), now], client=pipe)
         return [bool(result) for result in pipe.execute()]
 
     def record_error(self, batch_id: str, key: str, line: ResultLine) -> bool:
         """Record a failure unless the key already succeeded; a newer error replaces an older one."""
         keys = BatchKeys(batch_id)
         args = [key, line.model_dump_json(), line.turnout.tier or NO_TIER, time.time()]
-        return bool(self._error(keys=[keys.out, keys.err, keys.meta, keys.events], args=args) == 1)
+        return bool(self._error(keys=keys.recording, args=args) == 1)
 
     def answered(self, batch_id: str, keys: list[str]) -> list[bool]:
         """Which of these keys already have an output line (so a re-delivered job is skipped)."""
         if not keys:
             return []
-        return [value is not None for value in self.redis.hmget(BatchKeys(batch_id).out, keys)]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.exists(BatchKeys(batch_id).deleted)
+        pipe.hmget(BatchKeys(batch_id).out, keys)
+        deleted, values = pipe.execute()
+        return [bool(deleted) or value is not None for value in values]
 
     # --- the collector's side ------------------------------------------------------------
 
@@ -234,5 +255,13 @@ class Ledger:
                 return
 
     def delete(self, batch_id: str) -> None:
-        self.redis.delete(*BatchKeys(batch_id).all())
-        self.redis.zrem(BATCHES, batch_id)
+        """Drop the batch's lines and counters, leaving a tombstone (see the module docstring)."""
+        keys = BatchKeys(batch_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.deleted, 1, ex=DELETED_TTL_S)
+        pipe.delete(*keys.all())
+        pipe.zrem(BATCHES, batch_id)
+        pipe.execute()
+
+    def deleted(self, batch_id: str) -> bool:
+        return bool(self.redis.exists(BatchKeys(batch_id).deleted))

@@ -65,3 +65,28 @@ def test_claiming_ids_reports_the_line_that_owns_each(redis_client: redis.Redis)
     assert ledger.claim_ids(batch, [("a", 1), ("b", 2)]) == [1, 2]
     # a resumed submit re-claims its own lines; a duplicate id sees the first owner
     assert ledger.claim_ids(batch, [("a", 1), ("b", 9)]) == [1, 2]
+
+
+def test_a_deleted_batch_frees_its_keys_and_a_late_redelivery_records_nothing(redis_client: redis.Redis) -> None:
+    # Given a batch with one answered job, deleted after collection
+    ledger, batch = Ledger(redis_client), uuid.uuid4().hex
+    ledger.open_batch(batch)
+    ledger.record_ok(batch, "a", ok_line("a", 0.5), frontier_cost=2.0)
+    ledger.delete(batch)
+    assert redis_client.keys(f"turnout:batch:{batch}:*") == [f"turnout:batch:{batch}:deleted".encode()]
+    assert batch not in ledger.batches() and ledger.status(batch) is None
+
+    # When a late re-delivery of its jobs arrives, answered or not
+    skipped = ledger.answered(batch, ["a", "b"])
+    recorded = ledger.record_ok(batch, "b", ok_line("b", 0.5), frontier_cost=2.0)
+    errored = ledger.record_error(batch, "c", error_line(batch, "c", "boom", "it failed"))
+
+    # Then it is skipped, and nothing brings the batch back
+    assert skipped == [True, True] and (recorded, errored) == (False, False)
+    assert redis_client.keys(f"turnout:batch:{batch}:*") == [f"turnout:batch:{batch}:deleted".encode()]
+    assert 0 < redis_client.ttl(f"turnout:batch:{batch}:deleted") <= 7 * 86_400
+
+    # And a batch opened again under the same id starts afresh
+    ledger.open_batch(batch)
+    assert ledger.answered(batch, ["a"]) == [False]
+    assert ledger.record_ok(batch, "a", ok_line("a", 0.5), frontier_cost=2.0)

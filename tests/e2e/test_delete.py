@@ -1,0 +1,46 @@
+"""Freeing Redis after a batch: `collect --delete` and `turnout delete`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.e2e.conftest import Cluster
+from tests.e2e.test_scaling import turnout
+from workers.dlq import DeadLetters
+
+
+def test_collect_then_delete_frees_the_batch_and_its_dead_letters(fresh_fake: Cluster, tmp_path: Path) -> None:
+    # Given a finished batch with one line dead-lettered (a 400 from the provider)
+    fresh_fake.fake(context_limit=30)  # the long prompt is refused at every tier
+    lines = [{"custom_id": f"d{i}", "prompt": f"What is {i}?", "model": "tier:cheap"} for i in range(6)]
+    lines.append({"custom_id": "long", "prompt": "word " * 200, "model": "tier:frontier"})
+    fresh_fake.run(lines, "to-delete")
+    letters = DeadLetters(fresh_fake.client.ledger.redis)
+    assert [letter.job.custom_id for letter in letters.entries(["cheap", "frontier"], "to-delete")] == ["long"]
+
+    # When it is collected with --delete
+    collected = turnout(fresh_fake, "collect", "to-delete", "-o", str(tmp_path), "--delete")
+
+    # Then the files hold every line, and Redis holds nothing of the batch but its tombstone
+    assert collected.returncode == 0, collected.stderr
+    assert len((tmp_path / "output.jsonl").read_text().splitlines()) == 6
+    assert [json.loads(line)["custom_id"] for line in (tmp_path / "errors.jsonl").read_text().splitlines()] == ["long"]
+    redis = fresh_fake.client.ledger.redis
+    assert redis.keys("turnout:batch:to-delete:*") == [b"turnout:batch:to-delete:deleted"]
+    assert list(letters.entries(["cheap", "frontier"], "to-delete")) == []
+    status = turnout(fresh_fake, "status", "--json")
+    assert "to-delete" not in [b["batch_id"] for b in json.loads(status.stdout)["batches"]]
+
+
+def test_an_incomplete_batch_is_not_deleted_without_force(fresh_fake: Cluster) -> None:
+    # Given a batch opened but never sealed (a submit still running, say)
+    fresh_fake.client.ledger.open_batch("half-done")
+
+    # Then `turnout delete` refuses in one sentence, and --force deletes it
+    refused = turnout(fresh_fake, "delete", "half-done", "--yes")
+    assert refused.returncode == 2 and "not complete" in refused.stderr and "Traceback" not in refused.stderr
+    assert fresh_fake.client.ledger.status("half-done") is not None
+    forced = turnout(fresh_fake, "delete", "half-done", "--yes", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert fresh_fake.client.ledger.status("half-done") is None
