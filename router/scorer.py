@@ -101,11 +101,17 @@ class FormatScorer(AnswerScorer):
         return AnswerScore(0.0 if failures else 1.0, failures or ["format:ok"])
 
 
+#: Finish reasons of an answer that calls a tool: its text is empty by design.
+TOOL_CALL_FINISHES = ("tool_calls", "function_call")
+
+
 def format_failures(prompt: str, answer: str, *, finish_reason: str | None = None, max_tokens: int | None = None) -> list[str]:
-    """The names of the format checks the answer fails: empty, refusal, truncated, no_final_answer."""
+    """The names of the format checks the answer fails: empty, refusal, truncated, no_final_answer.
+
+    An answer that calls a tool is not judged by its (empty) text: it passes."""
     text = answer.strip()
     if not text:
-        return ["empty"]
+        return [] if finish_reason in TOOL_CALL_FINISHES else ["empty"]
     failures = []
     head = text[:_REFUSAL_HEAD_CHARS].lower().replace("\u2019", "'")
     if any(phrase in head for phrase in _REFUSALS):
@@ -150,8 +156,8 @@ class LogprobScorer(AnswerScorer):
         self, prompt: str, answer: str, *, finish_reason: str | None = None,
         logprobs: list[float] | None = None, max_tokens: int | None = None,
     ) -> AnswerScore:
-        if not answer.strip():  # no tokens, so no logprobs: but an empty answer is never a good one
-            return AnswerScore(0.0, ["empty"])
+        if not answer.strip() and finish_reason not in TOOL_CALL_FINISHES:
+            return AnswerScore(0.0, ["empty"])  # no tokens to judge, and no good answer is empty
         values = [max(v, _LOGPROB_FLOOR) if not math.isnan(v) else _LOGPROB_FLOOR for v in logprobs or []]
         if not values:
             return AnswerScore(NEUTRAL, ["no_logprobs"])

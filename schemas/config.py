@@ -107,6 +107,13 @@ class Tier(_Strict):
         return f"turnout.tier.{self.name}"
 
     @property
+    def longest_run_s(self) -> float:
+        """The longest one of this tier's tasks may run: every deployment timing out in turn,
+        then the judge's call for a judge-scored cascade."""
+        judge = self.scorer.judge if self.scorer is not None and self.scorer.kind.endswith("judge") else None
+        return sum(d.timeout_s for d in self.deployments) + (judge.timeout_s if judge is not None else 0.0)
+
+    @property
     def task_name(self) -> str:
         return f"turnout.complete.{self.name}"
 
@@ -177,11 +184,11 @@ class Config(_Strict):
         uses_fake = any(d.api_base == FAKE_API_BASE for t in self.tiers for d in t.deployments)
         if uses_fake and self.fake_provider is None:
             raise ValueError('a deployment uses api_base "fake": add a fake_provider: section')
-        longest = max(sum(d.timeout_s for d in t.deployments) for t in self.tiers)
+        longest = max(t.longest_run_s for t in self.tiers)
         if self.visibility_timeout_s is not None and self.visibility_timeout_s < longest + VISIBILITY_SLACK_S:
             raise ValueError(
                 f"visibility_timeout_s {self.visibility_timeout_s} is too short: a tier's calls may take {longest:g} s "
-                f"(its deployments' timeout_s added up), and a task still running would be delivered twice; "
+                f"(its deployments' timeout_s added up, and its judge's), and a task still running would be delivered twice; "
                 f"set it to at least {math.ceil(longest + VISIBILITY_SLACK_S)} or leave it unset"
             )
         return self

@@ -31,7 +31,8 @@ CLASSIFY_TASK = "turnout.classify"
 DEFAULT_CONFIG = "turnout.yaml"
 #: How often each worker looks for tasks whose worker died (past the visibility timeout).
 RESTORE_SWEEP_S = 5
-#: Margin on top of the longest task before Redis hands an unacknowledged task to another worker.
+#: Margin on top of twice the longest task before Redis hands an unacknowledged task to another
+#: worker: room for a retry's longest countdown (workers.tasks.RETRY_CAP_S, 60 s) and more.
 VISIBILITY_MARGIN_S = 120
 
 
@@ -47,15 +48,16 @@ def redis_url_for(config: Config) -> str:
 
 
 def visibility_timeout(config: Config) -> int:
-    """Longer than the longest task: every deployment of a tier timing out in turn, plus margin.
+    """Longer than any task can be held: a retry's countdown, a wait behind the task its
+    process is running, then its own run (every deployment and a judge timing out in turn).
 
     Redis re-delivers an unacknowledged task after this long, so a shorter value would run a
     slow task twice while it still runs; a longer one delays recovery after a worker dies.
     """
     if config.visibility_timeout_s is not None:
         return config.visibility_timeout_s
-    longest = max(sum(d.timeout_s for d in tier.deployments) for tier in config.tiers)
-    return int(longest + VISIBILITY_MARGIN_S)
+    longest = max(tier.longest_run_s for tier in config.tiers)
+    return int(2 * longest + VISIBILITY_MARGIN_S)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -29,7 +29,7 @@ RECONNECT_RETRIES = 20
 EMBEDDED_START_TIMEOUT_S = 10.0
 
 
-_PASSWORD_PARAM = re.compile(r"((?:^|&)password=)[^&]*")
+_PASSWORD_PARAM = re.compile(r"([?&]password=)[^&#]*")
 
 
 class BrokerError(TurnoutError):
@@ -37,13 +37,17 @@ class BrokerError(TurnoutError):
 
 
 def redacted(url: str) -> str:
-    """The URL with any password (``user:pw@`` or ``?password=``) replaced by ***, safe to print."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
-    query = _PASSWORD_PARAM.sub(r"\1***", parts.query)
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    """The URL with any password (``user:pw@`` or ``?password=``) replaced by ***, safe to print.
+
+    Works on the raw text, not on a parse: a password holding ``/``, ``#`` or ``?`` makes
+    urlsplit misread the whole URL, and it must still not be printed.
+    """
+    scheme, sep, rest = url.partition("://") if "://" in url else ("", "", url)
+    if "@" in rest:
+        userinfo, _, rest = rest.rpartition("@")
+        user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+        rest = f"{user}:***@{rest}"
+    return scheme + sep + _PASSWORD_PARAM.sub(r"\1***", rest)
 
 
 def kombu_url(url: str) -> str:
@@ -53,6 +57,7 @@ def kombu_url(url: str) -> str:
     kombu also ignores ``?db=N`` on a socket URL (it reads ``virtual_host``), which would send
     the tasks to database 0 while the ledger lives in N.
     """
+    url = _password_in_userinfo(url)
     if url.startswith("rediss://"):
         return _verifying(url)
     if not url.startswith("unix://"):
@@ -61,6 +66,17 @@ def kombu_url(url: str) -> str:
     path, _, query = rest.partition("?")
     params = [p.replace("db=", "virtual_host=", 1) if p.startswith("db=") else p for p in query.split("&") if p]
     return "redis+socket://" + path + ("?" + "&".join(params) if params else "")
+
+
+def _password_in_userinfo(url: str) -> str:
+    """``?password=`` moved to ``:password@``: redis-py takes both, kombu fails on the query form."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    passwords = [value for key, value in query if key == "password"]
+    if not passwords or parts.scheme not in ("redis", "rediss") or "@" in parts.netloc:
+        return url
+    rest = urlencode([(key, value) for key, value in query if key != "password"])
+    return urlunsplit(parts._replace(netloc=f":{quote(passwords[-1], safe='')}@{parts.netloc}", query=rest))
 
 
 def _verifying(url: str) -> str:
@@ -95,9 +111,9 @@ def check(url: str) -> None:
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
     except ValueError as exc:  # no or an unknown scheme, a bad port, ...
-        raise BrokerError(
-            f"Redis URL {redacted(url)} is not valid ({exc}); write it as redis://[:password@]host:port/db, "
-            "rediss://… for TLS, or unix:///path/redis.sock"
+        raise BrokerError(  # not the parser's message: it can quote part of the password
+            f"Redis URL {redacted(url)} is not valid; write it as redis://[:password@]host:port/db "
+            "(a password with / # ? @ percent-encoded), rediss://… for TLS, or unix:///path/redis.sock"
         ) from None
     try:
         client.ping()

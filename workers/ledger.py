@@ -67,7 +67,7 @@ _CLAIM = """
 local ids, lines = cjson.decode(ARGV[1]), cjson.decode(ARGV[2])
 local taken = {}
 for i = 1, #ids do
-  local line = tostring(lines[i])
+  local line = lines[i]
   if redis.call('HSETNX', KEYS[1], ids[i], line) == 0 then
     local owner = redis.call('HGET', KEYS[1], ids[i])
     if owner ~= line then
@@ -148,7 +148,8 @@ class Ledger:
     def claim_ids(self, batch_id: str, pairs: list[tuple[str, int]]) -> list[int]:
         """Register (custom_id, line) pairs; returns the line that owns each id (its own, or an earlier one)."""
         owners = [line for _, line in pairs]
-        args = [json.dumps([custom_id for custom_id, _ in pairs]), json.dumps(owners)]
+        # lines as strings: Lua would print a number past 1e14 in exponent form
+        args = [json.dumps([custom_id for custom_id, _ in pairs]), json.dumps([str(line) for line in owners])]
         taken = self._claim(keys=[BatchKeys(batch_id).ids], args=args)
         for position, owner in zip(taken[::2], taken[1::2]):
             owners[int(position) - 1] = int(owner)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Any
@@ -69,9 +70,21 @@ def in_flight(config: Any, redis: Any) -> dict[str, dict[str, int]]:
         if queue not in queues:
             continue
         found = _JOBS.search(str(headers.get("argsrepr") or ""))
-        state = "waiting_retry" if headers.get("eta") else "running"
+        state = "waiting_retry" if _in_future(headers.get("eta")) else "running"
         held[queues[queue]][state] += int(found.group(1)) if found else 1
     return held
+
+
+def _in_future(eta: Any) -> bool:
+    """True for a task's ETA (ISO 8601) still to come: the task waits out a retry countdown."""
+    if not eta:
+        return False
+    try:
+        when = dt.datetime.fromisoformat(str(eta))
+    except ValueError:
+        return False
+    now = dt.datetime.now(when.tzinfo) if when.tzinfo else dt.datetime.now()
+    return when > now
 
 
 def _batch(now: Any, before: Any, interval: float) -> dict[str, Any]:

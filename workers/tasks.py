@@ -146,8 +146,9 @@ def complete_batch(task: Task, runtime: Runtime, tier: Tier, batch_id: str, raw_
             _count_answer(stats, tier, answer)
     stats.flush()
     if retry:
-        delay = min(max(d for _, d in retry), retry_ceiling(runtime.config, tier))
-        task.retry(args=[batch_id, dump([job for job, _ in retry])], countdown=delay)
+        again = [job for job, _ in retry]
+        countdown = retry_countdown(runtime.config, tier, [d for _, d in retry])
+        task.retry(args=[batch_id, dump(again)], countdown=countdown, argsrepr=argsrepr(batch_id, again))
 
 
 def _count_answer(stats: Stats, tier: Tier, answer: Answer) -> None:
@@ -285,13 +286,20 @@ def dead_letter(runtime: Runtime, tier: Tier, job: Job, code: str, message: str,
     runtime.ledger.record_error(job.batch_id, job.custom_id, line)
 
 
+def retry_countdown(config: Config, tier: Tier, delays: Sequence[float]) -> float:
+    """One countdown for a micro-batch's retried jobs: the longest they asked for, capped."""
+    return min(max(delays), retry_ceiling(config, tier))
+
+
 def retry_ceiling(config: Config, tier: Tier) -> float:
     """The longest a retry may wait: a retried task sits unacknowledged in a worker until its
-    countdown ends and then runs, and Redis hands it to a second worker if the two together
-    outlast the visibility timeout (the job would then be paid twice). A job sent back sooner
+    countdown ends, waits for a free pool process (up to one longest run with prefetch 1),
+    then runs, and Redis hands it to a second worker if all that outlasts the visibility
+    timeout (the job would then be paid twice). A job sent back sooner
     than a deployment's Retry-After loses nothing: the gate still holds that deployment cool,
     so the job waits again without spending an attempt."""
-    room = visibility_timeout(config) - sum(d.timeout_s for d in tier.deployments) - RETRY_SLACK_S
+    # the countdown, then perhaps a wait for the process busy with another task, then its own run
+    room = visibility_timeout(config) - 2 * tier.longest_run_s - RETRY_SLACK_S
     return max(RETRY_BASE_S, min(RETRY_CAP_S, room))
 
 

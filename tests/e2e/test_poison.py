@@ -52,4 +52,7 @@ def test_a_job_that_kills_its_worker_every_time_is_dead_lettered_and_its_neighbo
     assert Counter(line["custom_id"] for line in result["out"]) == Counter(i for i in ids if i != "p3")
     # ... and the loop was bounded: the micro-batch's deliveries, then the single job's, no more
     assert len(kills) <= 2 * MAX_DELIVERIES
-    assert fresh_fake.fake_stats()["hangs"] <= 2 * MAX_DELIVERIES
+    stats = fresh_fake.fake_stats()
+    assert stats["hangs"] <= 2 * MAX_DELIVERIES
+    # and the neighbours were paid for at most once per delivery of their micro-batch, plus once alone
+    assert stats["by_status"].get("200", 0) <= 7 * (MAX_DELIVERIES + 1)

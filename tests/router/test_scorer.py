@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from router.scorer import (
+    format_failures,
     AnswerScorer, Candidate, CombinedScorer, FormatScorer, JudgeScorer, LogprobScorer, judge_prompt, load_scorer,
     parse_judge_reply,
 )
@@ -65,6 +66,9 @@ def test_logprob_scorer_is_neutral_without_logprobs() -> None:
 def test_logprob_scorer_rejects_an_empty_answer_that_has_no_tokens_to_judge() -> None:
     scored = LogprobScorer().score(MATH, "  ", logprobs=[])
     assert scored.value == 0.0 and scored.reasons == ["empty"]
+    # but an answer that calls a tool has no text by design: no verdict either way, no format failure
+    assert LogprobScorer().score(MATH, "", finish_reason="tool_calls").value == 0.5
+    assert format_failures(MATH, "", finish_reason="tool_calls") == []
 
 
 @pytest.mark.parametrize(

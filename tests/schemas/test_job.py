@@ -8,7 +8,7 @@ import pytest
 
 from schemas.config import Limits
 from schemas.errors import InputLineError
-from schemas.job import _job_from, parse_line
+from schemas.job import _job_from, _simple_job, parse_line
 
 LIMITS = Limits(max_line_bytes=500, max_prompt_chars=100)
 
@@ -27,15 +27,28 @@ def test_a_simple_line_becomes_a_one_message_job() -> None:
     "data",
     [
         {"custom_id": "a", "prompt": "hi there", "model": "tier:cheap", "max_tokens": 5, "metadata": {"k": [1]}},
-        {"custom_id": "a", "prompt": "body"},  # "body" in the text sends it down the full path
         {"custom_id": "a", "prompt": "é ✓ \u2028", "extra": 1},
+        {"custom_id": "a", "prompt": "x", "max_tokens": 5.0},
     ],
 )
 def test_the_fast_and_the_full_parse_of_a_simple_line_agree(data: dict[str, object]) -> None:
     # the fast path reads bytes in one pydantic pass; the full one json.loads, then validates
-    fast = parse_line(json.dumps(data).encode(), 3, "b", LIMITS)
-    full = _job_from(json.loads(json.dumps(data)), 3, "b")
-    assert fast == full
+    raw = json.dumps(data).encode()
+    fast = _simple_job(raw, 3, "b")
+    assert fast is not None, "the common line takes the fast path"
+    assert fast == _job_from(json.loads(raw), 3, "b") == parse_line(raw, 3, "b", LIMITS)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"custom_id": "a", "prompt": "body"}',  # "body" in the text: the full path, to be sure
+        '{"custom_id": "a", "prompt": "x", "\\u0062ody": {"messages": [{"role": "user", "content": "y"}]}}',
+        '{"custom_id": 7, "prompt": "x"}',
+    ],
+)
+def test_lines_the_fast_path_cannot_be_sure_of_go_down_the_full_one(raw: str) -> None:
+    assert _simple_job(raw.encode(), 3, "b") is None
 
 
 def test_an_openai_batch_line_keeps_its_messages_model_and_extra_fields() -> None:

@@ -26,9 +26,21 @@ def test_passwords_are_redacted_from_urls() -> None:
     assert redacted("rediss://user:s3cret@h:6380/1") == "rediss://user:***@h:6380/1"
     assert redacted("redis://h:6379/0") == "redis://h:6379/0"
     assert redacted("redis://h:6379/0?password=s3cret&db=2") == "redis://h:6379/0?password=***&db=2"
+    # a password urlsplit cannot parse must not be printed either
+    assert redacted("redis://:ab/cd+ef@h:6379/0") == "redis://:***@h:6379/0"
+    assert redacted("redis://:a#b?c@h/0") == "redis://:***@h/0"
+
+
+def test_a_password_in_the_query_reaches_kombu_as_userinfo() -> None:
+    from kombu.utils.url import parse_url
+
+    url = kombu_url("redis://h:6379/2?password=s%2F3cret&health_check_interval=5")
+    assert parse_url(url)["password"] == "s/3cret" and parse_url(url)["hostname"] == "h"
+    assert "password=" not in url and "health_check_interval=5" in url
 
 
 def test_a_url_redis_cannot_parse_is_one_sentence_without_the_password() -> None:
-    with pytest.raises(BrokerError, match="is not valid") as caught:
-        check("localhost:6379?password=s3cret")
-    assert "s3cret" not in str(caught.value)
+    for url in ("localhost:6379?password=s3cret", "redis://:ab/s3cret@h:6379/0"):
+        with pytest.raises(BrokerError, match="is not valid") as caught:
+            check(url)
+        assert "s3cret" not in str(caught.value)

@@ -71,10 +71,10 @@ def test_a_chunk_of_long_prompts_is_sent_once_it_reaches_the_byte_cap(producer: 
     # When they are submitted
     producer.submit(iter(long_lines), "long")
 
-    # Then each classify task carries the 4 lines that reach the cap (and the rest), not 10
+    # Then each classify task carries the 3 lines that fit under the cap (and the rest), not 10
     sizes = [len(json.loads(base64.b64decode(json.loads(m)["body"]))[0][1])
              for m in producer.ledger.redis.lrange("turnout.classify", 0, -1)]
-    assert sorted(sizes) == [2, 4, 4]
+    assert sorted(sizes) == [1, 3, 3, 3]
 
 
 def test_a_restarted_submit_enqueues_only_what_is_missing(producer: Producer) -> None:

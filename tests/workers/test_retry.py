@@ -6,7 +6,7 @@ from pathlib import Path
 
 from schemas.config import load_config
 from workers.app import visibility_timeout
-from workers.tasks import RETRY_BASE_S, RETRY_CAP_S, RETRY_SLACK_S, backoff, retry_ceiling
+from workers.tasks import RETRY_BASE_S, RETRY_CAP_S, RETRY_SLACK_S, backoff, retry_ceiling, retry_countdown
 
 CONFIG = """
 {visibility}
@@ -20,14 +20,18 @@ tiers:
 
 
 def test_a_retry_fits_in_the_visibility_timeout_beside_the_tiers_longest_run(tmp_path: Path) -> None:
-    # Given a visibility timeout of 40 s and a cheap tier whose calls may take 20 s in all
+    # Given a visibility timeout of 60 s and a cheap tier whose calls may take 20 s in all
     path = tmp_path / "turnout.yaml"
-    path.write_text(CONFIG.format(visibility="visibility_timeout_s: 40"))
+    path.write_text(CONFIG.format(visibility="visibility_timeout_s: 60"))
     config = load_config(path)
 
-    # Then a retry waits at most the visibility timeout less its tier's longest run and a slack
-    assert retry_ceiling(config, config.tier("cheap")) == 40 - 20 - RETRY_SLACK_S
-    assert retry_ceiling(config, config.tier("frontier")) == 40 - 30 - RETRY_SLACK_S
+    # Then a retry waits at most the visibility timeout less two of its tier's longest runs
+    # (one it may wait behind, its own) and a slack; never less than the base delay
+    assert retry_ceiling(config, config.tier("cheap")) == 60 - 2 * 20 - RETRY_SLACK_S
+    assert retry_ceiling(config, config.tier("frontier")) == RETRY_BASE_S
+    # And a micro-batch's countdown is its longest wanted delay, capped there
+    assert retry_countdown(config, config.tier("cheap"), [3.0, 9.0]) == 9.0
+    assert retry_countdown(config, config.tier("cheap"), [3.0, 50.0]) == 60 - 2 * 20 - RETRY_SLACK_S
 
 
 def test_the_derived_visibility_timeout_leaves_room_for_the_longest_backoff(tmp_path: Path) -> None:
@@ -36,8 +40,7 @@ def test_the_derived_visibility_timeout_leaves_room_for_the_longest_backoff(tmp_
     config = load_config(path)
     for tier in config.tiers:
         assert retry_ceiling(config, tier) == RETRY_CAP_S
-        longest_run = sum(d.timeout_s for d in tier.deployments)
-        assert RETRY_CAP_S + longest_run < visibility_timeout(config)
+        assert RETRY_CAP_S + 2 * tier.longest_run_s < visibility_timeout(config)
 
 
 def test_backoff_grows_with_attempts_and_honours_retry_after() -> None:

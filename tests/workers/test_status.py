@@ -1,0 +1,51 @@
+"""`turnout status` reads what workers hold from kombu's own records (real Redis, real kombu)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from schemas.config import Config
+from schemas.job import Job
+from tests.conftest import other_db
+from workers.app import create_app
+from workers.status import in_flight
+from workers.tasks import send_tier
+
+CONFIG = {
+    "tiers": [
+        {"name": "cheap", "deployments": [{"model": "openai/x"}]},
+        {"name": "frontier", "min_score": 0.5, "deployments": [{"model": "openai/y"}]},
+    ]
+}
+
+
+@pytest.fixture
+def broker(redis_url: str) -> Iterator[str]:
+    url = other_db(redis_url, 9)
+    redis.Redis.from_url(url).flushdb()
+    yield url
+    redis.Redis.from_url(url).flushdb()
+
+
+def jobs(n: int) -> list[Job]:
+    return [Job(batch_id="b", custom_id=f"j{i}", line=i + 1, messages=[{"role": "user", "content": "hi"}]) for i in range(n)]
+
+
+def test_in_flight_counts_jobs_running_and_jobs_waiting_for_a_retry_per_tier(broker: str) -> None:
+    # Given a cheap task of 5 jobs and a retry of 3 jobs due in a minute, both taken by a worker
+    config = Config.model_validate(CONFIG)
+    app = create_app(config, broker)
+    cheap = config.tier("cheap")
+    send_tier(app, cheap, "b", jobs(5))
+    send_tier(app, cheap, "b", jobs(3), countdown=60)
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        taken = [channel.basic_get(cheap.queue, no_ack=False) for _ in range(2)]
+        assert all(message is not None for message in taken)
+
+        # Then status sees 5 jobs running and 3 waiting on the cheap tier, none on the frontier
+        held = in_flight(config, redis.Redis.from_url(broker))
+        assert held == {"cheap": {"running": 5, "waiting_retry": 3}, "frontier": {"running": 0, "waiting_retry": 0}}
