@@ -229,11 +229,14 @@ def collect(
     wait_: Annotated[bool, typer.Option("--wait", help="Wait until the batch is complete first.")] = False,
     follow: Annotated[bool, typer.Option("--follow", help="Write result lines to stdout as they complete.")] = False,
     delete: Annotated[bool, typer.Option("--delete", help="Then delete the complete batch from Redis (see `turnout delete`).")] = False,
+    spill_: Annotated[bool, typer.Option("--spill", help="With --wait: move finished answers out of Redis into a file under the state dir as they come.")] = False,
 ) -> None:
     """Write a batch's results to files, or stream them to stdout with --follow."""
     client = _client(config_path)
     if delete and follow:
         raise TurnoutError("--delete needs files to keep the results in: use --out DIR, not --follow")
+    if spill_ and not wait_:
+        raise TurnoutError("--spill moves answers out of Redis while the batch runs: use it with --wait")
     if follow:
         for raw in client.ledger.follow(batch_id):
             sys.stdout.buffer.write(raw + b"\n")
@@ -241,12 +244,29 @@ def collect(
         return
     if out_dir is None:
         raise TurnoutError("say where to write the results: --out DIR (or use --follow for stdout)")
-    if wait_:
+    if spill_:
+        _wait_spilling(client, batch_id)
+    elif wait_:
         client.wait(batch_id)
     report = client.collect(batch_id, out_dir)
     err.print(f"wrote {report.output_lines} output and {report.error_lines} error lines to {out_dir}")
     if delete:
         _delete_batch(client, batch_id, force=False)
+
+
+def _wait_spilling(client: Any, batch_id: str, every_s: float = 2.0) -> None:
+    from workers.collector import spill, wait
+
+    client.status(batch_id)  # an unknown batch fails here, in one sentence
+    spill_file = Path(client.config.state_dir) / "spill" / f"{batch_id}.output.jsonl"
+    spilled_at = [0.0]
+
+    def on_progress(_: Any) -> None:
+        if time.monotonic() - spilled_at[0] >= every_s:
+            spill(client.ledger, batch_id, spill_file)
+            spilled_at[0] = time.monotonic()
+
+    wait(client.ledger, batch_id, on_progress=on_progress)
 
 
 @app.command()
@@ -279,7 +299,10 @@ def _delete_batch(client: Any, batch_id: str, force: bool) -> None:
     doomed = list(letters.entries([t.name for t in client.config.tiers], batch_id))
     for letter in doomed:
         letters.remove(letter)
+    spill_file, _, _ = client.ledger.spill_state(batch_id)
     client.ledger.delete(batch_id)
+    if spill_file:
+        Path(spill_file).unlink(missing_ok=True)  # the collected files hold its lines
     err.print(f"deleted batch {batch_id} from Redis ({len(doomed)} dead letters with it)")
 
 

@@ -2,6 +2,10 @@
 
 Files are written beside their final name and renamed into place, so a reader never sees
 half a file and a crashed collect leaves the previous files whole.
+
+A long batch's output lines can also be spilled while it runs (``spill``): appended to a
+spill file on the collecting machine, then emptied in Redis, so Redis keeps a few dozen
+bytes per finished line instead of the line. The collector reads them back from the file.
 """
 
 from __future__ import annotations
@@ -9,10 +13,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from schemas.errors import TurnoutError
 from schemas.result import BatchStatus
 from workers.ledger import Ledger
 
@@ -50,12 +56,62 @@ def collect(ledger: Ledger, batch_id: str, out_dir: Path) -> CollectReport:
     """Write the batch's lines as they stand now; call after ``wait`` for a complete batch."""
     out_dir.mkdir(parents=True, exist_ok=True)
     output_path, errors_path, report_path = out_dir / "output.jsonl", out_dir / "errors.jsonl", out_dir / "report.json"
-    outputs = _write_lines(output_path, ledger.lines(batch_id, "out"))
+    outputs = _write_lines(output_path, output_lines(ledger, batch_id))
     errors = _write_lines(errors_path, ledger.error_lines(batch_id))
     status = ledger.status(batch_id) or BatchStatus(batch_id=batch_id)
     report = summary(status) | {"output_lines": outputs, "error_lines": errors}
     _atomic_write(report_path, json.dumps(report, indent=2).encode() + b"\n")
     return CollectReport(batch_id, outputs, errors, str(output_path), str(errors_path), str(report_path))
+
+
+def output_lines(ledger: Ledger, batch_id: str) -> Iterator[bytes]:
+    """Every output line of the batch: the spilled ones from the spill file, then Redis's."""
+    path, size, _ = ledger.spill_state(batch_id)
+    if path is not None and size:
+        try:
+            handle = open(path, "rb")  # noqa: SIM115  # closed below, after the lines are read
+        except OSError as exc:
+            raise TurnoutError(
+                f"batch {batch_id} spilled output lines to {path}, which cannot be read here ({exc.strerror}); "
+                "collect it on the machine that spilled them, or copy that file there"
+            ) from None
+        with handle:
+            for line in handle.read(size).splitlines():
+                if line:
+                    yield line
+    yield from ledger.lines(batch_id, "out")
+
+
+def spill(ledger: Ledger, batch_id: str, path: Path, per_round: int = 5000) -> int:
+    """Move the output lines recorded since the last spill to ``path``; returns how many.
+
+    Append, fsync, then empty the lines in Redis in one script that also records the file's
+    committed size: a crash in between leaves lines in the file past that size, and the next
+    spill cuts them off before appending again, so no line is ever in the file twice.
+    """
+    token = uuid.uuid4().hex
+    if not ledger.spill_lock(batch_id, token):
+        return 0  # another collector is spilling this batch
+    try:
+        known, size, cursor = ledger.spill_state(batch_id)
+        path = Path(known) if known else path.resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        moved = 0
+        with open(path, "ab") as handle:  # appends land at the end, wherever that is cut to
+            handle.truncate(size)
+            while True:
+                last, lines = ledger.unspilled(batch_id, cursor, per_round)
+                if last is None:
+                    return moved
+                if lines:
+                    handle.write(b"".join(line + b"\n" for _, line in lines))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                    size = os.fstat(handle.fileno()).st_size
+                moved += ledger.commit_spill(batch_id, last, size, str(path), [key for key, _ in lines])
+                cursor = last
+    finally:
+        ledger.spill_unlock(batch_id, token)
 
 
 def summary(status: BatchStatus) -> dict[str, object]:

@@ -2,9 +2,11 @@
 one output or error line, whatever runs twice.
 
 Keys per batch (``turnout:batch:<id>:…``):
-    meta    hash: submitted, done, failed, sealed, cost, frontier_cost, per-tier counters
+    meta    hash: submitted, done, failed, sealed, cost, frontier_cost, per-tier counters;
+            spill_path/spill_size/spill_cursor/spilled when output lines are spilled to a file
     ids     hash: custom_id → input line (duplicate detection, resumable submit)
-    out     hash: custom_id → output line (JSON), first write wins
+    out     hash: custom_id → output line (JSON), first write wins; empty once the line has
+            been spilled to the spill file (the key stays: a re-delivered job is still skipped)
     err     hash: key → error line (JSON); a later success for the same key removes it
     events  stream: one entry per recorded line, for ``collect --follow``
     deleted a tombstone left by ``delete`` for a week: a late re-delivery of one of the
@@ -79,6 +81,21 @@ end
 return taken
 """
 
+# KEYS: out, meta   ARGV: cursor, file size, path, custom_id...   Empties the spilled lines.
+_SPILL_COMMIT = """
+local n = 0
+for i = 4, #ARGV do
+  local value = redis.call('HGET', KEYS[1], ARGV[i])
+  if value and string.len(value) > 0 then
+    redis.call('HSET', KEYS[1], ARGV[i], "")
+    n = n + 1
+  end
+end
+redis.call('HSET', KEYS[2], 'spill_cursor', ARGV[1], 'spill_size', ARGV[2], 'spill_path', ARGV[3])
+redis.call('HINCRBY', KEYS[2], 'spilled', n)
+return n
+"""
+
 #: How long a deleted batch's tombstone keeps late re-deliveries of its jobs from running.
 DELETED_TTL_S = 7 * 86_400
 
@@ -123,7 +140,7 @@ class BatchKeys:
         return [self.out, self.err, self.meta, self.events, self.deleted]
 
     def all(self) -> list[str]:
-        return [self.meta, self.ids, self.out, self.err, self.events]
+        return [self.meta, self.ids, self.out, self.err, self.events, self.key("spill-lock")]
 
 
 class Ledger:
@@ -134,6 +151,7 @@ class Ledger:
         self._ok = client.register_script(_RECORD_OK)
         self._error = client.register_script(_RECORD_ERROR)
         self._claim = client.register_script(_CLAIM)
+        self._spill_commit = client.register_script(_SPILL_COMMIT)
 
     # --- the producer's side -------------------------------------------------------------
 
@@ -226,10 +244,45 @@ class Ledger:
         return [b.decode() for b in self.redis.zrevrange(BATCHES, 0, -1)]
 
     def lines(self, batch_id: str, which: str) -> Iterator[bytes]:
-        """Every recorded line of ``which`` ("out" or "err"), streamed with HSCAN."""
+        """Every recorded line of ``which`` ("out" or "err") still held in Redis, streamed with
+        HSCAN; output lines spilled to a file are not (see ``workers.collector.output_lines``)."""
         keys = BatchKeys(batch_id)
         for _, value in self.redis.hscan_iter(keys.key(which), count=1000):
-            yield value
+            if value:
+                yield value
+
+    # --- spilling output lines to a file ---------------------------------------------------
+
+    def spill_state(self, batch_id: str) -> tuple[str | None, int, str]:
+        """(spill file, its committed size in bytes, last events-stream id spilled)."""
+        path, size, cursor = self.redis.hmget(BatchKeys(batch_id).meta, ["spill_path", "spill_size", "spill_cursor"])
+        return (path.decode() if path else None), int(size or 0), (cursor.decode() if cursor else "0-0")
+
+    def unspilled(self, batch_id: str, cursor: str, count: int) -> tuple[str | None, list[tuple[str, bytes]]]:
+        """Output lines recorded after ``cursor`` among the next ``count`` events, oldest first:
+        (the last event's id, [(custom_id, line)]); (None, []) when no event came after it."""
+        keys = BatchKeys(batch_id)
+        entries = self.redis.xrange(keys.events, min=f"({cursor}", count=count)
+        if not entries:
+            return None, []
+        ids = [fields[b"k"].decode() for _, fields in entries if fields[b"ok"] == b"1"]
+        values = self.redis.hmget(keys.out, ids) if ids else []
+        return entries[-1][0].decode(), [(k, v) for k, v in zip(ids, values) if v]
+
+    def commit_spill(self, batch_id: str, cursor: str, size: int, path: str, spilled: list[str]) -> int:
+        """After the lines are on disk: empty them here, and move the cursor and committed size."""
+        keys = BatchKeys(batch_id)
+        return int(self._spill_commit(keys=[keys.out, keys.meta], args=[cursor, size, path, *spilled]))
+
+    def spill_lock(self, batch_id: str, token: str, ttl_ms: int = 60_000) -> bool:
+        """One spiller per batch: two appending to one file would interleave lines."""
+        key = BatchKeys(batch_id).key("spill-lock")
+        return bool(self.redis.set(key, token, nx=True, px=ttl_ms)) or self.redis.get(key) == token.encode()
+
+    def spill_unlock(self, batch_id: str, token: str) -> None:
+        key = BatchKeys(batch_id).key("spill-lock")
+        if self.redis.get(key) == token.encode():
+            self.redis.delete(key)
 
     def error_lines(self, batch_id: str) -> Iterator[bytes]:
         """Error lines whose key has no output line (a replayed job's old error is dropped)."""
@@ -249,7 +302,7 @@ class Ledger:
                     last = entry_id
                     which = keys.out if fields[b"ok"] == b"1" else keys.err
                     value = self.redis.hget(which, fields[b"k"])
-                    if value is not None:
+                    if value:  # None: replaced since; empty: spilled to the batch's spill file
                         yield value
             status = self.status(batch_id)
             if not entries and status is not None and status.complete:

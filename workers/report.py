@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from schemas.result import BatchStatus
+from workers.collector import output_lines
 from workers.ledger import BatchKeys, Ledger
 
 #: Upper bounds (seconds) of the latency histogram's bins; the last bin is open.
@@ -42,7 +43,7 @@ def gather(ledger: Ledger, batch_id: str) -> Figures:
     if status is None:
         raise LookupError(batch_id)
     figures = Figures(status)
-    for raw in ledger.lines(batch_id, "out"):
+    for raw in output_lines(ledger, batch_id):
         info = json.loads(raw)["turnout"]
         tier = info.get("tier") or "-"
         figures.tiers[tier] += 1

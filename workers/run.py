@@ -21,7 +21,7 @@ from schemas.result import BatchStatus
 from schemas.errors import TurnoutError
 from workers.broker import EmbeddedRedis, check
 from workers.client import Client
-from workers.collector import POLL_S, collect, summary
+from workers.collector import POLL_S, collect, spill, summary
 from workers.producer import Producer, SubmitReport, file_lines
 from workers.report import write_report
 from workers.supervisor import Supervisor
@@ -46,7 +46,8 @@ def run_batch(
         os.environ.update({k: v for k, v in env.items() if k == "TURNOUT_FAKE_URL"})
         supervisor.start_pools()
         client = Client(config, url)
-        _submit_and_wait(client, supervisor, file, batch_id, timeout, console)
+        spill_file = state_dir / "spill" / f"{batch_id}.output.jsonl"
+        _submit_and_wait(client, supervisor, file, batch_id, timeout, console, spill_file)
         report = collect(client.ledger, batch_id, out_dir)
         write_report(client.ledger, batch_id, out_dir / "report.html")
         status = client.status(batch_id)
@@ -61,9 +62,11 @@ def run_batch(
 
 
 def _submit_and_wait(
-    client: Client, supervisor: Supervisor, file: Path, batch_id: str, timeout: float | None, console: Console
+    client: Client, supervisor: Supervisor, file: Path, batch_id: str, timeout: float | None, console: Console,
+    spill_file: Path,
 ) -> None:
-    """Enqueue on a thread while this one draws progress and restarts pools that die."""
+    """Enqueue on a thread while this one draws progress, restarts pools that die, and spills
+    finished output lines to ``spill_file`` so Redis does not hold a long batch's results."""
     failure: list[BaseException] = []
     submitted: list[SubmitReport] = []
 
@@ -77,6 +80,7 @@ def _submit_and_wait(
     producer.start()
     deadline = None if timeout is None else time.monotonic() + timeout
     stalled_since: float | None = None
+    spilled_at = time.monotonic()
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"))
     with Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
         bar = progress.add_task(f"batch {batch_id}", total=None, note="")
@@ -90,6 +94,9 @@ def _submit_and_wait(
                 progress.update(bar, completed=status.done, total=total, note=note)
                 if status.complete and not producer.is_alive():
                     return
+            if time.monotonic() - spilled_at >= SPILL_EVERY_S:
+                spill(client.ledger, batch_id, spill_file)
+                spilled_at = time.monotonic()
             stalled_since = _watch_for_stall(client, file, batch_id, status, stalled_since, console)
             for name in supervisor.check():
                 console.print(f"[yellow]{name} died and was restarted[/yellow]")
@@ -97,6 +104,9 @@ def _submit_and_wait(
                 raise TurnoutError(f"batch {batch_id} did not complete within {timeout:.0f}s; rerun to resume it")
             time.sleep(POLL_S)
 
+
+#: How often `turnout run` moves finished output lines out of Redis into its spill file.
+SPILL_EVERY_S = 2.0
 
 #: How long a sealed, incomplete batch may sit with nothing queued or in flight before the
 #: lines it is missing are sent again (longer than a worker's sweep for timed-out tasks).

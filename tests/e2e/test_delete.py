@@ -1,8 +1,11 @@
-"""Freeing Redis after a batch: `collect --delete` and `turnout delete`."""
+"""Freeing Redis: `collect --spill` while a batch runs, `collect --delete` and `turnout delete` after."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.e2e.conftest import Cluster
@@ -44,3 +47,25 @@ def test_an_incomplete_batch_is_not_deleted_without_force(fresh_fake: Cluster) -
     forced = turnout(fresh_fake, "delete", "half-done", "--yes", "--force")
     assert forced.returncode == 0, forced.stderr
     assert fresh_fake.client.ledger.status("half-done") is None
+
+
+def test_collect_wait_spill_moves_answers_out_of_redis_while_the_batch_runs(fresh_fake: Cluster, tmp_path: Path) -> None:
+    # Given a batch that takes a few seconds (5 cheap tasks of 8 jobs, 1 s a call)
+    fresh_fake.fake(latency_ms=1000)
+    ids = [f"s{i}" for i in range(40)]
+    fresh_fake.client.submit([json.dumps({"custom_id": i, "prompt": f"What is {i}?", "model": "tier:cheap"}) for i in ids], "spilling")
+
+    # When it is collected with --wait --spill from a directory of the operator's
+    env = dict(os.environ, TURNOUT_REDIS_URL=fresh_fake.redis_url)
+    argv = [sys.executable, "-m", "workers.cli", "collect", "spilling", "-o", "out", "--wait", "--spill", "-c", str(fresh_fake.config_path)]
+    collected = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    # Then the output holds every answer once, and Redis kept only markers for the spilled ones
+    assert collected.returncode == 0, collected.stderr
+    outputs = [json.loads(line)["custom_id"] for line in (tmp_path / "out" / "output.jsonl").read_text().splitlines()]
+    assert sorted(outputs) == sorted(ids)
+    spill_file = tmp_path / ".turnout" / "spill" / "spilling.output.jsonl"
+    spilled = [json.loads(line)["custom_id"] for line in spill_file.read_text().splitlines()]
+    assert spilled and len(spilled) == len(set(spilled))
+    held = fresh_fake.client.ledger.redis.hmget("turnout:batch:spilling:out", spilled)
+    assert held == [b""] * len(spilled)

@@ -53,5 +53,9 @@ def test_run_keeps_the_ledger_on_a_thousand_lines_with_malformed_ones(tmp_path: 
     assert errors and all(line["error"]["code"] for line in errors)
     report = json.loads((tmp_path / "out/report.json").read_text())
     assert report["output_lines"] == len(outputs) and report["error_lines"] == len(errors)
+    # And the answers finished while it ran were spilled out of Redis, each once, all collected
+    spilled = [json.loads(line)["custom_id"] for spill in (tmp_path / ".turnout/spill").glob("*.jsonl")
+               for line in spill.read_text().splitlines()]  # fmt: skip
+    assert spilled and len(spilled) == len(set(spilled)) and set(spilled) <= set(ids)
     # And the embedded Redis it started is stopped again
     assert not _answers(EmbeddedRedis(tmp_path / ".turnout").url)

@@ -1,0 +1,126 @@
+"""Spilling a running batch's output lines to a file: Redis keeps a marker, nothing is lost
+or written twice, and the collector reads the lines back (real Redis)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from schemas.errors import TurnoutError
+from schemas.result import ResultLine, TurnoutInfo, error_line
+from workers.collector import collect, output_lines, spill
+from workers.ledger import BatchKeys, Ledger
+
+
+def ok_line(custom_id: str, text: str = "an answer") -> ResultLine:
+    body = {"choices": [{"message": {"content": text}}]}
+    return ResultLine.model_validate(
+        {"id": "x", "custom_id": custom_id, "response": {"status_code": 200, "request_id": "r", "body": body},
+         "turnout": TurnoutInfo(tier="cheap", cost_usd=0.001).model_dump()}
+    )  # fmt: skip
+
+
+@pytest.fixture
+def batch(redis_client: redis.Redis) -> tuple[Ledger, str]:
+    ledger, batch_id = Ledger(redis_client), uuid.uuid4().hex
+    ledger.open_batch(batch_id)
+    return ledger, batch_id
+
+
+def record(ledger: Ledger, batch_id: str, ids: list[str], text: str = "an answer") -> None:
+    ledger.record_ok_many(batch_id, [(i, ok_line(i, text), 0.01) for i in ids])
+
+
+def ids_in(path: Path) -> list[str]:
+    return [json.loads(line)["custom_id"] for line in path.read_bytes().splitlines()]
+
+
+def test_spilled_lines_leave_redis_for_the_file_and_stay_answered(batch: tuple[Ledger, str], tmp_path: Path) -> None:
+    # Given five answers and one error recorded
+    ledger, batch_id = batch
+    record(ledger, batch_id, [f"a{i}" for i in range(5)])
+    ledger.record_error(batch_id, "bad", error_line(batch_id, "bad", "boom", "it failed"))
+
+    # When they are spilled
+    path = tmp_path / "spill.jsonl"
+    assert spill(ledger, batch_id, path) == 5
+
+    # Then the file holds the five answers, Redis only empty markers, and the error stays
+    assert ids_in(path) == [f"a{i}" for i in range(5)]
+    out = ledger.redis.hgetall(BatchKeys(batch_id).out)
+    assert set(out.values()) == {b""} and len(out) == 5
+    assert [json.loads(v)["custom_id"] for v in ledger.error_lines(batch_id)] == ["bad"]
+    # And a re-delivered job is still skipped, and records nothing
+    assert ledger.answered(batch_id, ["a0", "a9"]) == [True, False]
+    assert ledger.record_ok(batch_id, "a0", ok_line("a0"), 0.01) is False
+    # And a second spill finds nothing new
+    assert spill(ledger, batch_id, path) == 0 and len(ids_in(path)) == 5
+
+
+def test_a_crash_between_writing_and_committing_writes_no_line_twice(batch: tuple[Ledger, str], tmp_path: Path) -> None:
+    # Given a spill of two lines, then a spiller that died after appending but before committing
+    ledger, batch_id = batch
+    path = tmp_path / "spill.jsonl"
+    record(ledger, batch_id, ["a", "b"])
+    spill(ledger, batch_id, path)
+    record(ledger, batch_id, ["c"])
+    with open(path, "ab") as handle:
+        handle.write(ledger.redis.hget(BatchKeys(batch_id).out, "c") + b"\n" + b'{"custom_id": "half')
+
+    # When the next spill runs
+    record(ledger, batch_id, ["d"])
+    assert spill(ledger, batch_id, path) == 2
+
+    # Then the file holds each line once, the torn tail cut off
+    assert ids_in(path) == ["a", "b", "c", "d"]
+
+
+def test_answers_behind_many_errors_are_still_spilled(batch: tuple[Ledger, str], tmp_path: Path) -> None:
+    ledger, batch_id = batch
+    for i in range(7):
+        ledger.record_error(batch_id, f"e{i}", error_line(batch_id, f"e{i}", "boom", "it failed"))
+    record(ledger, batch_id, ["late"])
+    assert spill(ledger, batch_id, tmp_path / "spill.jsonl", per_round=3) == 1
+    assert ids_in(tmp_path / "spill.jsonl") == ["late"]
+
+
+def test_collect_reads_spilled_and_unspilled_lines_alike(batch: tuple[Ledger, str], tmp_path: Path) -> None:
+    # Given a batch whose first answers were spilled and the rest not yet
+    ledger, batch_id = batch
+    record(ledger, batch_id, ["a", "b"])
+    spill(ledger, batch_id, tmp_path / "spill.jsonl")
+    record(ledger, batch_id, ["c"])
+    ledger.seal(batch_id, 3)
+
+    # Then the collected output holds all three, once each
+    report = collect(ledger, batch_id, tmp_path / "out")
+    assert report.output_lines == 3
+    assert sorted(ids_in(tmp_path / "out" / "output.jsonl")) == ["a", "b", "c"]
+
+
+def test_a_spill_file_missing_here_is_a_clear_error(batch: tuple[Ledger, str], tmp_path: Path) -> None:
+    ledger, batch_id = batch
+    record(ledger, batch_id, ["a"])
+    spill(ledger, batch_id, tmp_path / "spill.jsonl")
+    (tmp_path / "spill.jsonl").unlink()
+    with pytest.raises(TurnoutError, match="cannot be read here"):
+        list(output_lines(ledger, batch_id))
+
+
+def test_spilling_frees_most_of_redis_memory_for_finished_lines(batch: tuple[Ledger, str], tmp_path: Path) -> None:
+    # Given 2,000 answers of about 1 KB
+    ledger, batch_id = batch
+    ids = [f"job-{i:06d}" for i in range(2000)]
+    for start in range(0, len(ids), 200):
+        record(ledger, batch_id, ids[start : start + 200], text="x" * 900)
+    before = ledger.redis.memory_usage(BatchKeys(batch_id).out, samples=0)
+
+    # When they are spilled, then Redis holds under a tenth of what it did for them
+    spill(ledger, batch_id, tmp_path / "spill.jsonl")
+    after = ledger.redis.memory_usage(BatchKeys(batch_id).out, samples=0)
+    print(f"out hash: {before / len(ids):.0f} B per line before the spill, {after / len(ids):.0f} B after")
+    assert before > 2_000_000 and after < before / 10
