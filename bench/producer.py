@@ -1,7 +1,7 @@
 """`turnout submit` at scale: a 1,000,000-line file into a private Redis, with backpressure.
 
     python bench/producer.py [--lines 1000000] [--high-water 50000] [--drain pools|delete]
-                             [--drain-rate 10000] [--processes 2] [--json]
+                             [--drain-rate 10000] [--processes 2] [--wait] [--spill] [--json]
 
 Generates the input file in a temp dir (simple ``{custom_id, prompt}`` lines, ~100-byte
 prompts), starts an embedded Redis, and runs workers.client.Client.submit_report in a
@@ -130,6 +130,26 @@ class Sampler(threading.Thread):
             self.stop.wait(self.every_s)
 
 
+class Spiller(threading.Thread):
+    """Moves finished answers out of Redis every 2 s (workers.collector.spill), like `turnout run`."""
+
+    def __init__(self, url: str, batch_id: str, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.url, self.batch_id, self.path = url, batch_id, path
+        self.stop = threading.Event()
+        self.spilled = 0
+
+    def run(self) -> None:
+        from workers.broker import connect
+        from workers.collector import spill
+        from workers.ledger import Ledger
+
+        ledger = Ledger(connect(self.url))
+        while not self.stop.wait(2.0):
+            self.spilled += spill(ledger, self.batch_id, self.path)
+        self.spilled += spill(ledger, self.batch_id, self.path)
+
+
 class DeleteDrain(threading.Thread):
     """Removes classify messages (oldest first) at about ``rate`` jobs/s: a consumer doing no work."""
 
@@ -159,6 +179,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     fake = embedded = supervisor = None
     drain: DeleteDrain | None = None
     sampler: Sampler | None = None
+    spiller: Spiller | None = None
     try:
         input_path = tmp / "input.jsonl"
         t0 = time.perf_counter()
@@ -191,6 +212,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         sampler = Sampler(redis, queues)
         sampler.start()
         batch_id = "bench-producer"
+        if args.spill:
+            spiller = Spiller(url, batch_id, tmp / "spill.jsonl")
+            spiller.start()
+            log("spilling finished answers to a file every 2 s, as `turnout run` does")
         argv = [sys.executable, str(Path(__file__).resolve()), "--child", str(config_path), url, str(input_path), batch_id]
         log(f"submitting (high_water {args.high_water:,}, chunk {config.chunk_size})")
         t0 = time.perf_counter()
@@ -210,6 +235,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             completed_s = time.perf_counter() - t0
         sampler.stop.set()
         sampler.join()
+        if spiller is not None:
+            spiller.stop.set()
+            spiller.join()
         info = redis.info("memory")
         keys = BatchKeys(batch_id)
         ledger_bytes = {name: int(redis.memory_usage(key, samples=0) or 0)
@@ -241,11 +269,15 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "backpressure_held": sampler.peak_queued <= bound,
             "ledger_bytes_mb": {k: v / 2**20 for k, v in ledger_bytes.items()},
             "completed_s": completed_s,
+            "spill": args.spill,
+            "spilled_lines": spiller.spilled if spiller is not None else 0,
             "sampler_samples": sampler.samples,
         }
     finally:
         if sampler is not None:
             sampler.stop.set()
+        if spiller is not None:
+            spiller.stop.set()
         if drain is not None:
             drain.stop.set()
         if supervisor is not None:
@@ -271,6 +303,7 @@ def main() -> None:
     parser.add_argument("--drain-rate", type=float, default=10_000, help="jobs/s removed with --drain delete")
     parser.add_argument("--processes", type=int, default=2, help="tier pool processes with --drain pools")
     parser.add_argument("--wait", action="store_true", help="with --drain pools, also wait for every answer")
+    parser.add_argument("--spill", action="store_true", help="spill finished answers out of Redis while it runs")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = bench(args)

@@ -67,7 +67,8 @@ def run(
 
     With no TURNOUT_REDIS_URL, a private Redis starts under the config's state_dir
     (.turnout/). Every started process is stopped at the end, also on Ctrl-C; running
-    the same command again resumes an interrupted batch.
+    the same command again resumes an interrupted batch. Finished answers are spilled to
+    state_dir/spill/ as they come, so Redis never holds a long batch's results.
     """
     from workers.run import run_batch
 
