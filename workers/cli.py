@@ -245,25 +245,28 @@ def collect(
         return
     if out_dir is None:
         raise TurnoutError("say where to write the results: --out DIR (or use --follow for stdout)")
-    if spill_:
-        _wait_spilling(client, batch_id)
-    elif wait_:
-        client.wait(batch_id)
+    if wait_:
+        _wait(client, batch_id, spill_)
     report = client.collect(batch_id, out_dir)
     err.print(f"wrote {report.output_lines} output and {report.error_lines} error lines to {out_dir}")
     if delete:
         _delete_batch(client, batch_id, force=False)
 
 
-def _wait_spilling(client: Any, batch_id: str, every_s: float = 2.0) -> None:
+def _wait(client: Any, batch_id: str, spill_: bool, every_s: float = 2.0) -> None:
+    """Wait for the batch; repair it if it stalls (lines lost with a killed worker) and, with
+    ``spill_``, move finished answers out of Redis as they come."""
     from workers.collector import spill, wait
+    from workers.repair import StallWatch
 
     client.status(batch_id)  # an unknown batch fails here, in one sentence
     spill_file = Path(client.config.state_dir) / "spill" / f"{batch_id}.output.jsonl"
+    stall = StallWatch(client, batch_id, client.input_path(batch_id), err.print)
     spilled_at = [0.0]
 
-    def on_progress(_: Any) -> None:
-        if time.monotonic() - spilled_at[0] >= every_s:
+    def on_progress(status: Any) -> None:
+        stall.check(status)
+        if spill_ and time.monotonic() - spilled_at[0] >= every_s:
             spill(client.ledger, batch_id, spill_file)
             spilled_at[0] = time.monotonic()
 

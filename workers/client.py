@@ -27,7 +27,7 @@ from schemas.result import BatchStatus, ResultLine
 from workers.app import create_app, redis_url_for
 from workers.broker import check
 from workers.collector import CollectReport, collect, wait
-from workers.ledger import Ledger
+from workers.ledger import BatchKeys, Ledger
 from workers.producer import Producer, SubmitReport, file_lines
 
 Source = str | Path | Iterable[Job | dict[str, Any] | str | bytes]
@@ -62,7 +62,14 @@ class Client:
     def submit_report(
         self, source: Source, batch_id: str, on_progress: Callable[[SubmitReport], None] | None = None
     ) -> SubmitReport:
+        if isinstance(source, (str, Path)):  # where a waiting collector can find lines to send again
+            self.ledger.redis.hset(BatchKeys(batch_id).meta, "input_path", str(Path(source).resolve()))
         return Producer(self.app, self.config, self.ledger).submit(_lines(source), batch_id, on_progress)
+
+    def input_path(self, batch_id: str) -> Path | None:
+        """The input file the batch was submitted from, when it came from a file."""
+        raw = self.ledger.redis.hget(BatchKeys(batch_id).meta, "input_path")
+        return Path(raw.decode()) if raw else None
 
     def status(self, batch_id: str) -> BatchStatus:
         status = self.ledger.status(batch_id)

@@ -17,12 +17,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from schemas.config import Config
-from schemas.result import BatchStatus
 from schemas.errors import TurnoutError
 from workers.broker import EmbeddedRedis, check
 from workers.client import Client
 from workers.collector import POLL_S, collect, spill, summary
-from workers.producer import Producer, SubmitReport, file_lines
+from workers.producer import SubmitReport
+from workers.repair import StallWatch
 from workers.report import write_report
 from workers.supervisor import Supervisor
 
@@ -79,7 +79,7 @@ def _submit_and_wait(
     producer = threading.Thread(target=produce, name="turnout-producer", daemon=True)
     producer.start()
     deadline = None if timeout is None else time.monotonic() + timeout
-    stalled_since: float | None = None
+    stall = StallWatch(client, batch_id, file, lambda message: console.print(f"[yellow]{message}[/yellow]"))
     spilled_at = time.monotonic()
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"))
     with Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
@@ -97,7 +97,7 @@ def _submit_and_wait(
             if time.monotonic() - spilled_at >= SPILL_EVERY_S:
                 spill(client.ledger, batch_id, spill_file)
                 spilled_at = time.monotonic()
-            stalled_since = _watch_for_stall(client, file, batch_id, status, stalled_since, console)
+            stall.check(status)
             for name in supervisor.check():
                 console.print(f"[yellow]{name} died and was restarted[/yellow]")
             if deadline is not None and time.monotonic() > deadline:
@@ -107,24 +107,3 @@ def _submit_and_wait(
 
 #: How often `turnout run` moves finished output lines out of Redis into its spill file.
 SPILL_EVERY_S = 2.0
-
-#: How long a sealed, incomplete batch may sit with nothing queued or in flight before the
-#: lines it is missing are sent again (longer than a worker's sweep for timed-out tasks).
-STALL_S = 30.0
-
-
-def _watch_for_stall(
-    client: Client, file: Path, batch_id: str, status: BatchStatus | None, since: float | None, console: Console
-) -> float | None:
-    """Resend a stalled batch's missing lines; returns when the current stall began, if one is on."""
-    producer = Producer(client.app, client.config, client.ledger)
-    if status is None or not status.sealed or status.complete or producer.anything_pending():
-        return None
-    now = time.monotonic()
-    if since is None:
-        return now
-    if now - since < STALL_S:
-        return since
-    resent = producer.resend_missing(file_lines(str(file)), batch_id)
-    console.print(f"[yellow]{resent} lines had gone missing with a killed worker; sent them again[/yellow]")
-    return None

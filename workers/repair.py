@@ -1,0 +1,60 @@
+"""Repairing a batch that stopped short: the one loss Redis itself can cause.
+
+Redis's BRPOP hands a message to a worker before kombu records it as unacknowledged, so a
+worker killed in that instant takes the message with it: the batch is sealed, incomplete,
+and nothing is queued or in flight. Whoever waits for the batch (`turnout run`, or
+`turnout collect --wait` on the machine that submitted it) watches for that and, after
+STALL_S, sends the missing lines again from the input file (idempotent, like every step).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schemas.result import BatchStatus
+from workers.producer import Producer, file_lines
+
+#: How long a sealed, incomplete batch may sit with nothing queued or in flight before the
+#: lines it is missing are sent again (longer than a worker's sweep for timed-out tasks).
+STALL_S = float(os.environ.get("TURNOUT_STALL_S", "30"))
+
+
+@dataclass
+class StallWatch:
+    """Call ``check`` with each fresh status while waiting for ``batch_id``."""
+
+    client: Any
+    batch_id: str
+    input_path: Path | None
+    say: Callable[[str], None]
+    since: float | None = None
+    warned: bool = field(default=False, repr=False)
+
+    def check(self, status: BatchStatus | None) -> int:
+        """Lines sent again (0 while no stall has lasted STALL_S)."""
+        producer = Producer(self.client.app, self.client.config, self.client.ledger)
+        if status is None or not status.sealed or status.complete or producer.anything_pending():
+            self.since = None
+            return 0
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        if now - self.since < STALL_S:
+            return 0
+        self.since = None
+        if self.input_path is None or not self.input_path.is_file():
+            if not self.warned:
+                self.say(
+                    f"batch {self.batch_id} is missing {status.submitted - status.done} lines with nothing queued or in "
+                    f"flight; run `turnout submit FILE --batch-id {self.batch_id} --repair` with its input file"
+                )
+                self.warned = True
+            return 0
+        resent = producer.resend_missing(file_lines(str(self.input_path)), self.batch_id)
+        self.say(f"{resent} lines had gone missing with a killed worker; sent them again")
+        return resent
