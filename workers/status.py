@@ -101,26 +101,30 @@ def _batch(now: Any, before: Any, interval: float) -> dict[str, Any]:
 
 
 def _percentiles(redis: Any) -> dict[str, dict[str, float]]:
-    """p50/p95 provider latency per tier from the latency histogram (bucket upper bounds)."""
+    """p50/p95 provider latency per tier from the latency histogram, interpolated within the
+    bucket the rank falls in (as Prometheus's histogram_quantile does)."""
     raw = {k.decode(): float(v) for k, v in redis.hgetall(STATS).items()}
     per_tier: dict[str, dict[str, float]] = {}
     for key, value in raw.items():
         kind, *labels = key.split("|")
         if kind == "tier_latency_bucket":
-            tier = labels[0]
-            bucket = per_tier.setdefault(tier, {})
+            bucket = per_tier.setdefault(labels[0], {})
             bucket[labels[1]] = bucket.get(labels[1], 0.0) + value
-    result = {}
-    for tier, counts in per_tier.items():
-        bounds = [str(b) for b in LATENCY_BUCKETS] + ["+Inf"]
-        total, running, marks = sum(counts.values()), 0.0, {}
-        for bound in bounds:
-            running += counts.get(bound, 0.0)
-            for name, share in (("p50", 0.5), ("p95", 0.95)):
-                if name not in marks and total and running >= share * total:
-                    marks[name] = float(bound) if bound != "+Inf" else float("inf")
-        result[tier] = marks
-    return result
+    return {tier: {name: quantile(counts, q) for name, q in (("p50", 0.5), ("p95", 0.95))}
+            for tier, counts in per_tier.items() if sum(counts.values())}  # fmt: skip
+
+
+def quantile(counts: dict[str, float], q: float) -> float:
+    """The q-quantile of a histogram given as {upper bound: count} (not cumulative), linearly
+    interpolated inside its bucket; in the open-ended last bucket, the last finite bound."""
+    bounds = [float(b) for b in LATENCY_BUCKETS]
+    per_bucket = [counts.get(str(b), 0.0) for b in LATENCY_BUCKETS] + [counts.get("+Inf", 0.0)]
+    rank, below, lower = q * sum(per_bucket), 0.0, 0.0
+    for upper, count in zip(bounds, per_bucket):
+        if count and below + count >= rank:
+            return lower + (upper - lower) * (rank - below) / count
+        below, lower = below + count, upper
+    return bounds[-1]
 
 
 def render(data: dict[str, Any]) -> RenderableType:
@@ -139,8 +143,8 @@ def render(data: dict[str, Any]) -> RenderableType:
     for column in ("tier", "queued jobs", "in flight", "retrying", "arrivals/s", "p50", "p95", "DLQ", "recommended processes"):
         tiers.add_column(column)
     for t in data["tiers"]:
-        p50 = f"≤{t['p50_latency_s']:g}s" if t["p50_latency_s"] is not None else "-"
-        p95 = f"≤{t['p95_latency_s']:g}s" if t["p95_latency_s"] is not None else "-"
+        p50 = f"{t['p50_latency_s']:.2f}s" if t["p50_latency_s"] is not None else "-"
+        p95 = f"{t['p95_latency_s']:.2f}s" if t["p95_latency_s"] is not None else "-"
         tiers.add_row(
             t["tier"], str(t["queued_jobs"]), str(t["in_flight_jobs"]), str(t["waiting_retry_jobs"]),
             f"{t['arrivals_per_s']:.1f}", p50, p95, str(t["dlq"]), str(t["recommended_processes"]),

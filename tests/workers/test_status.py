@@ -11,7 +11,7 @@ from schemas.config import Config
 from schemas.job import Job
 from tests.conftest import other_db
 from workers.app import create_app
-from workers.status import in_flight
+from workers.status import in_flight, quantile
 from workers.tasks import send_tier
 
 CONFIG = {
@@ -49,3 +49,14 @@ def test_in_flight_counts_jobs_running_and_jobs_waiting_for_a_retry_per_tier(bro
         # Then status sees 5 jobs running and 3 waiting on the cheap tier, none on the frontier
         held = in_flight(config, redis.Redis.from_url(broker))
         assert held == {"cheap": {"running": 5, "waiting_retry": 3}, "frontier": {"running": 0, "waiting_retry": 0}}
+
+
+def test_latency_quantiles_are_interpolated_within_their_bucket() -> None:
+    # Given 100 calls: 50 in (0.1, 0.25], 40 in (0.25, 0.5], 10 past the last bound
+    counts = {"0.25": 50.0, "0.5": 40.0, "+Inf": 10.0}
+    # Then the median is the top of the first of those buckets, p80 three quarters into the next
+    assert quantile(counts, 0.5) == pytest.approx(0.25)
+    assert quantile(counts, 0.8) == pytest.approx(0.25 + 0.25 * 30 / 40)
+    assert quantile(counts, 0.2) == pytest.approx(0.1 + 0.15 * 20 / 50)
+    # And a rank in the open-ended bucket reads as the last finite bound
+    assert quantile(counts, 0.95) == 60.0
