@@ -75,10 +75,14 @@ def output_lines(ledger: Ledger, batch_id: str) -> Iterator[bytes]:
                 f"batch {batch_id} spilled output lines to {path}, which cannot be read here ({exc.strerror}); "
                 "collect it on the machine that spilled them, or copy that file there"
             ) from None
-        with handle:
-            for line in handle.read(size).splitlines():
-                if line:
-                    yield line
+        with handle:  # line by line: a long batch's spill file can be larger than memory
+            left = size
+            for line in handle:
+                if left <= 0:
+                    break
+                left -= len(line)
+                if line.strip():
+                    yield line.rstrip(b"\n")
     yield from ledger.lines(batch_id, "out")
 
 
@@ -96,10 +100,16 @@ def spill(ledger: Ledger, batch_id: str, path: Path, per_round: int = 5000) -> i
         known, size, cursor = ledger.spill_state(batch_id)
         path = Path(known) if known else path.resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
+        on_disk = path.stat().st_size if path.exists() else 0
+        if on_disk < size:  # cutting it to `size` would pad it with zeros instead
+            raise TurnoutError(
+                f"spill file {path} holds {on_disk} bytes but {size} were spilled to it: it was removed or cut, "
+                f"and the output lines spilled there are gone from Redis too; restore the file to go on"
+            )
         moved = 0
         with open(path, "ab") as handle:  # appends land at the end, wherever that is cut to
             handle.truncate(size)
-            while True:
+            while ledger.spill_lock(batch_id, token):  # renewed each round: a long backlog outlasts one lease
                 last, lines = ledger.unspilled(batch_id, cursor, per_round)
                 if last is None:
                     return moved
@@ -110,6 +120,7 @@ def spill(ledger: Ledger, batch_id: str, path: Path, per_round: int = 5000) -> i
                     size = os.fstat(handle.fileno()).st_size
                 moved += ledger.commit_spill(batch_id, last, size, str(path), [key for key, _ in lines])
                 cursor = last
+        return moved
     finally:
         ledger.spill_unlock(batch_id, token)
 

@@ -277,7 +277,12 @@ class Ledger:
     def spill_lock(self, batch_id: str, token: str, ttl_ms: int = 60_000) -> bool:
         """One spiller per batch: two appending to one file would interleave lines."""
         key = BatchKeys(batch_id).key("spill-lock")
-        return bool(self.redis.set(key, token, nx=True, px=ttl_ms)) or self.redis.get(key) == token.encode()
+        if self.redis.set(key, token, nx=True, px=ttl_ms):
+            return True
+        if self.redis.get(key) == token.encode():
+            self.redis.pexpire(key, ttl_ms)  # ours already: extend the lease
+            return True
+        return False
 
     def spill_unlock(self, batch_id: str, token: str) -> None:
         key = BatchKeys(batch_id).key("spill-lock")

@@ -124,3 +124,15 @@ def test_spilling_frees_most_of_redis_memory_for_finished_lines(batch: tuple[Led
     after = ledger.redis.memory_usage(BatchKeys(batch_id).out, samples=0)
     print(f"out hash: {before / len(ids):.0f} B per line before the spill, {after / len(ids):.0f} B after")
     assert before > 2_000_000 and after < before / 10
+
+
+def test_a_spill_file_cut_short_stops_the_next_spill_instead_of_padding_it(batch: tuple[Ledger, str], tmp_path: Path) -> None:
+    ledger, batch_id = batch
+    path = tmp_path / "spill.jsonl"
+    record(ledger, batch_id, ["a", "b"])
+    spill(ledger, batch_id, path)
+    path.write_bytes(b"")  # someone emptied it
+    record(ledger, batch_id, ["c"])
+    with pytest.raises(TurnoutError, match="were spilled to it"):
+        spill(ledger, batch_id, path)
+    assert path.read_bytes() == b""
