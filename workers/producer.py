@@ -21,7 +21,7 @@ from celery import Celery
 from router.policy import TierPolicy
 from schemas.config import Config
 from schemas.errors import InputLineError
-from schemas.job import Job, parse_line
+from schemas.job import Job, WireJob, parse_line, parse_wire
 from schemas.result import TurnoutInfo, error_line
 from workers.app import CLASSIFY_QUEUE
 from workers.ledger import Ledger
@@ -75,7 +75,7 @@ class Producer:
         started = time.perf_counter()
         report = SubmitReport(batch_id=batch_id, resumed_after=self.ledger.enqueued_line(batch_id))
         self.ledger.open_batch(batch_id)
-        pending: list[Job] = []
+        pending: list[WireJob] = []
         pending_bytes = flushes = line_no = 0
         for raw in lines:
             if raw is IDLE:
@@ -111,15 +111,17 @@ class Producer:
             on_progress(report)
         return report
 
-    def _job_or_error(self, raw: bytes, line_no: int, batch_id: str, report: SubmitReport) -> Job | None:
+    def _job_or_error(self, raw: bytes, line_no: int, batch_id: str, report: SubmitReport) -> WireJob | None:
         custom_id: str | None = None
         try:
             if line_no > self.config.limits.max_batch_lines:
                 limit = self.config.limits.max_batch_lines
                 raise InputLineError("batch_too_long", f"the batch is over {limit} lines (limits.max_batch_lines)")
-            job = parse_line(raw, line_no, batch_id, self.config.limits)
+            job = parse_wire(raw, line_no, batch_id, self.config.limits)
             custom_id = job.custom_id
-            job.pin = self.policy.pinned_tier(job.model)
+            pin = self.policy.pinned_tier(job.model)
+            if pin is not None:
+                job.body["pin"] = pin
             return job
         except InputLineError as exc:
             self._reject(batch_id, line_no, exc.custom_id or custom_id, exc.code, exc.message, report)
@@ -132,7 +134,7 @@ class Producer:
         report.rejected += 1
         report.errors[code] = report.errors.get(code, 0) + 1
 
-    def _flush(self, batch_id: str, pending: list[Job], line_no: int, report: SubmitReport) -> None:
+    def _flush(self, batch_id: str, pending: list[WireJob], line_no: int, report: SubmitReport) -> None:
         """Claim the chunk's custom_ids, send the unique ones, and move the resume mark."""
         if pending:
             owners = self.ledger.claim_ids(batch_id, [(job.custom_id, job.line) for job in pending])

@@ -20,7 +20,7 @@ from celery import Celery, Task
 
 from schemas.config import Config, Tier
 from schemas.errors import ContextWindowError, ProviderError, RetryableProviderError
-from schemas.job import Job
+from schemas.job import Job, WireJob
 from schemas.result import ResultLine, Response, TurnoutInfo, error_line, request_id
 from workers.app import CLASSIFY_QUEUE, CLASSIFY_TASK, Runtime, visibility_timeout
 from workers.dlq import DeadLetters
@@ -61,7 +61,7 @@ async def _gather(calls: list[Awaitable[T]]) -> list[T | BaseException]:
     return await asyncio.gather(*calls, return_exceptions=True)
 
 
-def argsrepr(batch_id: str, jobs: Sequence[Job]) -> str:
+def argsrepr(batch_id: str, jobs: Sequence[Job] | Sequence[WireJob]) -> str:
     """What Flower shows: the batch, the job count and the custom_ids, never the prompts."""
     ids = ",".join(job.custom_id for job in jobs[:ARGSREPR_IDS])
     more = f",…+{len(jobs) - ARGSREPR_IDS}" if len(jobs) > ARGSREPR_IDS else ""
@@ -72,8 +72,10 @@ def dump(jobs: Sequence[Job]) -> list[dict[str, Any]]:
     return [job.model_dump(mode="json", exclude_defaults=True) for job in jobs]
 
 
-def send_classify(app: Celery, batch_id: str, jobs: Sequence[Job]) -> None:
-    app.send_task(CLASSIFY_TASK, args=[batch_id, dump(jobs)], queue=CLASSIFY_QUEUE, argsrepr=argsrepr(batch_id, jobs))
+def send_classify(app: Celery, batch_id: str, jobs: Sequence[Job] | Sequence[WireJob]) -> None:
+    """One classify task for these jobs; WireJobs are sent as they are, already in queue form."""
+    bodies = [job.body if isinstance(job, WireJob) else job.model_dump(mode="json", exclude_defaults=True) for job in jobs]
+    app.send_task(CLASSIFY_TASK, args=[batch_id, bodies], queue=CLASSIFY_QUEUE, argsrepr=argsrepr(batch_id, jobs))
 
 
 def send_tier(app: Celery, tier: Tier, batch_id: str, jobs: Sequence[Job], countdown: float = 0) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from schemas.config import Limits
 from schemas.errors import InputLineError
-from schemas.job import _job_from, _simple_job, parse_line
+from schemas.job import _job_from, _simple_job, parse_line, parse_wire
 
 LIMITS = Limits(max_line_bytes=500, max_prompt_chars=100)
 
@@ -49,6 +49,37 @@ def test_the_fast_and_the_full_parse_of_a_simple_line_agree(data: dict[str, obje
 )
 def test_lines_the_fast_path_cannot_be_sure_of_go_down_the_full_one(raw: str) -> None:
     assert _simple_job(raw.encode(), 3, "b") is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"custom_id": "a", "prompt": "hi there"},
+        {"custom_id": "a", "prompt": "hi", "model": "tier:cheap", "max_tokens": 5, "metadata": {"k": [1, None]}},
+        {"custom_id": "a", "prompt": "é ✓", "extra": 1},
+        {"custom_id": "a", "body": {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "temperature": 0.2}},
+    ],
+)
+def test_a_line_in_queue_form_is_the_job_as_it_would_be_dumped(data: dict[str, object]) -> None:
+    raw = json.dumps(data).encode()
+    wire, job = parse_wire(raw, 4, "b", LIMITS), parse_line(raw, 4, "b", LIMITS)
+    assert wire.body == job.model_dump(mode="json", exclude_defaults=True)
+    assert (wire.custom_id, wire.line, wire.model) == (job.custom_id, job.line, job.model)
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (json.dumps({"custom_id": "a", "prompt": "   "}), "empty_prompt"),
+        (json.dumps({"custom_id": "a", "prompt": "x" * 101}), "prompt_too_long"),
+        (json.dumps({"custom_id": "a", "prompt": "x" * 600}), "line_too_long"),
+        ("{not json", "invalid_json"),
+    ],
+)
+def test_the_queue_form_refuses_what_parse_line_refuses(raw: str, code: str) -> None:
+    with pytest.raises(InputLineError) as caught:
+        parse_wire(raw, 7, "b", LIMITS)
+    assert caught.value.code == code
 
 
 def test_an_openai_batch_line_keeps_its_messages_model_and_extra_fields() -> None:
