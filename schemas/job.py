@@ -111,7 +111,7 @@ def parse_wire(raw: str | bytes, line: int, batch_id: str, limits: Limits) -> Wi
     without a Job model in between: the producer's hot path (a worker validates it anyway)."""
     _check_size(raw, limits)
     simple = _simple_line(raw)
-    if simple is None:
+    if simple is None or simple.metadata is not None:  # metadata: pydantic's JSON form (inf → null)
         job = parse_line(raw, line, batch_id, limits)
         return WireJob(job.custom_id, job.line, job.model, job.model_dump(mode="json", exclude_defaults=True))
     _check_prompt_text(simple.prompt, simple.custom_id, limits)
@@ -121,7 +121,7 @@ def parse_wire(raw: str | bytes, line: int, batch_id: str, limits: Limits) -> Wi
         "line": line,
         "messages": [{"role": "user", "content": simple.prompt}],
     }
-    for name, value in (("model", simple.model), ("max_tokens", simple.max_tokens), ("metadata", simple.metadata)):
+    for name, value in (("model", simple.model), ("max_tokens", simple.max_tokens)):
         if value is not None:
             body[name] = value
     return WireJob(simple.custom_id, line, simple.model, body)

@@ -250,7 +250,7 @@ def collect(
     report = client.collect(batch_id, out_dir)
     err.print(f"wrote {report.output_lines} output and {report.error_lines} error lines to {out_dir}")
     if delete:
-        _delete_batch(client, batch_id, force=False)
+        _delete_batch(client, batch_id, force=False, drop_spill=True)  # its lines are in out_dir now
 
 
 def _wait(client: Any, batch_id: str, spill_: bool, every_s: float = 2.0) -> None:
@@ -287,10 +287,11 @@ def delete(
     client = _client(config_path)
     if not yes and not typer.confirm(f"Delete batch {batch_id} and its results from Redis?"):
         raise typer.Abort()
-    _delete_batch(client, batch_id, force)
+    _delete_batch(client, batch_id, force, drop_spill=False)
 
 
-def _delete_batch(client: Any, batch_id: str, force: bool) -> None:
+def _delete_batch(client: Any, batch_id: str, force: bool, drop_spill: bool) -> None:
+    from workers.collector import hold_spill_lease
     from workers.dlq import DeadLetters
 
     status = client.status(batch_id)  # raises, naming the fix, for an unknown batch
@@ -299,14 +300,17 @@ def _delete_batch(client: Any, batch_id: str, force: bool) -> None:
             f"batch {batch_id} is not complete ({status.done} of {status.submitted} lines); "
             "its pending jobs would be skipped: wait for it, or pass --force"
         )
+    hold_spill_lease(client.ledger, batch_id)  # no spill round may run into the delete; it goes with the batch
     letters = DeadLetters(client.ledger.redis)
     doomed = list(letters.entries([t.name for t in client.config.tiers], batch_id))
     for letter in doomed:
         letters.remove(letter)
     spill_file, _, _ = client.ledger.spill_state(batch_id)
     client.ledger.delete(batch_id)
-    if spill_file:
-        Path(spill_file).unlink(missing_ok=True)  # the collected files hold its lines
+    if spill_file and drop_spill:
+        Path(spill_file).unlink(missing_ok=True)
+    elif spill_file and Path(spill_file).exists():
+        err.print(f"kept {spill_file}, which holds answers spilled out of Redis; remove it once you have them")
     err.print(f"deleted batch {batch_id} from Redis ({len(doomed)} dead letters with it)")
 
 

@@ -63,7 +63,8 @@ class Client:
         self, source: Source, batch_id: str, on_progress: Callable[[SubmitReport], None] | None = None
     ) -> SubmitReport:
         if isinstance(source, (str, Path)):  # where a waiting collector can find lines to send again
-            self.ledger.redis.hset(BatchKeys(batch_id).meta, "input_path", str(Path(source).resolve()))
+            path = Path(source).resolve()
+            self.ledger.redis.hset(BatchKeys(batch_id).meta, mapping={"input_path": str(path), "input_size": path.stat().st_size})
         return Producer(self.app, self.config, self.ledger).submit(_lines(source), batch_id, on_progress)
 
     def input_path(self, batch_id: str) -> Path | None:

@@ -41,8 +41,12 @@ def wait(
 ) -> BatchStatus:
     """Block until the batch is complete (sealed and every line recorded), or TimeoutError."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    seen = False
     while True:
         status = ledger.status(batch_id)
+        if status is None and seen:
+            raise TurnoutError(f"batch {batch_id} was deleted while waiting for it")
+        seen = seen or status is not None
         if status is not None and on_progress:
             on_progress(status)
         if status is not None and status.complete:
@@ -65,25 +69,52 @@ def collect(ledger: Ledger, batch_id: str, out_dir: Path) -> CollectReport:
 
 
 def output_lines(ledger: Ledger, batch_id: str) -> Iterator[bytes]:
-    """Every output line of the batch: the spilled ones from the spill file, then Redis's."""
-    path, size, _ = ledger.spill_state(batch_id)
-    if path is not None and size:
-        try:
-            handle = open(path, "rb")  # noqa: SIM115  # closed below, after the lines are read
-        except OSError as exc:
-            raise TurnoutError(
-                f"batch {batch_id} spilled output lines to {path}, which cannot be read here ({exc.strerror}); "
-                "collect it on the machine that spilled them, or copy that file there"
-            ) from None
-        with handle:  # line by line: a long batch's spill file can be larger than memory
-            left = size
-            for line in handle:
-                if left <= 0:
-                    break
-                left -= len(line)
-                if line.strip():
-                    yield line.rstrip(b"\n")
-    yield from ledger.lines(batch_id, "out")
+    """Every output line of the batch: the spilled ones from the spill file, then Redis's.
+
+    Holds the spill lease throughout, so no spill moves a line from Redis to the file between
+    reading the one and the other."""
+    token = hold_spill_lease(ledger, batch_id)
+    try:
+        path, size, _ = ledger.spill_state(batch_id)
+        if path is not None and size:
+            yield from _spilled_lines(batch_id, path, size)
+        yield from ledger.lines(batch_id, "out")
+    finally:
+        ledger.spill_unlock(batch_id, token)
+
+
+def _spilled_lines(batch_id: str, path: str, size: int) -> Iterator[bytes]:
+    try:
+        handle = open(path, "rb")  # noqa: SIM115  # closed below, after the lines are read
+    except OSError as exc:
+        raise TurnoutError(
+            f"batch {batch_id} spilled output lines to {path}, which cannot be read here ({exc.strerror}); "
+            "collect it on the machine that spilled them, or copy that file there"
+        ) from None
+    with handle:  # line by line: a long batch's spill file can be larger than memory
+        left = size
+        for line in handle:
+            if left <= 0:
+                break
+            if not line.endswith(b"\n") or len(line) > left:
+                break
+            left -= len(line)
+            yield line[:-1]
+    if left:
+        raise TurnoutError(
+            f"spill file {path} holds less than the {size} bytes spilled to it (it was cut or changed); "
+            "the output lines spilled there are gone from Redis too: restore the file and collect again"
+        )
+
+
+def hold_spill_lease(ledger: Ledger, batch_id: str, timeout_s: float = 120.0) -> str:
+    """Take the batch's spill lease, waiting for a spill round in progress to end."""
+    token, deadline = uuid.uuid4().hex, time.monotonic() + timeout_s
+    while not ledger.spill_lock(batch_id, token):
+        if time.monotonic() > deadline:
+            raise TurnoutError(f"batch {batch_id} is being spilled by another process; try again when it is done")
+        time.sleep(0.05)
+    return token
 
 
 def spill(ledger: Ledger, batch_id: str, path: Path, per_round: int = 5000) -> int:
@@ -107,20 +138,25 @@ def spill(ledger: Ledger, batch_id: str, path: Path, per_round: int = 5000) -> i
                 f"and the output lines spilled there are gone from Redis too; restore the file to go on"
             )
         moved = 0
-        with open(path, "ab") as handle:  # appends land at the end, wherever that is cut to
-            handle.truncate(size)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.ftruncate(fd, size)  # what a spill that died before committing left past it
             while ledger.spill_lock(batch_id, token):  # renewed each round: a long backlog outlasts one lease
                 last, lines = ledger.unspilled(batch_id, cursor, per_round)
                 if last is None:
                     return moved
-                if lines:
-                    handle.write(b"".join(line + b"\n" for _, line in lines))
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                    size = os.fstat(handle.fileno()).st_size
-                moved += ledger.commit_spill(batch_id, last, size, str(path), [key for key, _ in lines])
-                cursor = last
-        return moved
+                data = b"".join(line + b"\n" for _, line in lines)
+                # at the committed offset, not appended: a spiller that lost its lease writes the
+                # same lines from the same offset, so the committed bytes are right either way
+                os.pwrite(fd, data, size)
+                os.fsync(fd)
+                committed = ledger.commit_spill(batch_id, token, size, last, size + len(data), str(path), [k for k, _ in lines])
+                if committed < 0:
+                    return moved  # the lease was lost or the batch deleted: leave it to the next spill
+                moved, size, cursor = moved + committed, size + len(data), last
+            return moved
+        finally:
+            os.close(fd)
     finally:
         ledger.spill_unlock(batch_id, token)
 

@@ -81,19 +81,36 @@ end
 return taken
 """
 
-# KEYS: out, meta   ARGV: cursor, file size, path, custom_id...   Empties the spilled lines.
+# KEYS: out, meta, lock   ARGV: token, size before, cursor, size after, path, custom_id...
+# Empties the spilled lines; -1 (and nothing done) unless this spiller still holds the lease,
+# the file's committed size is still the one it started from, and the batch still exists.
 _SPILL_COMMIT = """
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+if (redis.call('HGET', KEYS[2], 'spill_size') or '0') ~= ARGV[2] then return -1 end
 local n = 0
-for i = 4, #ARGV do
+for i = 6, #ARGV do
   local value = redis.call('HGET', KEYS[1], ARGV[i])
   if value and string.len(value) > 0 then
     redis.call('HSET', KEYS[1], ARGV[i], "")
     n = n + 1
   end
 end
-redis.call('HSET', KEYS[2], 'spill_cursor', ARGV[1], 'spill_size', ARGV[2], 'spill_path', ARGV[3])
+redis.call('HSET', KEYS[2], 'spill_cursor', ARGV[3], 'spill_size', ARGV[4], 'spill_path', ARGV[5])
 redis.call('HINCRBY', KEYS[2], 'spilled', n)
 return n
+"""
+
+# KEYS: lock   ARGV: token, ttl ms (0: release)   1 when the caller holds the lease afterwards.
+_SPILL_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+if ARGV[2] == '0' then
+  if holder then redis.call('DEL', KEYS[1]) end
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
 """
 
 #: How long a deleted batch's tombstone keeps late re-deliveries of its jobs from running.
@@ -152,6 +169,7 @@ class Ledger:
         self._error = client.register_script(_RECORD_ERROR)
         self._claim = client.register_script(_CLAIM)
         self._spill_commit = client.register_script(_SPILL_COMMIT)
+        self._spill_lease = client.register_script(_SPILL_LEASE)
 
     # --- the producer's side -------------------------------------------------------------
 
@@ -269,25 +287,19 @@ class Ledger:
         values = self.redis.hmget(keys.out, ids) if ids else []
         return entries[-1][0].decode(), [(k, v) for k, v in zip(ids, values) if v]
 
-    def commit_spill(self, batch_id: str, cursor: str, size: int, path: str, spilled: list[str]) -> int:
-        """After the lines are on disk: empty them here, and move the cursor and committed size."""
+    def commit_spill(self, batch_id: str, token: str, before: int, cursor: str, size: int, path: str, spilled: list[str]) -> int:
+        """After the lines are on disk: empty them here, move the cursor and the committed size.
+        -1 when the lease was lost, the file moved on or the batch was deleted meanwhile."""
         keys = BatchKeys(batch_id)
-        return int(self._spill_commit(keys=[keys.out, keys.meta], args=[cursor, size, path, *spilled]))
+        args = [token, before, cursor, size, path, *spilled]
+        return int(self._spill_commit(keys=[keys.out, keys.meta, keys.key("spill-lock")], args=args))
 
     def spill_lock(self, batch_id: str, token: str, ttl_ms: int = 60_000) -> bool:
-        """One spiller per batch: two appending to one file would interleave lines."""
-        key = BatchKeys(batch_id).key("spill-lock")
-        if self.redis.set(key, token, nx=True, px=ttl_ms):
-            return True
-        if self.redis.get(key) == token.encode():
-            self.redis.pexpire(key, ttl_ms)  # ours already: extend the lease
-            return True
-        return False
+        """Take or renew the batch's spill lease: one spiller (or reader of the spill file) at a time."""
+        return bool(self._spill_lease(keys=[BatchKeys(batch_id).key("spill-lock")], args=[token, ttl_ms]))
 
     def spill_unlock(self, batch_id: str, token: str) -> None:
-        key = BatchKeys(batch_id).key("spill-lock")
-        if self.redis.get(key) == token.encode():
-            self.redis.delete(key)
+        self._spill_lease(keys=[BatchKeys(batch_id).key("spill-lock")], args=[token, 0])
 
     def error_lines(self, batch_id: str) -> Iterator[bytes]:
         """Error lines whose key has no output line (a replayed job's old error is dropped)."""

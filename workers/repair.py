@@ -47,7 +47,10 @@ class StallWatch:
         if now - self.since < STALL_S:
             return 0
         self.since = None
-        if self.input_path is None or not self.input_path.is_file():
+        # one waiter repairs: `turnout run` and a `collect --wait` must not both send the lines
+        if not self.client.ledger.redis.set(f"turnout:batch:{self.batch_id}:repair", 1, nx=True, ex=int(2 * STALL_S) + 1):
+            return 0
+        if self.input_path is None or not self._same_input():
             if not self.warned:
                 self.say(
                     f"batch {self.batch_id} is missing {status.submitted - status.done} lines with nothing queued or in "
@@ -58,3 +61,10 @@ class StallWatch:
         resent = producer.resend_missing(file_lines(str(self.input_path)), self.batch_id)
         self.say(f"{resent} lines had gone missing with a killed worker; sent them again")
         return resent
+
+    def _same_input(self) -> bool:
+        """The input file is here, and the size it had when submitted (not another file at that path)."""
+        if self.input_path is None or not self.input_path.is_file():
+            return False
+        recorded = self.client.ledger.redis.hget(f"turnout:batch:{self.batch_id}:meta", "input_size")
+        return recorded is None or int(recorded) == self.input_path.stat().st_size

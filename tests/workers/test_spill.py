@@ -4,6 +4,7 @@ or written twice, and the collector reads the lines back (real Redis)."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -136,3 +137,45 @@ def test_a_spill_file_cut_short_stops_the_next_spill_instead_of_padding_it(batch
     with pytest.raises(TurnoutError, match="were spilled to it"):
         spill(ledger, batch_id, path)
     assert path.read_bytes() == b""
+
+
+def test_a_spiller_that_lost_its_lease_commits_nothing_and_writes_no_line_twice(batch: tuple[Ledger, str], tmp_path: Path) -> None:
+    # Given a spiller whose lease another spiller took while it stalled, after writing its lines
+    ledger, batch_id = batch
+    path = tmp_path / "spill.jsonl"
+    record(ledger, batch_id, ["a0", "a1", "a2"])
+    _, size, cursor = ledger.spill_state(batch_id)
+    last, lines = ledger.unspilled(batch_id, cursor, 100)
+    assert ledger.spill_lock(batch_id, "stalled")
+    ledger.redis.delete(BatchKeys(batch_id).key("spill-lock"))  # its lease ran out
+    assert spill(ledger, batch_id, path) == 3  # the other spiller did the work
+
+    # When the stalled one wakes up and commits what it read
+    committed = ledger.commit_spill(batch_id, "stalled", size, last or "", 999, str(path), [k for k, _ in lines])
+
+    # Then its commit is refused, and the file holds each line once
+    assert committed == -1
+    assert ids_in(path) == ["a0", "a1", "a2"]
+    assert [json.loads(line)["custom_id"] for line in output_lines(ledger, batch_id)] == ["a0", "a1", "a2"]
+
+
+def test_a_spill_file_cut_mid_line_is_an_error_not_half_a_line(batch: tuple[Ledger, str], tmp_path: Path) -> None:
+    ledger, batch_id = batch
+    path = tmp_path / "spill.jsonl"
+    record(ledger, batch_id, ["a", "b"])
+    spill(ledger, batch_id, path)
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(TurnoutError, match="holds less than"):
+        list(output_lines(ledger, batch_id))
+
+
+def test_reading_the_output_waits_for_a_spill_round_in_progress(batch: tuple[Ledger, str], tmp_path: Path) -> None:
+    # Given another process in the middle of a spill round (holding the lease)
+    ledger, batch_id = batch
+    record(ledger, batch_id, ["a"])
+    assert ledger.spill_lock(batch_id, "busy", ttl_ms=300)
+
+    # Then reading the output waits for it rather than reading Redis and the file out of step
+    started = time.monotonic()
+    assert len(list(output_lines(ledger, batch_id))) == 1
+    assert time.monotonic() - started >= 0.2
