@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from schemas.config import DEFAULT_CHUNK_SIZE  # noqa: E402
-from throughput import MODEL, log, prompt, start_fake_provider  # noqa: E402
+from throughput import MODEL, log, prompt, start_fake_provider, teardown  # noqa: E402
 
 
 def status_kb(field: str) -> int:
@@ -274,20 +273,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "sampler_samples": sampler.samples,
         }
     finally:
-        if sampler is not None:
-            sampler.stop.set()
-        if spiller is not None:
-            spiller.stop.set()
-        if drain is not None:
-            drain.stop.set()
-        if supervisor is not None:
-            supervisor.stop()
-        if embedded is not None:
-            embedded.stop()
-        if fake is not None:
-            fake.terminate()
-            fake.wait(timeout=10)
-        shutil.rmtree(tmp, ignore_errors=True)
+        for thread in (sampler, spiller, drain):
+            if thread is not None:
+                thread.stop.set()
+        teardown(tmp, False, supervisor, embedded, fake=fake)
 
 
 def main() -> None:

@@ -53,7 +53,6 @@ import base64
 import collections
 import json
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -64,7 +63,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.throughput import log, pct, prompt, start_fake_provider  # noqa: E402  (sets LITELLM_LOCAL_MODEL_COST_MAP)
+from bench.throughput import log, pct, prompt, start_fake_provider, teardown  # noqa: E402  (sets LITELLM_LOCAL_MODEL_COST_MAP)
 
 KOMBU_UNACKED = "unacked"
 KOMBU_UNACKED_INDEX = "unacked_index"
@@ -432,17 +431,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "temp_dir": str(tmp) if args.keep else None,
         }
     finally:
-        if supervisor is not None:
-            supervisor.stop()
-        if embedded is not None:
-            embedded.stop()
-        if fake is not None:
-            fake.terminate()
-            fake.wait(timeout=10)
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        teardown(tmp, args.keep, supervisor, embedded, fake=fake)
 
 
 def print_report(r: dict[str, Any]) -> None:

@@ -404,6 +404,21 @@ def classifier_cost(config: Any, jobs: int) -> float:
     return 1e6 * (time.process_time() - started) / len(texts)
 
 
+def teardown(tmp: Path, keep: bool, *running: Any, fake: subprocess.Popen[bytes] | None = None) -> None:
+    """Stop what a bench started (anything with ``stop()``; None for what never started), in
+    order, then the fake provider; remove the temp dir unless asked to keep it."""
+    for thing in running:
+        if thing is not None:
+            thing.stop()
+    if fake is not None:
+        fake.terminate()
+        fake.wait(timeout=10)
+    if keep:
+        log(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def start_fake_provider(tmp: Path, latency_ms: float) -> tuple[subprocess.Popen[bytes], str]:
     ready = tmp / "fake.port"
     argv = [sys.executable, "-m", "workers.cli", "fake-provider", "--port", "0", "--ready-file", str(ready),
@@ -471,18 +486,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 f"bare {b['jobs_per_s']:.0f} jobs/s {b['cpu_ms_per_job']:.2f} ms/job, ratio {runs[-1]['ratio']:.2f}")
         provider_stats = fetch_stats(fake_url)
     finally:
-        for thing in (bare, supervisor):
-            if thing is not None:
-                thing.stop()
-        if embedded is not None:
-            embedded.stop()
-        if fake is not None:
-            fake.terminate()
-            fake.wait(timeout=10)
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        teardown(tmp, args.keep, bare, supervisor, embedded, fake=fake)
 
     def med(side: str, key: str) -> float:
         return statistics.median(run[side][key] for run in runs)

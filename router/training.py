@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -32,6 +32,8 @@ from router.features import SparseRows, Vocabulary, describe_batch, detect_domai
 from router.metrics import DEFAULT_NUM_RESULTS, oracle_curve, quality_curve, routing_metrics
 from router.trained import DEFAULT_PRIOR, LinearModel, TrainedClassifier
 from schemas.errors import TurnoutError
+
+T = TypeVar("T")
 
 #: A file with fewer labeled rows than this cannot say anything about a router.
 MIN_ROWS = 20
@@ -91,37 +93,54 @@ class TrainReport:
 
 def read_rows(path: Path, min_rows: int = MIN_ROWS) -> list[LabeledRow]:
     """Every labeled row of a JSONL file; raises TrainingDataError naming the file and line."""
+    dataset = Path(path).name.split(".")[0]
+
+    def row(obj: dict[str, Any], path: Path, n: int) -> LabeledRow:
+        check_fields(obj, path, n, strings=("prompt",), numbers=("weak", "strong"), others=("id",))
+        return LabeledRow(str(obj["id"]), obj["prompt"], float(obj["weak"]), float(obj["strong"]), dataset)
+
+    return read_jsonl(path, min_rows, "labeled rows", row)
+
+
+def read_jsonl(path: Path, min_rows: int, what: str, build: Callable[[dict[str, Any], Path, int], T]) -> list[T]:
+    """``build`` applied to every JSON object line of ``path`` (blank lines skipped); raises
+    TrainingDataError naming the file, and the line, for an unreadable file, a bad line or too few rows."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise TrainingDataError(f"Cannot read labeled data {path}: {exc}.", path) from exc
-    dataset = path.name.split(".")[0]
-    rows = [_parse_line(path, n, line, dataset) for n, line in enumerate(lines, 1) if line.strip()]
+    rows = [build(_json_object(path, n, line), path, n) for n, line in enumerate(lines, 1) if line.strip()]
     if len(rows) < min_rows:
-        raise TrainingDataError(f"{path} holds {len(rows)} labeled rows; at least {min_rows} are needed.", path)
+        raise TrainingDataError(f"{path} holds {len(rows)} {what}; at least {min_rows} are needed.", path)
     return rows
 
 
-def _parse_line(path: Path, n: int, line: str, dataset: str) -> LabeledRow:
+def _json_object(path: Path, n: int, line: str) -> dict[str, Any]:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         raise TrainingDataError(f"{path}:{n}: not valid JSON ({exc.msg}).", path, n) from exc
     if not isinstance(obj, dict):
         raise TrainingDataError(f"{path}:{n}: expected a JSON object.", path, n)
-    missing = [k for k in ("id", "prompt", "weak", "strong") if k not in obj]
+    return obj
+
+
+def check_fields(
+    obj: dict[str, Any], path: Path, n: int, *, strings: Sequence[str], numbers: Sequence[str], others: Sequence[str] = ()
+) -> None:
+    """Raise TrainingDataError naming the line when a field is missing, a string is not one, or a
+    number is not a finite one."""
+    missing = [k for k in (*others, *strings, *numbers) if k not in obj]
     if missing:
         raise TrainingDataError(f"{path}:{n}: missing field(s) {', '.join(missing)}.", path, n)
-    if not isinstance(obj["prompt"], str):
-        raise TrainingDataError(f"{path}:{n}: 'prompt' must be a string.", path, n)
-    quality = {}
-    for key in ("weak", "strong"):
+    for key in strings:
+        if not isinstance(obj[key], str):
+            raise TrainingDataError(f"{path}:{n}: '{key}' must be a string.", path, n)
+    for key in numbers:
         value = obj[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise TrainingDataError(f"{path}:{n}: '{key}' must be a number, got {value!r}.", path, n)
-        quality[key] = float(value)
-    return LabeledRow(str(obj["id"]), obj["prompt"], quality["weak"], quality["strong"], dataset)
 
 
 def gain_target(rows: Sequence[LabeledRow]) -> np.ndarray:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import ast
 import datetime as dt
-import json
 import math
 import operator
 import re
@@ -33,7 +32,7 @@ import numpy as np
 
 from router.features import Vocabulary
 from router.trained import LinearModel, read_model_file, write_model_file
-from router.training import FitSettings, TrainingDataError, fit_logistic
+from router.training import FitSettings, check_fields, fit_logistic, read_jsonl
 from schemas.errors import TurnoutError
 
 #: What the ``format`` field of a verifier file must say.
@@ -351,37 +350,14 @@ class VerifierReport:
 
 def read_answered_rows(path: Path, min_rows: int = MIN_ROWS) -> list[AnsweredRow]:
     """Every row of a JSONL file with both answers; raises TrainingDataError naming the file and line."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TrainingDataError(f"Cannot read labeled data {path}: {exc}.", path) from exc
-    rows = [_parse_line(path, n, line) for n, line in enumerate(lines, 1) if line.strip()]
-    if len(rows) < min_rows:
-        raise TrainingDataError(f"{path} holds {len(rows)} answered rows; at least {min_rows} are needed.", path)
-    return rows
 
+    def row(obj: dict[str, Any], path: Path, n: int) -> AnsweredRow:
+        check_fields(obj, path, n, strings=("prompt", "weak_response", "strong_response"), numbers=("weak", "strong"), others=("id",))
+        return AnsweredRow(
+            str(obj["id"]), obj["prompt"], obj["weak_response"], obj["strong_response"], float(obj["weak"]), float(obj["strong"])
+        )
 
-def _parse_line(path: Path, n: int, line: str) -> AnsweredRow:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise TrainingDataError(f"{path}:{n}: not valid JSON ({exc.msg}).", path, n) from exc
-    if not isinstance(obj, dict):
-        raise TrainingDataError(f"{path}:{n}: expected a JSON object.", path, n)
-    missing = [k for k in ("id", "prompt", "weak_response", "strong_response", "weak", "strong") if k not in obj]
-    if missing:
-        raise TrainingDataError(f"{path}:{n}: missing field(s) {', '.join(missing)}.", path, n)
-    for key in ("prompt", "weak_response", "strong_response"):
-        if not isinstance(obj[key], str):
-            raise TrainingDataError(f"{path}:{n}: '{key}' must be a string.", path, n)
-    for key in ("weak", "strong"):
-        value = obj[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise TrainingDataError(f"{path}:{n}: '{key}' must be a number, got {value!r}.", path, n)
-    return AnsweredRow(
-        str(obj["id"]), obj["prompt"], obj["weak_response"], obj["strong_response"], float(obj["weak"]), float(obj["strong"])
-    )
+    return read_jsonl(path, min_rows, "answered rows", row)
 
 
 def triples(rows: Sequence[AnsweredRow], responses: Sequence[str] = ("weak", "strong")) -> tuple[list[str], list[str], np.ndarray]:

@@ -181,8 +181,10 @@ def _simple_line(raw: str | bytes) -> SimpleLine | None:
 def _simple_job(raw: str | bytes, line: int, batch_id: str) -> Job | None:
     """``_simple_line`` as a Job."""
     simple = _simple_line(raw)
-    if simple is None:
-        return None
+    return None if simple is None else _simple_to_job(simple, line, batch_id)
+
+
+def _simple_to_job(simple: SimpleLine, line: int, batch_id: str) -> Job:
     return Job(
         batch_id=batch_id,
         custom_id=simple.custom_id,
@@ -211,16 +213,7 @@ def _job_from(data: dict[str, Any], line: int, batch_id: str) -> Job:
         )
     if "prompt" not in data and "custom_id" in data:
         raise InputLineError("missing_prompt", 'line has neither "prompt" nor "body"', str(data["custom_id"]))
-    simple = SimpleLine.model_validate(data)
-    return Job(
-        batch_id=batch_id,
-        custom_id=simple.custom_id,
-        line=line,
-        messages=[{"role": "user", "content": simple.prompt}],
-        model=simple.model,
-        max_tokens=simple.max_tokens,
-        metadata=simple.metadata,
-    )
+    return _simple_to_job(SimpleLine.model_validate(data), line, batch_id)
 
 
 def _check_prompt(job: Job, limits: Limits) -> None:

@@ -233,11 +233,11 @@ def collect(
     spill_: Annotated[bool, typer.Option("--spill", help="With --wait: move finished answers out of Redis into a file under the state dir as they come.")] = False,
 ) -> None:
     """Write a batch's results to files, or stream them to stdout with --follow."""
-    client = _client(config_path)
     if delete and follow:
         raise TurnoutError("--delete needs files to keep the results in: use --out DIR, not --follow")
     if spill_ and not wait_:
         raise TurnoutError("--spill moves answers out of Redis while the batch runs: use it with --wait")
+    client = _client(config_path)
     if follow:
         for raw in client.ledger.follow(batch_id):
             sys.stdout.buffer.write(raw + b"\n")
@@ -253,22 +253,20 @@ def collect(
         _delete_batch(client, batch_id, force=False, drop_spill=True)  # its lines are in out_dir now
 
 
-def _wait(client: Any, batch_id: str, spill_: bool, every_s: float = 2.0) -> None:
+def _wait(client: Any, batch_id: str, spill_: bool) -> None:
     """Wait for the batch; repair it if it stalls (lines lost with a killed worker) and, with
     ``spill_``, move finished answers out of Redis as they come."""
-    from workers.collector import spill, wait
+    from workers.collector import PeriodicSpill, wait
     from workers.repair import StallWatch
 
     client.status(batch_id)  # an unknown batch fails here, in one sentence
-    spill_file = Path(client.config.state_dir) / "spill" / f"{batch_id}.output.jsonl"
+    spill = PeriodicSpill(client.ledger, batch_id, Path(client.config.state_dir))
     stall = StallWatch(client, batch_id, client.input_path(batch_id), err.print)
-    spilled_at = [0.0]
 
     def on_progress(status: Any) -> None:
         stall.check(status)
-        if spill_ and time.monotonic() - spilled_at[0] >= every_s:
-            spill(client.ledger, batch_id, spill_file)
-            spilled_at[0] = time.monotonic()
+        if spill_:
+            spill()
 
     wait(client.ledger, batch_id, on_progress=on_progress)
 

@@ -117,6 +117,25 @@ def hold_spill_lease(ledger: Ledger, batch_id: str, timeout_s: float = 120.0) ->
     return token
 
 
+#: How often a waiting collector (`turnout run`, `collect --wait --spill`) spills.
+SPILL_EVERY_S = 2.0
+
+
+@dataclass
+class PeriodicSpill:
+    """Spills ``batch_id`` into ``state_dir/spill/`` when called, at most every SPILL_EVERY_S."""
+
+    ledger: Ledger
+    batch_id: str
+    state_dir: Path
+    last: float = 0.0
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.last >= SPILL_EVERY_S:
+            spill(self.ledger, self.batch_id, Path(self.state_dir) / "spill" / f"{self.batch_id}.output.jsonl")
+            self.last = time.monotonic()
+
+
 def spill(ledger: Ledger, batch_id: str, path: Path, per_round: int = 5000) -> int:
     """Move the output lines recorded since the last spill to ``path``; returns how many.
 

@@ -34,11 +34,14 @@ class StallWatch:
     say: Callable[[str], None]
     since: float | None = None
     warned: bool = field(default=False, repr=False)
+    producer: Producer = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.producer = Producer(self.client.app, self.client.config, self.client.ledger)
 
     def check(self, status: BatchStatus | None) -> int:
         """Lines sent again (0 while no stall has lasted STALL_S)."""
-        producer = Producer(self.client.app, self.client.config, self.client.ledger)
-        if status is None or not status.sealed or status.complete or producer.anything_pending():
+        if status is None or not status.sealed or status.complete or self.producer.anything_pending():
             self.since = None
             return 0
         now = time.monotonic()
@@ -58,7 +61,7 @@ class StallWatch:
                 )
                 self.warned = True
             return 0
-        resent = producer.resend_missing(file_lines(str(self.input_path)), self.batch_id)
+        resent = self.producer.resend_missing(file_lines(str(self.input_path)), self.batch_id)
         self.say(f"{resent} lines had gone missing with a killed worker; sent them again")
         return resent
 

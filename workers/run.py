@@ -20,7 +20,7 @@ from schemas.config import Config
 from schemas.errors import TurnoutError
 from workers.broker import EmbeddedRedis, check
 from workers.client import Client
-from workers.collector import POLL_S, collect, spill, summary
+from workers.collector import POLL_S, PeriodicSpill, collect, summary
 from workers.producer import SubmitReport
 from workers.repair import StallWatch
 from workers.report import write_report
@@ -46,8 +46,7 @@ def run_batch(
         os.environ.update({k: v for k, v in env.items() if k == "TURNOUT_FAKE_URL"})
         supervisor.start_pools()
         client = Client(config, url)
-        spill_file = state_dir / "spill" / f"{batch_id}.output.jsonl"
-        _submit_and_wait(client, supervisor, file, batch_id, timeout, console, spill_file)
+        _submit_and_wait(client, supervisor, file, batch_id, timeout, console, PeriodicSpill(client.ledger, batch_id, state_dir))
         report = collect(client.ledger, batch_id, out_dir)
         write_report(client.ledger, batch_id, out_dir / "report.html")
         status = client.status(batch_id)
@@ -63,10 +62,10 @@ def run_batch(
 
 def _submit_and_wait(
     client: Client, supervisor: Supervisor, file: Path, batch_id: str, timeout: float | None, console: Console,
-    spill_file: Path,
+    spill: PeriodicSpill,
 ) -> None:
     """Enqueue on a thread while this one draws progress, restarts pools that die, and spills
-    finished output lines to ``spill_file`` so Redis does not hold a long batch's results."""
+    finished output lines to a file so Redis does not hold a long batch's results."""
     failure: list[BaseException] = []
     submitted: list[SubmitReport] = []
 
@@ -80,7 +79,6 @@ def _submit_and_wait(
     producer.start()
     deadline = None if timeout is None else time.monotonic() + timeout
     stall = StallWatch(client, batch_id, file, lambda message: console.print(f"[yellow]{message}[/yellow]"))
-    spilled_at = time.monotonic()
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"))
     with Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
         bar = progress.add_task(f"batch {batch_id}", total=None, note="")
@@ -94,16 +92,10 @@ def _submit_and_wait(
                 progress.update(bar, completed=status.done, total=total, note=note)
                 if status.complete and not producer.is_alive():
                     return
-            if time.monotonic() - spilled_at >= SPILL_EVERY_S:
-                spill(client.ledger, batch_id, spill_file)
-                spilled_at = time.monotonic()
+            spill()
             stall.check(status)
             for name in supervisor.check():
                 console.print(f"[yellow]{name} died and was restarted[/yellow]")
             if deadline is not None and time.monotonic() > deadline:
                 raise TurnoutError(f"batch {batch_id} did not complete within {timeout:.0f}s; rerun to resume it")
             time.sleep(POLL_S)
-
-
-#: How often `turnout run` moves finished output lines out of Redis into its spill file.
-SPILL_EVERY_S = 2.0

@@ -12,7 +12,7 @@ import pytest
 
 COMMANDS = [
     "run", "submit", "worker", "status", "collect", "classify", "fake-provider", "train", "eval", "calibrate",
-    "verify", "train-verifier", "dlq", "flower", "metrics", "worker-ping", "report", "scale",
+    "verify", "train-verifier", "dlq", "flower", "metrics", "worker-ping", "report", "scale", "delete",
 ]  # fmt: skip
 
 
@@ -37,6 +37,14 @@ def assert_one_clear_line(result: subprocess.CompletedProcess[str], *fragments: 
     assert message.startswith("turnout: error:")
     for fragment in fragments:
         assert fragment in message
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"), [(["--follow", "--delete"], "--delete needs files"), (["-o", "out", "--spill"], "use it with --wait")]
+)
+def test_collect_flags_that_do_not_go_together_are_one_sentence(flags: list[str], fragment: str, repo_root: Path) -> None:
+    result = turnout("collect", "some-batch", *flags, "-c", str(repo_root / "examples/turnout.yaml"))
+    assert_one_clear_line(result, fragment)
 
 
 def test_a_missing_input_file_is_one_sentence(tmp_path: Path, repo_root: Path) -> None:
