@@ -239,7 +239,7 @@ def collect(
         raise TurnoutError("--spill moves answers out of Redis while the batch runs: use it with --wait")
     client = _client(config_path)
     if follow:
-        for raw in client.ledger.follow(batch_id):
+        for raw in client.raw_results(batch_id):
             sys.stdout.buffer.write(raw + b"\n")
             sys.stdout.flush()
         return

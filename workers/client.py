@@ -26,7 +26,7 @@ from schemas.job import Job
 from schemas.result import BatchStatus, ResultLine
 from workers.app import create_app, redis_url_for
 from workers.broker import check
-from workers.collector import CollectReport, collect, wait
+from workers.collector import CollectReport, collect, follow, wait
 from workers.ledger import BatchKeys, Ledger
 from workers.producer import Producer, SubmitReport, file_lines
 
@@ -83,10 +83,15 @@ class Client:
         return wait(self.ledger, batch_id, timeout)
 
     def results(self, batch_id: str) -> Iterator[ResultLine]:
-        """Every output and error line, as each is recorded, until the batch is complete."""
-        self.status(batch_id)
-        for raw in self.ledger.follow(batch_id):
+        """Every output and error line, as each is recorded, until the batch is complete;
+        lines already spilled out of Redis are read back from the spill file."""
+        for raw in self.raw_results(batch_id):
             yield ResultLine.model_validate_json(raw)
+
+    def raw_results(self, batch_id: str) -> Iterator[bytes]:
+        """``results`` as the JSON lines the output files hold."""
+        self.status(batch_id)
+        return follow(self.ledger, batch_id)
 
     def collect(self, batch_id: str, out_dir: str | Path) -> CollectReport:
         self.status(batch_id)

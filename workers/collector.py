@@ -83,14 +83,83 @@ def output_lines(ledger: Ledger, batch_id: str) -> Iterator[bytes]:
         ledger.spill_unlock(batch_id, token)
 
 
+def follow(ledger: Ledger, batch_id: str) -> Iterator[bytes]:
+    """Every output and error line as it is recorded, until the batch is complete, spilled
+    lines included: read back from the spill file, in the order they were recorded.
+
+    A spill moves output lines to the file in the order of the batch's events, so the n-th
+    output event's line is the file's n-th line once it is spilled; only bytes below the
+    committed size are read, and those never change (no lease needed: spills go on)."""
+    spilled = _SpillReader(ledger, batch_id)
+    outputs = 0
+    try:
+        for ok, line in ledger.follow(batch_id):
+            if ok:
+                outputs += 1
+                yield line or spilled.line(outputs - 1)
+            else:
+                yield line
+    finally:
+        spilled.close()
+
+
+@dataclass
+class _SpillReader:
+    """The committed lines of a batch's spill file, read forward by line number."""
+
+    ledger: Ledger
+    batch_id: str
+    lines_read: int = 0
+    offset: int = 0  # of the file, read up to here
+    buffer: bytes = b""
+    at: int = 0  # of the buffer, lines before it are read
+    fd: int | None = None
+
+    def line(self, number: int) -> bytes:
+        """Line ``number`` (from 0); numbers must not go down from call to call."""
+        while True:
+            end = self.buffer.find(b"\n", self.at)
+            if end < 0:
+                self._read_more()
+                continue
+            line, self.at = self.buffer[self.at : end], end + 1
+            self.lines_read += 1
+            if self.lines_read > number:
+                return line
+
+    def _read_more(self) -> None:
+        path, size, _ = self.ledger.spill_state(self.batch_id)
+        if path is None or size <= self.offset:
+            raise TurnoutError(f"batch {self.batch_id}: an output line is spilled but not in its spill file's committed part")
+        if self.fd is None:
+            try:
+                self.fd = os.open(path, os.O_RDONLY)
+            except OSError as exc:
+                raise TurnoutError(_unreadable(self.batch_id, path, exc)) from None
+        data = os.pread(self.fd, min(size - self.offset, 1 << 20), self.offset)
+        if not data:
+            raise TurnoutError(f"spill file {path} holds less than the {size} bytes spilled to it (it was cut or changed)")
+        self.offset += len(data)
+        self.buffer, self.at = self.buffer[self.at :] + data, 0
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _unreadable(batch_id: str, path: str, exc: OSError) -> str:
+    return (
+        f"batch {batch_id} spilled output lines to {path}, which cannot be read here ({exc.strerror}); "
+        "collect it on the machine that spilled them, or copy that file there"
+    )
+
+
 def _spilled_lines(batch_id: str, path: str, size: int) -> Iterator[bytes]:
     try:
         handle = open(path, "rb")  # noqa: SIM115  # closed below, after the lines are read
     except OSError as exc:
-        raise TurnoutError(
-            f"batch {batch_id} spilled output lines to {path}, which cannot be read here ({exc.strerror}); "
-            "collect it on the machine that spilled them, or copy that file there"
-        ) from None
+        raise TurnoutError(_unreadable(batch_id, path, exc)) from None
     with handle:  # line by line: a long batch's spill file can be larger than memory
         left = size
         for line in handle:

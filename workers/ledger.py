@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import redis
 
+from schemas.errors import TurnoutError
 from schemas.result import BatchStatus, ResultLine, TierReport
 
 PREFIX = "turnout"
@@ -308,8 +309,11 @@ class Ledger:
             if not self.redis.hexists(keys.out, key):
                 yield value
 
-    def follow(self, batch_id: str, block_ms: int = 1000) -> Iterator[bytes]:
-        """Each recorded line as it is recorded, from the first, until the batch is complete."""
+    def follow(self, batch_id: str, block_ms: int = 1000) -> Iterator[tuple[bool, bytes]]:
+        """Each recorded line as it is recorded, from the first, until the batch is complete:
+        (is an output line, the line). An output line already spilled comes as b"" (the
+        collector's ``follow`` reads it from the spill file); a line replaced since (an error
+        a replayed job answered) is left out."""
         keys = BatchKeys(batch_id)
         last = "0-0"
         while True:
@@ -317,12 +321,14 @@ class Ledger:
             for _, items in entries:
                 for entry_id, fields in items:
                     last = entry_id
-                    which = keys.out if fields[b"ok"] == b"1" else keys.err
-                    value = self.redis.hget(which, fields[b"k"])
-                    if value:  # None: replaced since; empty: spilled to the batch's spill file
-                        yield value
+                    ok = fields[b"ok"] == b"1"
+                    value = self.redis.hget(keys.out if ok else keys.err, fields[b"k"])
+                    if value is not None:
+                        yield ok, value
             status = self.status(batch_id)
-            if not entries and status is not None and status.complete:
+            if status is None:
+                raise TurnoutError(f"batch {batch_id} was deleted while following it")
+            if not entries and status.complete:
                 return
 
     def delete(self, batch_id: str) -> None:

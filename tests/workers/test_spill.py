@@ -13,7 +13,7 @@ import redis
 
 from schemas.errors import TurnoutError
 from schemas.result import ResultLine, TurnoutInfo, error_line
-from workers.collector import collect, output_lines, spill
+from workers.collector import collect, follow, output_lines, spill
 from workers.ledger import BatchKeys, Ledger
 
 
@@ -179,3 +179,43 @@ def test_reading_the_output_waits_for_a_spill_round_in_progress(batch: tuple[Led
     started = time.monotonic()
     assert len(list(output_lines(ledger, batch_id))) == 1
     assert time.monotonic() - started >= 0.2
+
+
+def test_following_a_batch_reads_spilled_lines_back_in_order_while_spills_go_on(
+    batch: tuple[Ledger, str], tmp_path: Path
+) -> None:
+    # Given a batch whose first answers are spilled before anyone follows it, with an error
+    # between them and a torn tail past the file's committed size (a spiller that died)
+    ledger, batch_id = batch
+    path = tmp_path / "spill.jsonl"
+    record(ledger, batch_id, ["a0", "a1"])
+    ledger.record_error(batch_id, "bad", error_line(batch_id, "bad", "boom", "it failed"))
+    record(ledger, batch_id, ["a2"])
+    spill(ledger, batch_id, path)
+    with open(path, "ab") as handle:
+        handle.write(b'{"custom_id": "torn')
+    record(ledger, batch_id, ["a3", "a4"])
+    ledger.seal(batch_id, 8)
+
+    # When it is followed, with a spill between every two lines it reads
+    lines = follow(ledger, batch_id)
+    seen = [json.loads(next(lines))["custom_id"] for _ in range(4)]
+    spill(ledger, batch_id, path)  # a3, a4 move to the file after they were recorded
+    record(ledger, batch_id, ["a5", "a6"])
+    seen.append(json.loads(next(lines))["custom_id"])
+    spill(ledger, batch_id, path)
+    seen += [json.loads(line)["custom_id"] for line in lines]
+
+    # Then every line comes once, in the order it was recorded, none from the torn tail
+    assert seen == ["a0", "a1", "bad", "a2", "a3", "a4", "a5", "a6"]
+    assert ledger.redis.hget(BatchKeys(batch_id).out, "a6") == b""  # it did come from the file
+
+
+def test_following_a_deleted_batch_stops_with_an_error(batch: tuple[Ledger, str]) -> None:
+    ledger, batch_id = batch
+    record(ledger, batch_id, ["a0"])
+    lines = follow(ledger, batch_id)
+    assert json.loads(next(lines))["custom_id"] == "a0"
+    ledger.delete(batch_id)
+    with pytest.raises(TurnoutError, match="deleted"):
+        next(lines)
