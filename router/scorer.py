@@ -5,6 +5,7 @@ threshold. The kinds live here, each small: ``FormatScorer`` (cheap checks), ``L
 (token log-probabilities), ``VerifierScorer`` (the trained verifier of ``verifier.py``),
 ``JudgeScorer`` (an LLM judge: prompt building and reply parsing here, the call in the worker)
 and ``CombinedScorer`` (format checks gate another scorer). ``load_scorer`` picks one by name.
+``cost_weighted`` turns any of their scores into one that also weighs what escalating costs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from router.features import detect_domain
 
 if TYPE_CHECKING:
@@ -26,6 +29,27 @@ if TYPE_CHECKING:
 SCORER_KINDS = ("format", "logprob", "verifier", "judge", "format+logprob", "format+verifier", "format+judge")
 #: What a scorer says when it has nothing to go on: neither keep nor escalate by default.
 NEUTRAL = 0.5
+
+
+#: Prompt + answer characters at which ``cost_weighted`` leaves a score as it is (about a
+#: GSM8K word problem and its worked answer).
+REFERENCE_CHARS = 500.0
+
+
+def cost_weighted(values: Sequence[float] | np.ndarray, prompts: Sequence[str], answers: Sequence[str], reference_chars: float = REFERENCE_CHARS) -> np.ndarray:
+    """Scores whose odds are scaled by the size of the escalation each answer would cost.
+
+    ``values`` read as P(answer good); escalating an answer pays the next tier for the prompt
+    and an answer of about its size, so ``p/(1-p) * (len(prompt) + len(answer)) / reference_chars``
+    ranks answers by their odds of being wrong per dollar of that call: a threshold on it
+    escalates where escalating buys the most. Same order as ``values`` among answers of one
+    size; equal to them at ``reference_chars``; 0 and 1 stay (nearly) 0 and 1.
+    """
+    p = np.clip(np.asarray(values, dtype=float), 1e-9, 1.0 - 1e-9)
+    size = np.fromiter((len(q) + len(a) for q, a in zip(prompts, answers)), dtype=float, count=len(p)) / reference_chars
+    odds = p / (1.0 - p) * size
+    weighted: np.ndarray = odds / (1.0 + odds)
+    return weighted
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,9 @@ class ScorerConfig(_Strict):
 
     kind: str = Field("format", description="format, logprob, verifier, judge, or format+<kind>")
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="answers scoring below it are escalated")
+    cost_aware: bool = Field(
+        False, description="weigh the score by the size of the escalation it would cost (README: Cascade)"
+    )
     model_path: str | None = Field(None, description="verifier model file; default the shipped one")
     judge: Deployment | None = Field(None, description="the deployment that grades answers for kind judge")
 

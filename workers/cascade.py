@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from router.scorer import Candidate, JudgeScorer, format_failures, judge_prompt
+from router.scorer import Candidate, JudgeScorer, cost_weighted, format_failures, judge_prompt
 from schemas.config import Tier
 from schemas.job import Job
 from workers.answer import Answer
@@ -22,10 +22,15 @@ Scored = tuple[float, list[str], float]  # value, reasons, judge cost in USD
 async def score_answers(runtime: Runtime, tier: Tier, answers: list[tuple[Job, Answer]]) -> list[Scored]:
     assert tier.scorer is not None
     candidates = [_candidate(job, answer) for job, answer in answers]
+    scored: list[Scored]
     if tier.scorer.kind.endswith("judge"):
-        return list(await asyncio.gather(*(_judge(runtime, tier, c) for c in candidates)))
-    scorer = runtime.scorer(tier)
-    return [(s.value, s.reasons, 0.0) for s in scorer.score_batch(candidates)]
+        scored = list(await asyncio.gather(*(_judge(runtime, tier, c) for c in candidates)))
+    else:
+        scored = [(s.value, s.reasons, 0.0) for s in runtime.scorer(tier).score_batch(candidates)]
+    if not tier.scorer.cost_aware:
+        return scored
+    weighted = cost_weighted([v for v, _, _ in scored], [c.prompt for c in candidates], [c.answer for c in candidates])
+    return [(float(w), [*reasons, f"cost_weighted_from:{v:.4f}"], cost) for w, (v, reasons, cost) in zip(weighted, scored)]
 
 
 def _candidate(job: Job, answer: Answer) -> Candidate:

@@ -443,6 +443,7 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     policy: Annotated[str, typer.Option(help="route (RouteLLM metrics) or cascade (needs weak_response/strong_response).")] = "route",
     scorer: Annotated[str, typer.Option(help="The cascade's scorer kind.")] = "format+verifier",
+    cost_aware: Annotated[bool, typer.Option("--cost-aware", help="Weigh the cascade's scores by what escalating costs (scorer cost_aware).")] = False,
 ) -> None:
     """RouteLLM's metrics for a router (CPT, APGR, cost at 95%), or with --policy cascade,
     quality against cost for the cascade, direct routing and random routing."""
@@ -450,7 +451,7 @@ def evaluate(
 
     config = _config(config_path) if config_path.exists() else None
     if policy == "cascade":
-        result = run_cascade_eval(data, scorer, router_name, config, plot, err)
+        result = run_cascade_eval(data, scorer, router_name, config, plot, err, cost_aware)
     else:
         result = run_eval(data, router_name, config, plot, err)
     if as_json:
@@ -476,11 +477,12 @@ def calibrate(
 def verify(
     file: Annotated[Path, typer.Argument(help='JSONL with "prompt" and "response" (and "custom_id") per line.')],
     scorer: Annotated[str, typer.Option(help="format, logprob, verifier, or format+<kind>.")] = "format+verifier",
+    cost_aware: Annotated[bool, typer.Option("--cost-aware", help="Weigh each score by what escalating its answer would cost.")] = False,
 ) -> None:
     """Score answers: one {"custom_id", "score"} line each (higher = more likely good)."""
     from workers.evaluation import verify_lines
 
-    count = verify_lines(file, scorer, sys.stdout)
+    count = verify_lines(file, scorer, sys.stdout, cost_aware)
     err.print(f"scored {count} answers with {scorer}")
 
 

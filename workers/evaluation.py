@@ -159,16 +159,19 @@ def _prompts(path: Path) -> Any:
 # --- the cascade -------------------------------------------------------------------------
 
 
-def run_cascade_eval(data: list[Path], scorer_kind: str, router_name: str, config: Config | None, plot: Path, console: Console) -> dict[str, Any]:
+def run_cascade_eval(
+    data: list[Path], scorer_kind: str, router_name: str, config: Config | None, plot: Path, console: Console, cost_aware: bool = False
+) -> dict[str, Any]:
     """Quality against cost for the cascade, direct routing and random routing on answered rows.
 
-    The cascade pays the cheap call on every prompt and the strong one on escalated ones.
+    The cascade pays the cheap call on every prompt and the strong one on escalated ones;
+    ``cost_aware`` ranks its answers by ``cost_weighted`` scores, as a tier with that setting does.
     Prices: the config's cheapest and strongest tiers' primaries, else RouteLLM's ($0.90/M, $20/M).
     """
     import numpy as np
 
     from router.cascade import CallCosts, Prices, cascade_curve, cascade_summary, plot_cost_curves, random_cost_curve, routing_cost_curve
-    from router.scorer import Candidate, load_scorer
+    from router.scorer import Candidate, cost_weighted, load_scorer
     from router.verifier import read_answered_rows
 
     rows = [row for path in data for row in read_answered_rows(_existing(path))]
@@ -179,11 +182,13 @@ def run_cascade_eval(data: list[Path], scorer_kind: str, router_name: str, confi
     )  # fmt: skip
     scorer = load_scorer(scorer_kind)
     weak_scores = np.array([s.value for s in scorer.score_batch([Candidate(r.prompt, r.weak_response) for r in rows])])
+    if cost_aware:
+        weak_scores = cost_weighted(weak_scores, [r.prompt for r in rows], [r.weak_response for r in rows])
     router = load_router(router_name)
     _warn_if_trained_on(router, data, console)
     routing = routing_cost_curve(np.array([s.value for s in router.score_batch([r.prompt for r in rows])]), costs)
     cascade = cascade_curve(weak_scores, costs)
-    curves = {f"cascade ({scorer_kind})": cascade, f"routing ({router_name})": routing, "random": random_cost_curve(costs)}
+    curves = {f"cascade ({scorer_kind}{', cost-aware' if cost_aware else ''})": cascade, f"routing ({router_name})": routing, "random": random_cost_curve(costs)}
     plot_cost_curves(curves, costs, plot, title="Quality against cost")
     summary = cascade_summary(cascade, routing, costs)
     console.print(_cascade_text(summary, len(rows)))
@@ -208,9 +213,9 @@ def _cascade_text(s: dict[str, Any], rows: int) -> str:
     )
 
 
-def verify_lines(path: Path, scorer_kind: str, out: Any) -> int:
+def verify_lines(path: Path, scorer_kind: str, out: Any, cost_aware: bool = False) -> int:
     """Score ``{"custom_id", "prompt", "response"}`` lines; one ``{"custom_id", "score"}`` line each."""
-    from router.scorer import Candidate, load_scorer
+    from router.scorer import Candidate, cost_weighted, load_scorer
 
     scorer = load_scorer(scorer_kind)
     count = 0
@@ -224,7 +229,9 @@ def verify_lines(path: Path, scorer_kind: str, out: Any) -> int:
             except (ValueError, KeyError, TypeError):
                 out.write(json.dumps({"custom_id": None, "line": number, "error": 'needs "prompt" and "response"'}) + "\n")
                 continue
-            score = scorer.score_batch([candidate])[0]
-            out.write(json.dumps({"custom_id": data.get("custom_id"), "score": round(score.value, 4)}) + "\n")
+            value = scorer.score_batch([candidate])[0].value
+            if cost_aware:
+                value = float(cost_weighted([value], [candidate.prompt], [candidate.answer])[0])
+            out.write(json.dumps({"custom_id": data.get("custom_id"), "score": round(value, 4)}) + "\n")
             count += 1
     return count

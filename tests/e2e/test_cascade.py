@@ -133,6 +133,7 @@ tiers:
     scorer:
       kind: judge
       threshold: 0.5
+      cost_aware: true
       judge: {model: openai/fake-judge, name: judge, api_base: fake, timeout_s: 5, input_cost_per_million: 1.0, output_cost_per_million: 1.0}
     deployments:
       - {model: openai/fake-mid, name: mid-primary, api_base: fake, timeout_s: 5, input_cost_per_million: 0.5, output_cost_per_million: 1.5}
@@ -173,8 +174,8 @@ def test_logprob_and_judge_scorers_escalate_through_three_tiers(redis_url: str, 
             assert not format_failures("", final) and calls[-1]["score"] >= 0.5
         # the cheap answer was judged by its logprobs (an empty one has none, and is rejected)
         assert calls[0]["score_reasons"] == ["empty"] or calls[0]["score_reasons"][0].startswith("logprob:")
-        if len(calls) > 1:
-            assert calls[1]["score_reasons"] == ["judge"]
+        if len(calls) > 1:  # graded by the judge, then weighed by what escalating it would cost
+            assert calls[1]["score_reasons"][0] == "judge" and calls[1]["score_reasons"][1].startswith("cost_weighted_from:")
         assert abs(info["cost_usd"] - sum(c["cost_usd"] for c in calls)) < 1e-12
     assert set(paths) == {("cheap",), ("cheap", "mid"), ("cheap", "mid", "frontier")}
     # And the judge was asked once per mid answer, its cost counted in the lines and the batch

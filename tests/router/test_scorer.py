@@ -8,8 +8,8 @@ import pytest
 
 from router.scorer import (
     format_failures,
-    AnswerScorer, Candidate, CombinedScorer, FormatScorer, JudgeScorer, LogprobScorer, judge_prompt, load_scorer,
-    parse_judge_reply,
+    REFERENCE_CHARS, AnswerScorer, Candidate, CombinedScorer, FormatScorer, JudgeScorer, LogprobScorer, cost_weighted,
+    judge_prompt, load_scorer, parse_judge_reply,
 )
 from schemas.errors import ModelFileError
 
@@ -142,3 +142,22 @@ def test_load_scorer_rejects_a_bad_model_file_in_one_sentence(tmp_path: Path) ->
     bad.write_text("{not json")
     with pytest.raises(ModelFileError, match="is corrupt"):
         load_scorer("verifier", str(bad))
+
+
+def test_cost_weighting_keeps_a_score_at_the_reference_size_and_the_order_within_one_size() -> None:
+    prompt, answer = "q" * 200, "a" * int(REFERENCE_CHARS - 200)
+    values = [0.0, 0.2, 0.5, 0.9, 1.0]
+    weighted = cost_weighted(values, [prompt] * 5, [answer] * 5)
+    assert list(weighted) == pytest.approx(values, abs=1e-6)
+    same_size = cost_weighted([0.3, 0.7, 0.5], ["q" * 50] * 3, ["a" * 1000] * 3)
+    assert list(same_size.argsort()) == [0, 2, 1]
+
+
+def test_cost_weighting_keeps_a_long_answer_that_would_cost_more_to_escalate() -> None:
+    # Given two answers equally likely to be wrong, one four times the size of the other
+    short, long = cost_weighted([0.6, 0.6], ["q" * 100, "q" * 400], ["a" * 100, "a" * 400])
+    # Then a threshold between them escalates the short one: the same odds of a fix for a quarter of the price
+    assert short < 0.6 < long
+    # And the odds move by exactly the ratio of the sizes
+    odds = lambda p: p / (1 - p)  # noqa: E731
+    assert odds(long) / odds(short) == pytest.approx(4.0)

@@ -86,3 +86,15 @@ def test_verify_scores_each_answer_and_rejects_a_refusal(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     scores = {line["custom_id"]: line["score"] for line in map(json.loads, result.stdout.splitlines())}
     assert scores["good"] > scores["refusal"] and scores["refusal"] == 0.0
+
+
+def test_verify_cost_aware_weighs_the_verifier_score_by_the_escalation_size(tmp_path: Path) -> None:
+    from router.scorer import cost_weighted
+
+    answers = tmp_path / "answers.jsonl"
+    line = {"custom_id": "a", "prompt": "Tom has 3 apples and buys 4 more. How many now?", "response": "3 + 4 = 7. The answer is 7."}
+    answers.write_text(json.dumps(line) + "\n")
+    plain = json.loads(turnout("verify", str(answers), "--scorer", "verifier").stdout)["score"]
+    weighted = json.loads(turnout("verify", str(answers), "--scorer", "verifier", "--cost-aware").stdout)["score"]
+    assert weighted == pytest.approx(float(cost_weighted([plain], [line["prompt"]], [line["response"]])[0]), abs=2e-4)
+    assert weighted < plain  # a short answer is cheap to escalate
