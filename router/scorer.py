@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 SCORER_KINDS = ("format", "logprob", "verifier", "judge", "format+logprob", "format+verifier", "format+judge")
 #: What a scorer says when it has nothing to go on: neither keep nor escalate by default.
 NEUTRAL = 0.5
+#: Reasons that mark a ``NEUTRAL`` score as "no verdict" rather than a probability.
+UNJUDGED = ("no_logprobs", "judge_unparsed", "judge_failed")
 
 
 #: Prompt + answer characters at which ``cost_weighted`` leaves a score as it is (about a
@@ -41,13 +43,14 @@ def cost_weighted(values: Sequence[float] | np.ndarray, prompts: Sequence[str], 
 
     ``values`` read as P(answer good); escalating an answer pays the next tier for the prompt
     and an answer of about its size, so ``p/(1-p) * (len(prompt) + len(answer)) / reference_chars``
-    ranks answers by their odds of being wrong per dollar of that call: a threshold on it
-    escalates where escalating buys the most. Same order as ``values`` among answers of one
-    size; equal to them at ``reference_chars``; 0 and 1 stay (nearly) 0 and 1.
+    ranks answers by their odds of being wrong per character of that call, and a threshold on
+    it escalates the cheap fixes first. Same order as ``values`` among answers of one size;
+    equal to them at ``reference_chars``; 0 and 1 stay (nearly) 0 and 1. Sizes are counted
+    from one character, so an empty prompt and answer do not turn every score into 0.
     """
     p = np.clip(np.asarray(values, dtype=float), 1e-9, 1.0 - 1e-9)
-    size = np.fromiter((len(q) + len(a) for q, a in zip(prompts, answers)), dtype=float, count=len(p)) / reference_chars
-    odds = p / (1.0 - p) * size
+    chars = np.fromiter((len(q) + len(a) for q, a in zip(prompts, answers)), dtype=float, count=len(p))
+    odds = p / (1.0 - p) * np.maximum(chars, 1.0) / reference_chars
     weighted: np.ndarray = odds / (1.0 + odds)
     return weighted
 

@@ -79,9 +79,11 @@ class ScorerConfig(_Strict):
     judge: Deployment | None = Field(None, description="the deployment that grades answers for kind judge")
 
     @model_validator(mode="after")
-    def _judge_has_a_deployment(self) -> ScorerConfig:
+    def _settings_fit_the_kind(self) -> ScorerConfig:
         if self.kind.endswith("judge") and self.judge is None:
             raise ValueError("a judge scorer needs a judge: deployment to ask")
+        if self.cost_aware and self.kind == "format":
+            raise ValueError("cost_aware weighs a probability, and format checks only pass or fail: drop it, or use format+<kind>")
         return self
 
 

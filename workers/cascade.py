@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from router.scorer import Candidate, JudgeScorer, cost_weighted, format_failures, judge_prompt
+from router.scorer import NEUTRAL, UNJUDGED, Candidate, JudgeScorer, cost_weighted, format_failures, judge_prompt
 from schemas.config import Tier
 from schemas.job import Job
 from workers.answer import Answer
@@ -30,7 +30,16 @@ async def score_answers(runtime: Runtime, tier: Tier, answers: list[tuple[Job, A
     if not tier.scorer.cost_aware:
         return scored
     weighted = cost_weighted([v for v, _, _ in scored], [c.prompt for c in candidates], [c.answer for c in candidates])
-    return [(float(w), [*reasons, f"cost_weighted_from:{v:.4f}"], cost) for w, (v, reasons, cost) in zip(weighted, scored)]
+    return [
+        (v, reasons, cost) if _unjudged(reasons) else (float(w), [*reasons, f"cost_weighted_from:{v:.4f}"], cost)
+        for w, (v, reasons, cost) in zip(weighted, scored)
+    ]
+
+
+def _unjudged(reasons: list[str]) -> bool:
+    """A neutral score that stands for "no verdict" (the judge failed, no logprobs): not a
+    probability to weigh, or a judge outage would escalate every short answer."""
+    return any(r.startswith(UNJUDGED) for r in reasons)
 
 
 def _candidate(job: Job, answer: Answer) -> Candidate:
@@ -56,7 +65,7 @@ async def _judge(runtime: Runtime, tier: Tier, candidate: Candidate) -> Scored:
     try:
         response: Any = await litellm.acompletion(messages=judge_prompt(candidate.prompt, candidate.answer), **params)
     except Exception as exc:  # a judge that fails must not lose the job: keep the answer as unjudged
-        return 0.5, [f"judge_failed:{type(exc).__name__}"], 0.0
+        return NEUTRAL, [f"judge_failed:{type(exc).__name__}"], 0.0
     verdict = JudgeScorer.from_reply(str(response.choices[0].message.content or ""))
     cost = float((getattr(response, "_hidden_params", {}) or {}).get("response_cost") or 0.0)
     return verdict.value, verdict.reasons, cost

@@ -10,6 +10,7 @@ bytes per finished line instead of the line. The collector reads them back from 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -89,7 +90,8 @@ def follow(ledger: Ledger, batch_id: str) -> Iterator[bytes]:
 
     A spill moves output lines to the file in the order of the batch's events, so the n-th
     output event's line is the file's n-th line once it is spilled; only bytes below the
-    committed size are read, and those never change (no lease needed: spills go on)."""
+    committed size are read, and no spill rewrites those (see ``spill``): no lease needed,
+    spills go on while it reads."""
     spilled = _SpillReader(ledger, batch_id)
     outputs = 0
     try:
@@ -130,6 +132,8 @@ class _SpillReader:
     def _read_more(self) -> None:
         path, size, _ = self.ledger.spill_state(self.batch_id)
         if path is None or size <= self.offset:
+            if self.ledger.status(self.batch_id) is None:
+                raise TurnoutError(f"batch {self.batch_id} was deleted while following it")
             raise TurnoutError(f"batch {self.batch_id}: an output line is spilled but not in its spill file's committed part")
         if self.fd is None:
             try:
@@ -211,42 +215,65 @@ def spill(ledger: Ledger, batch_id: str, path: Path, per_round: int = 5000) -> i
     Append, fsync, then empty the lines in Redis in one script that also records the file's
     committed size: a crash in between leaves lines in the file past that size, and the next
     spill cuts them off before appending again, so no line is ever in the file twice.
+
+    A spiller holds the batch's lease in Redis and an exclusive lock on the file, and reads
+    the committed size after taking both: one that stalled past its lease still holds the
+    file, so no other can commit meanwhile, and what it writes lands past the committed bytes.
+    A batch's first spill does not reuse a file a deleted batch of the same id left behind.
     """
     token = uuid.uuid4().hex
     if not ledger.spill_lock(batch_id, token):
         return 0  # another collector is spilling this batch
     try:
-        known, size, cursor = ledger.spill_state(batch_id)
-        path = Path(known) if known else path.resolve()
+        known, _, _ = ledger.spill_state(batch_id)
+        path = Path(known) if known else _fresh(path.resolve())
         path.parent.mkdir(parents=True, exist_ok=True)
-        on_disk = path.stat().st_size if path.exists() else 0
-        if on_disk < size:  # cutting it to `size` would pad it with zeros instead
-            raise TurnoutError(
-                f"spill file {path} holds {on_disk} bytes but {size} were spilled to it: it was removed or cut, "
-                f"and the output lines spilled there are gone from Redis too; restore the file to go on"
-            )
-        moved = 0
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
-            os.ftruncate(fd, size)  # what a spill that died before committing left past it
-            while ledger.spill_lock(batch_id, token):  # renewed each round: a long backlog outlasts one lease
-                last, lines = ledger.unspilled(batch_id, cursor, per_round)
-                if last is None:
-                    return moved
-                data = b"".join(line + b"\n" for _, line in lines)
-                # at the committed offset, not appended: a spiller that lost its lease writes the
-                # same lines from the same offset, so the committed bytes are right either way
-                os.pwrite(fd, data, size)
-                os.fsync(fd)
-                committed = ledger.commit_spill(batch_id, token, size, last, size + len(data), str(path), [k for k, _ in lines])
-                if committed < 0:
-                    return moved  # the lease was lost or the batch deleted: leave it to the next spill
-                moved, size, cursor = moved + committed, size + len(data), last
-            return moved
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0  # a spiller that lost its lease is still writing: the next round goes on
+            return _spill_locked(ledger, batch_id, token, fd, path, per_round)
         finally:
-            os.close(fd)
+            os.close(fd)  # releases the file lock
     finally:
         ledger.spill_unlock(batch_id, token)
+
+
+def _fresh(path: Path) -> Path:
+    """``path``, or ``path.2``, ``path.3``… when a deleted batch of the same id left lines there."""
+    candidate, n = path, 1
+    while candidate.exists() and candidate.stat().st_size > 0:
+        n += 1
+        candidate = path.with_name(f"{path.name}.{n}")
+    return candidate
+
+
+def _spill_locked(ledger: Ledger, batch_id: str, token: str, fd: int, path: Path, per_round: int) -> int:
+    known, size, cursor = ledger.spill_state(batch_id)
+    if known is not None and Path(known) != path:
+        return 0  # another spiller chose the file between our reads: the next round uses it
+    on_disk = os.fstat(fd).st_size
+    if on_disk < size:  # cutting it to `size` would pad it with zeros instead
+        raise TurnoutError(
+            f"spill file {path} holds {on_disk} bytes but {size} were spilled to it: it was removed or cut, "
+            f"and the output lines spilled there are gone from Redis too; restore the file to go on"
+        )
+    os.ftruncate(fd, size)  # what a spill that died before committing left past it
+    moved = 0
+    while ledger.spill_lock(batch_id, token):  # renewed each round: a long backlog outlasts one lease
+        last, lines = ledger.unspilled(batch_id, cursor, per_round)
+        if last is None:
+            return moved
+        data = b"".join(line + b"\n" for _, line in lines)
+        os.pwrite(fd, data, size)  # at the committed offset: what a dead spill left there is cut
+        os.fsync(fd)
+        committed = ledger.commit_spill(batch_id, token, size, last, size + len(data), str(path), [k for k, _ in lines])
+        if committed < 0:
+            return moved  # the lease was lost or the batch deleted: leave it to the next spill
+        moved, size, cursor = moved + committed, size + len(data), last
+    return moved
 
 
 def summary(status: BatchStatus) -> dict[str, object]:

@@ -309,15 +309,25 @@ class Ledger:
             if not self.redis.hexists(keys.out, key):
                 yield value
 
-    def follow(self, batch_id: str, block_ms: int = 1000) -> Iterator[tuple[bool, bytes]]:
+    def follow(self, batch_id: str, block_ms: int = 1000, count: int = 500) -> Iterator[tuple[bool, bytes]]:
         """Each recorded line as it is recorded, from the first, until the batch is complete:
         (is an output line, the line). An output line already spilled comes as b"" (the
-        collector's ``follow`` reads it from the spill file); a line replaced since (an error
-        a replayed job answered) is left out."""
+        collector's ``follow`` reads it from the spill file). An error line that a replayed
+        job's answer replaced before it was read is left out; one read before that comes, and
+        so does the answer, later.
+
+        The batch's status is read before each read of its events: complete then (its
+        counters and its events move in one script), and fewer events read than asked for,
+        means every line was followed. Raises TurnoutError when the batch is deleted (or
+        deleted and submitted again) before that."""
         keys = BatchKeys(batch_id)
-        last = "0-0"
+        last, started = "0-0", None
         while True:
-            entries = self.redis.xread({keys.events: last}, count=500, block=block_ms)
+            status = self.status(batch_id)
+            if status is None or (started is not None and status.started_at != started):
+                raise TurnoutError(f"batch {batch_id} was deleted while following it")
+            started = status.started_at
+            entries = self.redis.xread({keys.events: last}, count=count, block=None if status.complete else block_ms)
             for _, items in entries:
                 for entry_id, fields in items:
                     last = entry_id
@@ -325,10 +335,7 @@ class Ledger:
                     value = self.redis.hget(keys.out if ok else keys.err, fields[b"k"])
                     if value is not None:
                         yield ok, value
-            status = self.status(batch_id)
-            if status is None:
-                raise TurnoutError(f"batch {batch_id} was deleted while following it")
-            if not entries and status.complete:
+            if status.complete and sum(len(items) for _, items in entries) < count:
                 return
 
     def delete(self, batch_id: str) -> None:

@@ -161,3 +161,9 @@ def test_cost_weighting_keeps_a_long_answer_that_would_cost_more_to_escalate() -
     # And the odds move by exactly the ratio of the sizes
     odds = lambda p: p / (1 - p)  # noqa: E731
     assert odds(long) / odds(short) == pytest.approx(4.0)
+
+
+def test_cost_weighting_leaves_a_score_for_an_empty_prompt_and_answer_alone_in_order() -> None:
+    # e.g. a tool-call answer (no text) to an image-only message: its score still counts
+    low, high = cost_weighted([0.2, 1.0], ["", ""], ["", ""])
+    assert 0.0 < low < high and high > 0.99

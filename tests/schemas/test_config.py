@@ -48,6 +48,7 @@ def test_environment_overrides_top_level_fields(tmp_path: Path, monkeypatch: pyt
         (GOOD.replace("name: frontier", "name: cheap"), "unique"),
         (GOOD + "surprise: 1\n", "surprise"),
         ("visibility_timeout_s: 30\n" + GOOD, "visibility_timeout_s 30 is too short"),
+        (GOOD.replace("  - name: frontier", "    policy: cascade\n    scorer: {kind: format, cost_aware: true}\n  - name: frontier"), "cost_aware"),
     ],
 )
 def test_a_broken_config_names_the_field(tmp_path: Path, text: str, fragment: str) -> None:

@@ -13,6 +13,7 @@ import redis
 
 from schemas.errors import TurnoutError
 from schemas.result import ResultLine, TurnoutInfo, error_line
+from workers import collector
 from workers.collector import collect, follow, output_lines, spill
 from workers.ledger import BatchKeys, Ledger
 
@@ -182,7 +183,7 @@ def test_reading_the_output_waits_for_a_spill_round_in_progress(batch: tuple[Led
 
 
 def test_following_a_batch_reads_spilled_lines_back_in_order_while_spills_go_on(
-    batch: tuple[Ledger, str], tmp_path: Path
+    batch: tuple[Ledger, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a batch whose first answers are spilled before anyone follows it, with an error
     # between them and a torn tail past the file's committed size (a spiller that died)
@@ -198,6 +199,9 @@ def test_following_a_batch_reads_spilled_lines_back_in_order_while_spills_go_on(
     ledger.seal(batch_id, 8)
 
     # When it is followed, with a spill between every two lines it reads
+    from_file: list[int] = []
+    read_line = collector._SpillReader.line
+    monkeypatch.setattr(collector._SpillReader, "line", lambda self, n: from_file.append(n) or read_line(self, n))
     lines = follow(ledger, batch_id)
     seen = [json.loads(next(lines))["custom_id"] for _ in range(4)]
     spill(ledger, batch_id, path)  # a3, a4 move to the file after they were recorded
@@ -208,7 +212,7 @@ def test_following_a_batch_reads_spilled_lines_back_in_order_while_spills_go_on(
 
     # Then every line comes once, in the order it was recorded, none from the torn tail
     assert seen == ["a0", "a1", "bad", "a2", "a3", "a4", "a5", "a6"]
-    assert ledger.redis.hget(BatchKeys(batch_id).out, "a6") == b""  # it did come from the file
+    assert from_file == [0, 1, 2, 3, 4, 5, 6]  # every answer came from the file, by its number among answers
 
 
 def test_following_a_deleted_batch_stops_with_an_error(batch: tuple[Ledger, str]) -> None:
@@ -219,3 +223,50 @@ def test_following_a_deleted_batch_stops_with_an_error(batch: tuple[Ledger, str]
     ledger.delete(batch_id)
     with pytest.raises(TurnoutError, match="deleted"):
         next(lines)
+
+
+
+def test_following_stops_with_an_error_when_the_batch_is_deleted_and_submitted_again(batch: tuple[Ledger, str]) -> None:
+    ledger, batch_id = batch
+    record(ledger, batch_id, ["old0", "old1"])
+    lines = follow(ledger, batch_id)
+    assert json.loads(next(lines))["custom_id"] == "old0"
+    ledger.delete(batch_id)
+    time.sleep(0.01)  # a new started_at
+    ledger.open_batch(batch_id)
+    record(ledger, batch_id, ["new0"])
+    with pytest.raises(TurnoutError, match="deleted"):  # not old1 (gone with its batch), nor new0
+        next(lines)
+
+
+def test_a_spiller_stalled_in_the_file_keeps_any_other_from_committing(batch: tuple[Ledger, str], tmp_path: Path) -> None:
+    # Given a spilled line, and a spiller that still holds the file (it stalled past its lease)
+    import fcntl
+
+    ledger, batch_id = batch
+    path = tmp_path / "spill.jsonl"
+    record(ledger, batch_id, ["a0"])
+    spill(ledger, batch_id, path)
+    record(ledger, batch_id, ["a1"])
+    with open(path, "ab") as stalled:
+        fcntl.flock(stalled.fileno(), fcntl.LOCK_EX)
+        # When another spill runs, it moves nothing and leaves the committed bytes alone
+        assert spill(ledger, batch_id, path) == 0
+        assert ledger.spill_state(batch_id)[1] == path.stat().st_size
+    # Then once the stalled one lets go, the next spill goes on where the file was committed
+    assert spill(ledger, batch_id, path) == 1
+    assert ids_in(path) == ["a0", "a1"]
+
+
+def test_a_batch_submitted_again_after_delete_spills_beside_the_file_delete_kept(batch: tuple[Ledger, str], tmp_path: Path) -> None:
+    ledger, batch_id = batch
+    path = tmp_path / "spill.jsonl"
+    record(ledger, batch_id, ["old"])
+    spill(ledger, batch_id, path)
+    ledger.delete(batch_id)
+    ledger.open_batch(batch_id)
+    record(ledger, batch_id, ["new"])
+    assert spill(ledger, batch_id, path) == 1
+    assert ids_in(path) == ["old"]  # the deleted batch's answers, kept
+    assert ids_in(tmp_path / "spill.jsonl.2") == ["new"]
+    assert [json.loads(line)["custom_id"] for line in output_lines(ledger, batch_id)] == ["new"]
