@@ -1,4 +1,4 @@
-"""The trained router: per-kind logistic models over TF-IDF n-grams, in one versioned JSON file.
+"""The trained router: per-kind models over TF-IDF n-grams and dense features, in one versioned JSON file.
 
 The score is (1 + expected quality gain of the strong model over the weak one) / 2, so 0.5
 means "the strong model buys nothing here" and 1.0 "the weak model fails where the strong
@@ -6,6 +6,8 @@ one succeeds". Each prompt kind (``features.DOMAINS``) has its own model, becaus
 trained on every kind lets the biggest data set decide the others' ranking; a kind with no
 trained model, and any share of a trained one given by ``prior_blend``, is scored by a
 hand-set length/complexity prior so prompts unlike the training data still rank sensibly.
+A kind's model is a ``LinearModel`` (logistic regression) or a ``StackedModel`` (linear scores
+combined by boosted trees), whichever ``training.fit`` found better for it.
 
 The file is plain JSON (no pickle: loading a model must never run code); ``save`` also
 writes the model card ``<stem>.md`` beside it.
@@ -24,6 +26,7 @@ import numpy as np
 
 from router.classifier import Classifier, Score
 from router.features import DENSE_NAMES, DOMAINS, SparseRows, Vocabulary, describe_batch
+from router.trees import BoostedTrees
 from schemas.errors import ModelFileError
 
 T = TypeVar("T")
@@ -31,7 +34,7 @@ T = TypeVar("T")
 #: What the ``format`` field of a model file must say.
 MODEL_FORMAT = "turnout.router.trained"
 #: Bumped whenever a change to features or file layout would make old files score wrongly.
-MODEL_VERSION = 1
+MODEL_VERSION = 2
 #: Significant digits kept for weights in the file: enough for identical rankings, half the size.
 _DIGITS = 6
 
@@ -86,6 +89,80 @@ class LinearModel:
         return model
 
 
+#: The stacked model's tree inputs ahead of the dense features: its ridges' predicted gain,
+#: strong quality and weak quality.
+STACKED_INPUTS = ("gain", "strong", "weak")
+
+
+@dataclass
+class StackedModel:
+    """Boosted trees over two ridge regressions and the raw dense features.
+
+    The ridges read the same inputs as ``LinearModel`` and predict the strong and the weak
+    model's quality; the trees see their difference, both of them and the dense features, and
+    predict the gain in [-1, 1], mapped to the router's scale as (1 + gain) / 2. Row 0 of
+    ``weights``, ``dense_weights`` and ``bias`` is the strong model's ridge, row 1 the weak's.
+    """
+
+    weights: np.ndarray
+    dense_weights: np.ndarray
+    dense_mean: np.ndarray
+    dense_scale: np.ndarray
+    bias: np.ndarray
+    trees: BoostedTrees
+    prior_blend: float = 0.0
+
+    @property
+    def uses_text(self) -> bool:
+        return self.weights.shape[1] > 0
+
+    def predict(self, rows: SparseRows | None, dense: np.ndarray) -> np.ndarray:
+        gain = self.trees.predict(np.hstack([self.ridge_scores(rows, dense), dense]))
+        clipped: np.ndarray = np.clip((1.0 + gain) / 2.0, 0.0, 1.0)
+        return clipped
+
+    def ridge_scores(self, rows: SparseRows | None, dense: np.ndarray) -> np.ndarray:
+        """The trees' first inputs, one column each as named in ``STACKED_INPUTS``."""
+        quality = ((dense - self.dense_mean) / self.dense_scale) @ self.dense_weights.T + self.bias
+        if rows is not None and self.uses_text:
+            quality += np.stack([rows.dot(w) for w in self.weights], axis=1)
+        return np.column_stack([quality[:, 0] - quality[:, 1], quality])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "weights": [_rounded(w) for w in self.weights],
+            "dense_weights": [_rounded(w) for w in self.dense_weights],
+            "dense_mean": _rounded(self.dense_mean),
+            "dense_scale": _rounded(self.dense_scale),
+            "bias": _rounded(self.bias),
+            "trees": self.trees.to_dict(),
+            "prior_blend": float(self.prior_blend),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], n_terms: int) -> StackedModel:
+        n_dense = len(DENSE_NAMES)
+        model = cls(
+            weights=np.asarray(data["weights"], dtype=float),
+            dense_weights=np.asarray(data["dense_weights"], dtype=float),
+            dense_mean=np.asarray(data["dense_mean"], dtype=float),
+            dense_scale=np.asarray(data["dense_scale"], dtype=float),
+            bias=np.asarray(data["bias"], dtype=float),
+            trees=BoostedTrees.from_dict(data["trees"], len(STACKED_INPUTS) + n_dense),
+            prior_blend=float(data.get("prior_blend", 0.0)),
+        )
+        shapes = (model.weights.shape, model.dense_weights.shape, model.dense_mean.shape, model.dense_scale.shape)
+        if shapes[0] not in ((2, 0), (2, n_terms)) or shapes[1:] != ((2, n_dense), (n_dense,), (n_dense,)):
+            raise ValueError("its stacked model's weights do not match the vocabulary and dense features")
+        if model.bias.shape != (2,):
+            raise ValueError("its stacked model needs two biases, the strong and the weak ridge's")
+        return model
+
+
+#: A prompt kind's model, by the ``type`` its entry in the file names.
+MODEL_TYPES: dict[str, type[LinearModel] | type[StackedModel]] = {"linear": LinearModel, "stacked": StackedModel}
+
+
 @dataclass
 class ComplexityPrior:
     """A hand-set logistic score on dense features: longer, denser, more technical → higher."""
@@ -135,7 +212,7 @@ class TrainedClassifier(Classifier):
     """Scores prompts with the model of their kind; see the module docstring for the scale."""
 
     vocabulary: Vocabulary
-    domains: dict[str, LinearModel]
+    domains: dict[str, LinearModel | StackedModel]
     prior: ComplexityPrior = field(default_factory=lambda: DEFAULT_PRIOR)
     model_name: str = "default"
     card: dict[str, Any] = field(default_factory=dict)
@@ -175,7 +252,7 @@ class TrainedClassifier(Classifier):
             "dense_features": list(DENSE_NAMES),
             "vocabulary": self.vocabulary.terms,
             "idf": _rounded(self.vocabulary.idf),
-            "domains": {kind: model.to_dict() for kind, model in self.domains.items()},
+            "domains": {kind: {"type": _type_name(model), **model.to_dict()} for kind, model in self.domains.items()},
             "prior": self.prior.to_dict(),
             "card": self.card,
         }
@@ -191,7 +268,7 @@ class TrainedClassifier(Classifier):
         unknown = set(data["domains"]) - set(DOMAINS)
         if unknown:
             raise ValueError(f"it names unknown prompt kinds {sorted(unknown)}")
-        domains = {k: LinearModel.from_dict(m, len(vocabulary.terms)) for k, m in data["domains"].items()}
+        domains = {kind: _domain_model(kind, m, len(vocabulary.terms)) for kind, m in data["domains"].items()}
         return cls(vocabulary, domains, ComplexityPrior.from_dict(data["prior"]), str(data["name"]), dict(data["card"]))
 
     @classmethod
@@ -202,6 +279,17 @@ class TrainedClassifier(Classifier):
     def save(self, path: Path) -> tuple[Path, Path]:
         """Write the model JSON and its card ``<stem>.md``; returns both paths."""
         return write_model_file(path, self.to_dict(), render_card(self.model_name, self.card))
+
+
+def _type_name(model: LinearModel | StackedModel) -> str:
+    return next(name for name, cls in MODEL_TYPES.items() if isinstance(model, cls))
+
+
+def _domain_model(kind: str, data: Mapping[str, Any], n_terms: int) -> LinearModel | StackedModel:
+    model_type = data.get("type")
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"its {kind} model is of unknown type {model_type!r}")
+    return MODEL_TYPES[model_type].from_dict(data, n_terms)
 
 
 def read_model_file(
@@ -243,6 +331,8 @@ def render_card(model_name: str, card: Mapping[str, Any]) -> str:
     for key in ("created", "trained_on", "rows", "domains", "vocabulary_terms", "evaluation"):
         if key in card and not isinstance(card[key], (dict, list)):
             lines.append(f"- {key.replace('_', ' ')}: {card[key]}")
+    for kind, description in card.get("models", {}).items():
+        lines.append(f"- {kind} model: {description}")
     files = card.get("files", [])
     if files:
         lines += ["", "## Training data", "", "| file | rows |", "|---|---|"]

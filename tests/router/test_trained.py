@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from router.classifier import Classifier, Score, load_classifier
-from router.trained import MODEL_VERSION, TrainedClassifier
-from router.training import TrainingDataError, evaluate, read_rows, thresholds_for_shares, train
+from router.trained import MODEL_VERSION, LinearModel, StackedModel, TrainedClassifier
+from router.training import FitSettings, TrainingDataError, evaluate, read_rows, thresholds_for_shares, train
+from router.trees import BoostingSettings
 from schemas.config import ClassifierConfig
 from schemas.errors import ModelFileError, TurnoutError
 
@@ -35,6 +37,19 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     data = _write_rows(folder / "synthetic.train.jsonl")
     report = train([data], folder / "tiny.json", folds=2)
     return report.model_path, data
+
+
+@pytest.fixture(scope="module")
+def stacked(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model whose choice kind is a stack: the synthetic rows are few, so the thresholds are lowered."""
+    folder = tmp_path_factory.mktemp("stacked")
+    data = _write_rows(folder / "synthetic.train.jsonl")
+    settings = FitSettings(stack_min_rows=100, boosting=BoostingSettings(min_leaf=10))
+    return train([data], folder / "stacked.json", folds=0, settings=settings).model_path
+
+
+HARD = "Question 1 about the quantum field renormalization?\nA. a\nB. b\nC. c\nD. d\nAnswer:"
+EASY = "Question 1 about the capital city of a country?\nA. a\nB. b\nC. c\nD. d\nAnswer:"
 
 
 def test_training_writes_a_model_and_its_card(trained: tuple[Path, Path]) -> None:
@@ -113,6 +128,66 @@ def test_a_model_file_of_another_version_is_refused(trained: tuple[Path, Path], 
     # Then loading it asks for a retrain
     with pytest.raises(ModelFileError, match="retrain"):
         TrainedClassifier.load(future)
+
+
+def test_a_version_1_model_file_asks_for_a_retrain(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    # Given a file of the logistic-only layout, version 1
+    data = json.loads(trained[0].read_text())
+    data["version"] = 1
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data))
+    # Then loading it names the version and asks for a retrain
+    with pytest.raises(ModelFileError, match=r"version 1 but this turnout reads version 2; retrain it"):
+        TrainedClassifier.load(old)
+
+
+def test_small_kinds_stay_linear_and_large_choice_kinds_are_stacked(trained: tuple[Path, Path], stacked: Path) -> None:
+    # Given one model trained with the default stack threshold on 120 rows, and one with it lowered
+    # Then the first is a logistic regression and the second a stack
+    assert isinstance(TrainedClassifier.load(trained[0]).domains["choice"], LinearModel)
+    model = TrainedClassifier.load(stacked)
+    assert isinstance(model.domains["choice"], StackedModel)
+    assert "choice model: stack" in stacked.with_suffix(".md").read_text()
+    # And the stack ranks the hard prompt above the easy one, within the unit interval
+    hard, easy = model.predict([HARD, EASY])
+    assert 0.0 <= easy < hard <= 1.0
+
+
+def test_a_stacked_model_saved_again_scores_identically(stacked: Path, tmp_path: Path) -> None:
+    # Given a loaded stacked model saved elsewhere and loaded again
+    model = TrainedClassifier.load(stacked)
+    model.save(tmp_path / "copy.json")
+    again = TrainedClassifier.load(tmp_path / "copy.json")
+    # Then both give the same scores, bit for bit
+    prompts = [HARD, EASY, "Question 9 about renormalization of a capital?\nA. a\nB. b\nC. c\nD. d", "hi"]
+    assert np.array_equal(again.predict(prompts), model.predict(prompts))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m["trees"].update(feature=[[0, 0, 99]] * len(m["trees"]["feature"])), "depth-2 trees over 16 features"),
+        (lambda m: m["trees"].update(threshold=[[1, 2]]), "depth-2 trees"),
+        (lambda m: m.update(bias=[0.1, 0.2, 0.3]), "two biases"),
+        (lambda m: m.update(weights=[[1.0, 2.0], [3.0, 4.0]]), "do not match the vocabulary"),
+        (lambda m: m.update(type="forest"), "unknown type 'forest'"),
+        (lambda m: m.pop("trees"), "'trees'"),
+    ],
+)
+def test_a_corrupt_stacked_model_file_fails_at_load_in_one_sentence(
+    stacked: Path, tmp_path: Path, change: Any, message: str
+) -> None:
+    # Given a stacked model file with one part of its choice model broken
+    data = json.loads(stacked.read_text())
+    change(data["domains"]["choice"])
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(data))
+    # Then loading it fails with one sentence naming the file and the problem
+    with pytest.raises(ModelFileError) as caught:
+        TrainedClassifier.load(broken)
+    text = str(caught.value)
+    assert text.startswith(f"Model file {broken} is corrupt: ") and message in text
+    assert text.endswith(".") and "\n" not in text
 
 
 def test_a_row_missing_a_field_is_named_by_file_and_line(tmp_path: Path) -> None:
