@@ -36,7 +36,7 @@ _NUMBER_WORD = re.compile(
 )
 
 #: The prompt kinds the router keeps a sub-model for; ``general`` has no training data of its
-#: own and leans on the complexity prior.
+#: own and is scored by the heuristic.
 DOMAINS = ("choice", "math", "general")
 
 #: Names of the dense features, in the order ``dense_features`` returns them.

@@ -4,8 +4,9 @@ The score is (1 + expected quality gain of the strong model over the weak one) /
 means "the strong model buys nothing here" and 1.0 "the weak model fails where the strong
 one succeeds". Each prompt kind (``features.DOMAINS``) has its own model, because one model
 trained on every kind lets the biggest data set decide the others' ranking; a kind with no
-trained model, and any share of a trained one given by ``prior_blend``, is scored by a
-hand-set length/complexity prior so prompts unlike the training data still rank sensibly.
+trained model (open-ended chat, writing, code: ``general``) is scored by the hand-set
+heuristic (``router/heuristic.py``), which on MT-Bench's open-ended prompts ranks far better
+than random where no fitted model could (the shared data has none of them to fit on).
 A kind's model is a ``LinearModel`` (logistic regression) or a ``StackedModel`` (linear scores
 combined by boosted trees), whichever ``training.fit`` found better for it.
 
@@ -25,11 +26,14 @@ from typing import Any, TypeVar
 import numpy as np
 
 from router.classifier import Classifier, Score
+from router.heuristic import HeuristicClassifier
 from router.features import DENSE_NAMES, DOMAINS, SparseRows, Vocabulary, describe_batch
 from router.trees import BoostedTrees
 from schemas.errors import ModelFileError
 
 T = TypeVar("T")
+
+_HEURISTIC = HeuristicClassifier()
 
 #: What the ``format`` field of a model file must say.
 MODEL_FORMAT = "turnout.router.trained"
@@ -51,7 +55,6 @@ class LinearModel:
     dense_mean: np.ndarray
     dense_scale: np.ndarray
     bias: float
-    prior_blend: float = 0.0
 
     @property
     def uses_text(self) -> bool:
@@ -70,7 +73,6 @@ class LinearModel:
             "dense_mean": _rounded(self.dense_mean),
             "dense_scale": _rounded(self.dense_scale),
             "bias": float(self.bias),
-            "prior_blend": float(self.prior_blend),
         }
 
     @classmethod
@@ -81,7 +83,6 @@ class LinearModel:
             dense_mean=np.asarray(data["dense_mean"], dtype=float),
             dense_scale=np.asarray(data["dense_scale"], dtype=float),
             bias=float(data["bias"]),
-            prior_blend=float(data.get("prior_blend", 0.0)),
         )
         dense_sizes = {len(model.dense_weights), len(model.dense_mean), len(model.dense_scale)}
         if len(model.weights) not in (0, n_terms) or dense_sizes != {len(DENSE_NAMES)}:
@@ -110,7 +111,6 @@ class StackedModel:
     dense_scale: np.ndarray
     bias: np.ndarray
     trees: BoostedTrees
-    prior_blend: float = 0.0
 
     @property
     def uses_text(self) -> bool:
@@ -136,7 +136,6 @@ class StackedModel:
             "dense_scale": _rounded(self.dense_scale),
             "bias": _rounded(self.bias),
             "trees": self.trees.to_dict(),
-            "prior_blend": float(self.prior_blend),
         }
 
     @classmethod
@@ -149,7 +148,6 @@ class StackedModel:
             dense_scale=np.asarray(data["dense_scale"], dtype=float),
             bias=np.asarray(data["bias"], dtype=float),
             trees=BoostedTrees.from_dict(data["trees"], len(STACKED_INPUTS) + n_dense),
-            prior_blend=float(data.get("prior_blend", 0.0)),
         )
         shapes = (model.weights.shape, model.dense_weights.shape, model.dense_mean.shape, model.dense_scale.shape)
         if shapes[0] not in ((2, 0), (2, n_terms)) or shapes[1:] != ((2, n_dense), (n_dense,), (n_dense,)):
@@ -164,56 +162,11 @@ MODEL_TYPES: dict[str, type[LinearModel] | type[StackedModel]] = {"linear": Line
 
 
 @dataclass
-class ComplexityPrior:
-    """A hand-set logistic score on dense features: longer, denser, more technical → higher."""
-
-    weights: dict[str, float]
-    center: dict[str, float]
-    bias: float
-
-    def predict(self, dense: np.ndarray) -> np.ndarray:
-        z = np.full(len(dense), self.bias)
-        for name, weight in self.weights.items():
-            column = DENSE_NAMES.index(name)
-            z += weight * (dense[:, column] - self.center.get(name, 0.0))
-        return _sigmoid(z)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"weights": self.weights, "center": self.center, "bias": self.bias}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ComplexityPrior:
-        weights = {str(k): float(v) for k, v in data["weights"].items()}
-        unknown = set(weights) - set(DENSE_NAMES)
-        if unknown:
-            raise ValueError(f"the prior names unknown features {sorted(unknown)}")
-        return cls(weights, {str(k): float(v) for k, v in data["center"].items()}, float(data["bias"]))
-
-
-#: The prior shipped in every model: about 0.45 for a one-line chat question, 0.6–0.7 for a
-#: long technical or code-heavy prompt. Set by hand, not fitted: the shared data has no
-#: open-ended prompts to fit it on.
-DEFAULT_PRIOR = ComplexityPrior(
-    weights={
-        "log_words": 0.35,
-        "log_code_markers": 0.35,
-        "log_math_symbols": 0.2,
-        "log_numbers": 0.1,
-        "long_word_share": 2.0,
-        "log_lines": 0.1,
-    },
-    center={"log_words": 3.5, "long_word_share": 0.12},
-    bias=0.0,
-)
-
-
-@dataclass
 class TrainedClassifier(Classifier):
     """Scores prompts with the model of their kind; see the module docstring for the scale."""
 
     vocabulary: Vocabulary
     domains: dict[str, LinearModel | StackedModel]
-    prior: ComplexityPrior = field(default_factory=lambda: DEFAULT_PRIOR)
     model_name: str = "default"
     card: dict[str, Any] = field(default_factory=dict)
     name: str = "trained"
@@ -234,14 +187,15 @@ class TrainedClassifier(Classifier):
         if not texts:
             return [], np.zeros(0)
         kinds, dense = describe_batch(texts)
-        values = self.prior.predict(dense)
-        for kind, model in self.domains.items():
+        values = np.zeros(len(texts))
+        for kind in set(kinds):
             picked = np.array([i for i, k in enumerate(kinds) if k == kind], dtype=int)
-            if len(picked) == 0:
+            model = self.domains.get(kind)
+            if model is None:
+                values[picked] = [_HEURISTIC.score(texts[i]).value for i in picked]
                 continue
             rows = self.vocabulary.transform([texts[i] for i in picked]) if model.uses_text else None
-            learned = model.predict(rows, dense[picked])
-            values[picked] = (1 - model.prior_blend) * learned + model.prior_blend * values[picked]
+            values[picked] = model.predict(rows, dense[picked])
         return kinds, values
 
     def to_dict(self) -> dict[str, Any]:
@@ -253,7 +207,6 @@ class TrainedClassifier(Classifier):
             "vocabulary": self.vocabulary.terms,
             "idf": _rounded(self.vocabulary.idf),
             "domains": {kind: {"type": _type_name(model), **model.to_dict()} for kind, model in self.domains.items()},
-            "prior": self.prior.to_dict(),
             "card": self.card,
         }
 
@@ -269,7 +222,7 @@ class TrainedClassifier(Classifier):
         if unknown:
             raise ValueError(f"it names unknown prompt kinds {sorted(unknown)}")
         domains = {kind: _domain_model(kind, m, len(vocabulary.terms)) for kind, m in data["domains"].items()}
-        return cls(vocabulary, domains, ComplexityPrior.from_dict(data["prior"]), str(data["name"]), dict(data["card"]))
+        return cls(vocabulary, domains, str(data["name"]), dict(data["card"]))
 
     @classmethod
     def load(cls, path: Path) -> TrainedClassifier:

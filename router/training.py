@@ -32,7 +32,7 @@ import numpy as np
 from router.classifier import Classifier
 from router.features import SparseRows, Vocabulary, describe_batch, detect_domain
 from router.metrics import DEFAULT_NUM_RESULTS, oracle_curve, quality_curve, routing_metrics
-from router.trained import DEFAULT_PRIOR, LinearModel, StackedModel, TrainedClassifier
+from router.trained import LinearModel, StackedModel, TrainedClassifier
 from router.trees import BoostingSettings, fit_boosted_trees
 from schemas.errors import TurnoutError
 
@@ -40,7 +40,7 @@ T = TypeVar("T")
 
 #: A file with fewer labeled rows than this cannot say anything about a router.
 MIN_ROWS = 20
-#: A prompt kind needs this many training rows for a model of its own; fewer go to the prior.
+#: A prompt kind needs this many training rows for a model of its own; fewer go to the heuristic.
 MIN_ROWS_PER_KIND = 50
 #: The kinds that get a learned model. ``general`` never does: the labeled sets hold no
 #: open-ended prompts, only stragglers of the other kinds, and a model fitted on those would
@@ -77,7 +77,6 @@ class FitSettings:
     l2: dict[str, float] = field(default_factory=lambda: {"choice": 1e-3, "math": 3e-3, "general": 3e-3})
     #: Kinds whose model reads the TF-IDF n-grams; the others use the dense features alone.
     text: dict[str, bool] = field(default_factory=lambda: {"choice": True, "math": True, "general": True})
-    prior_blend: float = 0.0
     min_df: int = 2
     max_terms: int = 20000
     max_iter: int = 300
@@ -192,7 +191,7 @@ def fit(rows: Sequence[LabeledRow], settings: FitSettings = FitSettings(), name:
         else:
             target = np.clip(strong[picked] - weak[picked], -1.0, 1.0) / 2.0 + 0.5
             domains[kind] = fit_logistic(matrix, dense[picked], target, settings.l2.get(kind, 3e-3), settings)
-    return TrainedClassifier(vocabulary, domains, DEFAULT_PRIOR, model_name=name)
+    return TrainedClassifier(vocabulary, domains, model_name=name)
 
 
 def fit_logistic(rows: SparseRows, dense: np.ndarray, target: np.ndarray, l2: float, settings: FitSettings) -> LinearModel:
@@ -202,7 +201,7 @@ def fit_logistic(rows: SparseRows, dense: np.ndarray, target: np.ndarray, l2: fl
     """
     mean, scale = _standardizer(dense)
     theta = _fit_linear(rows, (dense - mean) / scale, target, l2, settings.max_iter, _logistic_loss)
-    return LinearModel(theta[:rows.n_cols], theta[rows.n_cols:-1], mean, scale, float(theta[-1]), settings.prior_blend)
+    return LinearModel(theta[:rows.n_cols], theta[rows.n_cols:-1], mean, scale, float(theta[-1]))
 
 
 def fit_stacked(
@@ -230,7 +229,6 @@ def fit_stacked(
     return StackedModel(
         weights=np.stack([t[:p] for t in thetas]), dense_weights=np.stack([t[p:-1] for t in thetas]),
         dense_mean=mean, dense_scale=scale, bias=np.array([t[-1] for t in thetas]), trees=trees,
-        prior_blend=settings.prior_blend,
     )
 
 
@@ -467,7 +465,7 @@ def _card(
         "files": [{"path": Path(p).name, "rows": len(r)} for p, r in per_file.items()],
         "rows": len(rows),
         "rows_by_kind": dict(sorted(kinds.items())),
-        "domains": ", ".join(sorted(model.domains)) + " (others: complexity prior)",
+        "domains": ", ".join(sorted(model.domains)) + " (others: the heuristic)",
         "vocabulary_terms": len(model.vocabulary.terms),
         "target": "(strong - weak + 1) / 2",
         "models": {kind: _describe_model(model) for kind, model in sorted(model.domains.items())},

@@ -86,6 +86,24 @@ def test_scores_are_in_the_unit_interval_and_rank_hard_prompts_first(trained: tu
     assert scores[0] > scores[1]
 
 
+def test_open_ended_prompts_no_model_was_trained_on_are_scored_by_the_heuristic(trained: tuple[Path, Path]) -> None:
+    from router.heuristic import HeuristicClassifier
+
+    # Given a model trained on multiple-choice and word problems only, and open-ended prompts
+    model = TrainedClassifier.load(trained[0])
+    prompts = [
+        "Write a haiku about autumn.",
+        "Implement a thread-safe LRU cache in Python with O(1) get and put, and explain the design trade-offs.",
+        "Pretend to be Sherlock Holmes and greet me.",
+    ]
+    # When it scores them
+    kinds, scores = model.predict_with_kinds(prompts)
+    # Then they are the general kind, scored as the heuristic scores them: the code design task first
+    assert kinds == ["general"] * 3
+    assert list(scores) == pytest.approx([HeuristicClassifier().score(p).value for p in prompts])
+    assert scores[1] > max(scores[0], scores[2])
+
+
 def test_evaluate_reports_routellm_figures_per_dataset(trained: tuple[Path, Path]) -> None:
     # Given the model and the rows it learned from
     model_path, data = trained
