@@ -1,5 +1,9 @@
 """How fast the trained router scores prompts: batches of 64, and one prompt at a time.
 
+Three sets: the shared labeled data (multiple choice and word problems: the trained
+sub-models), the open-ended prompts of examples/batch.jsonl (chat, writing, code: the
+heuristic's kind), and those same prompts repeated to 4,000 characters (pasted documents).
+
     python bench/classifier.py [--model router/models/default.json] [--data FILE ...] [--json OUT]
 
 Reads the shared labeled data at run time (never copied into the repository).
@@ -25,6 +29,18 @@ BATCH = 64
 
 def prompts_from(paths: list[Path]) -> list[str]:
     return [json.loads(line)["prompt"] for path in paths for line in path.read_text().splitlines() if line.strip()]
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "batch.jsonl"
+
+
+def open_ended_prompts() -> list[str]:
+    """The last user message of each line of examples/batch.jsonl."""
+    prompts = []
+    for line in EXAMPLES.read_text().splitlines():
+        job = json.loads(line)
+        prompts.append(job["prompt"] if "prompt" in job else job["body"]["messages"][-1]["content"])
+    return prompts
 
 
 def batch_rate(model: TrainedClassifier, prompts: list[str], passes: int = 3) -> float:
@@ -56,23 +72,29 @@ def main() -> int:
     args = parser.parse_args()
 
     model = TrainedClassifier.load(args.model)
-    prompts = prompts_from(args.data)
-    model.score_batch(prompts[:BATCH])  # warm-up: first-call costs are not the steady state
-    rate = batch_rate(model, prompts)
-    latencies = single_latencies_ms(model, prompts[: args.single])
-    figures = {
-        "model": str(args.model),
-        "prompts": len(prompts),
-        "batch_size": BATCH,
-        "prompts_per_second": round(rate, 1),
-        "single_p50_ms": round(statistics.median(latencies), 3),
-        "single_p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 3),
-        "single_max_ms": round(latencies[-1], 3),
+    open_ended = open_ended_prompts() * 50
+    sets = {
+        "shared data": prompts_from(args.data),
+        "open-ended": open_ended,
+        "open-ended, 4,000 chars": [(p + " ") * (4000 // (len(p) + 1) + 1) for p in open_ended[:400]],
     }
-    print(
-        f"{figures['prompts']:,} prompts, batches of {BATCH}: {figures['prompts_per_second']:,.0f} prompts/s; "
-        f"one at a time: p50 {figures['single_p50_ms']} ms, p99 {figures['single_p99_ms']} ms"
-    )
+    figures: dict[str, object] = {"model": str(args.model), "batch_size": BATCH}
+    for name, prompts in sets.items():
+        prompts = [p[:4000] if name.endswith("chars") else p for p in prompts]
+        model.score_batch(prompts[:BATCH])  # warm-up: first-call costs are not the steady state
+        rate = batch_rate(model, prompts)
+        latencies = single_latencies_ms(model, prompts[: args.single])
+        figures[name] = {
+            "prompts": len(prompts),
+            "prompts_per_second": round(rate, 1),
+            "single_p50_ms": round(statistics.median(latencies), 3),
+            "single_p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 3),
+            "single_max_ms": round(latencies[-1], 3),
+        }
+        print(
+            f"{name}: {len(prompts):,} prompts, batches of {BATCH}: {rate:,.0f} prompts/s; one at a time: "
+            f"p50 {statistics.median(latencies):.3f} ms, p99 {latencies[int(0.99 * (len(latencies) - 1))]:.3f} ms"
+        )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0

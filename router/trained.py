@@ -84,9 +84,11 @@ class LinearModel:
             dense_scale=np.asarray(data["dense_scale"], dtype=float),
             bias=float(data["bias"]),
         )
-        dense_sizes = {len(model.dense_weights), len(model.dense_mean), len(model.dense_scale)}
-        if len(model.weights) not in (0, n_terms) or dense_sizes != {len(DENSE_NAMES)}:
+        n_dense = (len(DENSE_NAMES),)
+        shapes = (model.dense_weights.shape, model.dense_mean.shape, model.dense_scale.shape)
+        if model.weights.shape not in ((0,), (n_terms,)) or shapes != (n_dense, n_dense, n_dense):
             raise ValueError("weight vectors do not match the vocabulary and dense features")
+        _check_numbers(model.weights, model.dense_weights, model.dense_mean, model.dense_scale, np.array([model.bias]))
         return model
 
 
@@ -154,7 +156,17 @@ class StackedModel:
             raise ValueError("its stacked model's weights do not match the vocabulary and dense features")
         if model.bias.shape != (2,):
             raise ValueError("its stacked model needs two biases, the strong and the weak ridge's")
+        _check_numbers(model.weights, model.dense_weights, model.dense_mean, model.dense_scale, model.bias)
         return model
+
+
+def _check_numbers(*arrays: np.ndarray) -> None:
+    """Finite weights, and standardising scales above zero (the last but one array): a NaN
+    here would score every prompt NaN, mid-batch, instead of failing the load."""
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise ValueError("it holds non-finite weights")
+    if not (arrays[3] > 0).all():
+        raise ValueError("its dense feature scales must be above zero")
 
 
 #: A prompt kind's model, by the ``type`` its entry in the file names.
@@ -216,8 +228,8 @@ class TrainedClassifier(Classifier):
         if list(data["dense_features"]) != list(DENSE_NAMES):
             raise ValueError("its dense features differ from this version's")
         vocabulary = Vocabulary([str(t) for t in data["vocabulary"]], np.asarray(data["idf"], dtype=float))
-        if len(vocabulary.idf) != len(vocabulary.terms):
-            raise ValueError("its vocabulary and idf lengths differ")
+        if vocabulary.idf.shape != (len(vocabulary.terms),) or not np.isfinite(vocabulary.idf).all():
+            raise ValueError("its idf must hold one finite number per vocabulary term")
         unknown = set(data["domains"]) - set(DOMAINS)
         if unknown:
             raise ValueError(f"it names unknown prompt kinds {sorted(unknown)}")
@@ -263,7 +275,7 @@ def read_model_file(
         )
     try:
         return build(data)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
         raise ModelFileError(f"Model file {path} is corrupt: {exc or type(exc).__name__}.") from exc
 
 

@@ -67,7 +67,12 @@ class BoostedTrees:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], n_features: int) -> BoostedTrees:
         """Build from a parsed file; raises ValueError unless the arrays fit ``n_features`` inputs."""
-        arrays = [np.asarray(data[key], dtype=kind) for key, kind in (("feature", int), ("threshold", float), ("value", float))]
+        features = np.asarray(data["feature"], dtype=float)
+        if not (features == np.round(features)).all():
+            raise ValueError("its trees' features must be whole numbers")
+        if not ((features >= 0) & (features < n_features)).all():
+            raise ValueError(f"its trees' arrays do not describe depth-2 trees over {n_features} features")
+        arrays = [features.astype(int), *(np.asarray(data[key], dtype=float) for key in ("threshold", "value"))]
         shapes = [a.shape if a.size else (0, width) for a, width in zip(arrays, (3, 3, 4))]
         n_trees = shapes[0][0] if shapes[0] else -1
         if shapes != [(n_trees, 3), (n_trees, 3), (n_trees, 4)] or not ((arrays[0] >= 0) & (arrays[0] < n_features)).all():

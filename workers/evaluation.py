@@ -106,8 +106,9 @@ def calibrate_config(
 
     wanted = _wanted_shares(config, frontier_share, shares)
     prompts = list(_prompts(_existing(data)))
+    classifier = load_classifier(config.classifier)
     try:
-        thresholds = thresholds_for_shares(load_classifier(config.classifier), prompts, wanted)
+        thresholds = thresholds_for_shares(classifier, prompts, wanted)
     except ValueError as exc:
         raise TurnoutError(f"cannot calibrate: {exc}") from None
     names = [tier.name for tier in config.tiers[1:]]
@@ -119,7 +120,26 @@ def calibrate_config(
                 tier["min_score"] = round(thresholds[names.index(tier["name"])], 6)
         config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     header = f"# calibrated on {len(prompts)} prompts of {data.name}: shares {dict(zip(names, wanted))}\n"
-    return header + yaml.safe_dump(fragment, sort_keys=False)
+    return header + _shares_by_kind(classifier, prompts, [config.tiers[0].name, *names], thresholds) + yaml.safe_dump(fragment, sort_keys=False)
+
+
+def _shares_by_kind(classifier: Any, prompts: list[str], tiers: list[str], thresholds: list[float]) -> str:
+    """Comment lines: where each kind of prompt goes. The trained kinds score the strong model's
+    expected gain and open-ended prompts the heuristic's; mixed traffic splits unevenly by kind."""
+    import bisect
+    from collections import Counter
+
+    routed: dict[str, Counter[str]] = {}
+    for score in classifier.score_batch(prompts):
+        kind = next((r.removeprefix("kind:") for r in score.reasons if r.startswith("kind:")), "all")
+        routed.setdefault(kind, Counter())[tiers[bisect.bisect_right(thresholds, score.value)]] += 1
+    if len(routed) < 2:
+        return ""
+    lines = []
+    for kind, counts in sorted(routed.items()):
+        total = sum(counts.values())
+        lines.append(f"#   {kind} prompts ({total}): " + ", ".join(f"{t} {counts[t] / total:.0%}" for t in tiers))
+    return "# where each kind of prompt goes:\n" + "\n".join(lines) + "\n"
 
 
 def _wanted_shares(config: Config, frontier_share: float | None, shares: list[str]) -> list[float]:

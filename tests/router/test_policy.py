@@ -58,3 +58,20 @@ def test_the_heuristic_scores_hard_prompts_above_easy_ones() -> None:
     )
     assert 0.0 <= easy.value < 0.5 <= hard.value <= 1.0
     assert "code" in hard.reasons and "reasoning" in hard.reasons
+
+
+@pytest.mark.parametrize(
+    ("sign", "phrases"),
+    [
+        ("code", ["```x```", "def f", "class A", "a JavaScript Function", "#include <x>", "SELECT a", "x => y", "import os"]),
+        ("math", [r"\frac{1}{2}", r"\sum_i", r"\int x", "the Integral", "a derivative", "Prove it", "a theorem", "an equation"]),
+        ("reasoning", ["Step-by-step", "step by step", "Explain why", "analyse", "analyze", "compare", "trade-offs", "tradeoff", "justify"]),
+        ("design", ["Architecture", "design a cache", "optimise", "optimize", "an algorithm", "its complexity"]),
+        ("constraints", ["you MUST", "exactly", "at least", "at most", "without", "ensure"]),
+        ("numbers", ["5 km", "3.5%", "$3", "10 dollars"]),
+    ],
+)
+def test_every_form_of_a_heuristic_sign_is_found_in_any_case(sign: str, phrases: list[str]) -> None:
+    # The scan looks for cheap substrings first: each phrase a sign's pattern matches must pass that test
+    for phrase in phrases:
+        assert sign in HeuristicClassifier().score(f"Please read this. {phrase} and more.").reasons, phrase

@@ -190,6 +190,11 @@ def test_a_stacked_model_saved_again_scores_identically(stacked: Path, tmp_path:
         (lambda m: m.update(weights=[[1.0, 2.0], [3.0, 4.0]]), "do not match the vocabulary"),
         (lambda m: m.update(type="forest"), "unknown type 'forest'"),
         (lambda m: m.pop("trees"), "'trees'"),
+        (lambda m: m["trees"].update(feature=[[1e20, 0, 0]] * len(m["trees"]["feature"])), "depth-2 trees"),
+        (lambda m: m["trees"].update(feature=[[2.7, 0, 0]] * len(m["trees"]["feature"])), "whole numbers"),
+        (lambda m: m["bias"].__setitem__(0, float("nan")), "non-finite"),
+        (lambda m: m["dense_mean"].__setitem__(0, float("inf")), "non-finite"),
+        (lambda m: m.update(dense_scale=[0.0] * len(m["dense_scale"])), "above zero"),
     ],
 )
 def test_a_corrupt_stacked_model_file_fails_at_load_in_one_sentence(
@@ -280,3 +285,24 @@ def test_thresholds_for_shares_handles_zero_shares_and_refuses_too_much() -> Non
         thresholds_for_shares(_FixedScores(), prompts, [0.7, 0.5])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         thresholds_for_shares(_FixedScores(), prompts, [-0.1])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: next(iter(d["domains"].values())).update(bias=float("nan")), "non-finite"),
+        (lambda d: next(iter(d["domains"].values())).update(dense_weights=[[0.1, 0.2]] * 13), "do not match"),
+        (lambda d: d["idf"].__setitem__(0, float("nan")), "finite number per vocabulary term"),
+    ],
+)
+def test_a_linear_model_or_vocabulary_with_bad_numbers_fails_at_load(
+    trained: tuple[Path, Path], tmp_path: Path, change: Any, message: str
+) -> None:
+    # Given a model file whose linear model or idf holds a NaN or a wrong shape (json reads NaN)
+    data = json.loads(trained[0].read_text())
+    change(data)
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(data))
+    # Then loading fails in one sentence, instead of scoring NaN mid-batch
+    with pytest.raises(ModelFileError, match=message):
+        TrainedClassifier.load(broken)
