@@ -181,6 +181,20 @@ def test_a_stacked_model_saved_again_scores_identically(stacked: Path, tmp_path:
     assert np.array_equal(again.predict(prompts), model.predict(prompts))
 
 
+def test_a_fitted_stack_scores_the_same_after_saving_to_within_the_files_rounding(tmp_path: Path) -> None:
+    from router.training import fit
+
+    # Given a stack fitted in memory, and the same model saved and loaded
+    rows = read_rows(_write_rows(tmp_path / "synthetic.train.jsonl"))
+    model = fit(rows, FitSettings(stack_min_rows=100, boosting=BoostingSettings(min_leaf=10)))
+    assert isinstance(model.domains["choice"], StackedModel)
+    model.save(tmp_path / "saved.json")
+    loaded = TrainedClassifier.load(tmp_path / "saved.json")
+    # Then the saved weights (6 significant digits) move no score by more than a rounding error
+    prompts = [r.prompt for r in rows[:60]] + [HARD, EASY, "hi"]
+    assert np.allclose(loaded.predict(prompts), model.predict(prompts), atol=1e-4)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
