@@ -28,7 +28,6 @@ _CHOICE_LINE = re.compile(r"^[ \t]*\(?[A-Ea-e][.)][ \t]", re.MULTILINE)
 _CODE_MARKERS = ("```", "def ", "()", ";\n", "{", "}", "=>", "#include", "</")
 _MATH_MARKERS = ("=", "+", "*", "/", "^", "%", "$", "\\frac", "\\sqrt")
 _QUESTION_CUES = ("?", "how many", "how much", "how long", "how far", "how old", "calculate", "find", "what is")
-_LONG_WORD = re.compile(r"\S{9,}")
 # Applied to lower-cased text: case-insensitive alternations are several times slower.
 _NUMBER_WORD = re.compile(
     r"\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|hundred|"
@@ -92,7 +91,7 @@ def describe(text: str) -> tuple[str, list[float]]:
         math.log1p(code_markers),
         math.log1p(text.count("?")),
         sum(map(len, words)) / n_words,
-        len(_LONG_WORD.findall(text)) / n_words,
+        sum(len(w) >= 9 for w in words) / n_words,  # words of 9+ characters (as \S{9,} finds them)
         float(is_choice),
     ]
     return _kind(text, is_choice, len(numbers), code_markers), dense
@@ -104,8 +103,10 @@ def _kind(text: str, is_choice: bool, n_numbers: int, code_markers: int) -> str:
     if code_markers:
         return "general"
     lower = text.lower()
+    if not any(cue in lower for cue in _QUESTION_CUES):  # first: the cheap test rules most prompts out
+        return "general"
     quantities = n_numbers if n_numbers >= 2 else n_numbers + len(_NUMBER_WORD.findall(lower))
-    return "math" if quantities >= 2 and any(cue in lower for cue in _QUESTION_CUES) else "general"
+    return "math" if quantities >= 2 else "general"
 
 
 def describe_batch(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
