@@ -442,8 +442,11 @@ def evaluate(
     plot: Annotated[Path, typer.Option(help="PNG of quality against share of strong calls (one per dataset).")] = Path("eval.png"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     policy: Annotated[str, typer.Option(help="route (RouteLLM metrics) or cascade (needs weak_response/strong_response).")] = "route",
-    scorer: Annotated[str, typer.Option(help="The cascade's scorer kind.")] = "format+verifier",
-    cost_aware: Annotated[bool, typer.Option("--cost-aware", help="Weigh the cascade's scores by what escalating costs (scorer cost_aware).")] = False,
+    scorer: Annotated[Optional[str], typer.Option(help="The cascade's scorer kind (default: the config's cascade tier's, else format+verifier).")] = None,
+    cost_aware: Annotated[
+        Optional[bool],
+        typer.Option("--cost-aware/--plain", help="Weigh the cascade's scores by what escalating costs (default: as the config's cascade tier)."),
+    ] = None,
 ) -> None:
     """RouteLLM's metrics for a router (CPT, APGR, cost at 95%), or with --policy cascade,
     quality against cost for the cascade, direct routing and random routing."""
@@ -451,7 +454,10 @@ def evaluate(
 
     config = _config(config_path) if config_path.exists() else None
     if policy == "cascade":
-        result = run_cascade_eval(data, scorer, router_name, config, plot, err, cost_aware)
+        tier = next((t for t in config.tiers if t.policy == "cascade" and t.scorer), None) if config else None
+        kind = scorer or (tier.scorer.kind if tier and tier.scorer else "format+verifier")
+        weigh = cost_aware if cost_aware is not None else bool(tier and tier.scorer and tier.scorer.cost_aware)
+        result = run_cascade_eval(data, kind, router_name, config, plot, err, weigh)
     else:
         result = run_eval(data, router_name, config, plot, err)
     if as_json:

@@ -213,7 +213,10 @@ def run_cascade_eval(
     summary = cascade_summary(cascade, routing, costs)
     console.print(_cascade_text(summary, len(rows)))
     console.print(f"plot: {plot}")
-    return {"rows": len(rows), "prices_per_million": prices.__dict__, "summary": summary, "plot": str(plot)}
+    return {
+        "rows": len(rows), "scorer": scorer_kind, "cost_aware": cost_aware, "prices_per_million": prices.__dict__,
+        "summary": summary, "plot": str(plot),
+    }  # fmt: skip
 
 
 def _token_prices(config: Config) -> Any:

@@ -98,3 +98,23 @@ def test_verify_cost_aware_weighs_the_verifier_score_by_the_escalation_size(tmp_
     weighted = json.loads(turnout("verify", str(answers), "--scorer", "verifier", "--cost-aware").stdout)["score"]
     assert weighted == pytest.approx(float(cost_weighted([plain], [line["prompt"]], [line["response"]])[0]), abs=2e-4)
     assert weighted < plain  # a short answer is cheap to escalate
+
+
+def test_eval_cascade_takes_the_scorer_and_its_cost_weighting_from_the_config(tmp_path: Path, repo_root: Path) -> None:
+    # Given answered rows and a config whose cheap tier cascades with a cost-aware verifier
+    rows = tmp_path / "answered.jsonl"
+    good, bad = "3 + 4 = 7. The answer is 7.", "He has 12 apples."
+    rows.write_text("".join(
+        json.dumps({"id": f"r{i}", "prompt": "Tom has 3 apples and buys 4 more. How many now?", "weak_response": good if i % 2 else bad,
+                    "strong_response": good, "weak": float(i % 2), "strong": 1.0}) + "\n"
+        for i in range(20)
+    ))  # fmt: skip
+    config = tmp_path / "turnout.yaml"
+    text = (repo_root / "examples/turnout.yaml").read_text()
+    config.write_text(text.replace("    models: [gpt-4o-mini]\n", "    models: [gpt-4o-mini]\n    policy: cascade\n    scorer: {kind: format+verifier, threshold: 0.7, cost_aware: true}\n", 1))
+    # When the cascade is evaluated with and without the config's weighting
+    runs = [turnout("eval", str(rows), "--policy", "cascade", "-c", str(config), "--json", "--plot", str(tmp_path / "p.png"), *flag) for flag in ([], ["--plain"])]
+    # Then the config's scorer and weighting are used unless the command line says otherwise
+    results = [json.loads(run.stdout) for run in runs]
+    assert all(run.returncode == 0 for run in runs), runs[0].stderr
+    assert [(r["scorer"], r["cost_aware"]) for r in results] == [("format+verifier", True), ("format+verifier", False)]
