@@ -187,28 +187,39 @@ class TrainedClassifier(Classifier):
         return self.score_batch([text])[0]
 
     def score_batch(self, texts: Sequence[str]) -> list[Score]:
-        kinds, values = self.predict_with_kinds(texts)
-        return [Score(float(v), [f"trained:{self.model_name}", f"kind:{k}"]) for v, k in zip(values, kinds)]
+        kinds, values, signs = self._scored(texts)
+        return [
+            Score(float(v), [f"trained:{self.model_name}", f"kind:{k}", *signs.get(i, [])])
+            for i, (v, k) in enumerate(zip(values, kinds))
+        ]
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         """Scores as an array, in the order of ``texts``."""
-        return self.predict_with_kinds(texts)[1]
+        return self._scored(texts)[1]
 
     def predict_with_kinds(self, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
         """Each text's detected kind and score."""
+        kinds, values, _ = self._scored(texts)
+        return kinds, values
+
+    def _scored(self, texts: Sequence[str]) -> tuple[list[str], np.ndarray, dict[int, list[str]]]:
+        """Kinds, scores, and the heuristic's signs for the texts it scored (by position)."""
         if not texts:
-            return [], np.zeros(0)
+            return [], np.zeros(0), {}
         kinds, dense = describe_batch(texts)
         values = np.zeros(len(texts))
+        signs: dict[int, list[str]] = {}
         for kind in set(kinds):
             picked = np.array([i for i, k in enumerate(kinds) if k == kind], dtype=int)
             model = self.domains.get(kind)
             if model is None:
-                values[picked] = [_HEURISTIC.score(texts[i]).value for i in picked]
+                for i in picked:
+                    score = _HEURISTIC.score(texts[i])
+                    values[i], signs[i] = score.value, [f"heuristic:{r}" for r in score.reasons]
                 continue
             rows = self.vocabulary.transform([texts[i] for i in picked]) if model.uses_text else None
             values[picked] = model.predict(rows, dense[picked])
-        return kinds, values
+        return kinds, values, signs
 
     def to_dict(self) -> dict[str, Any]:
         return {
