@@ -91,7 +91,7 @@ def describe(text: str) -> tuple[str, list[float]]:
         math.log1p(code_markers),
         math.log1p(text.count("?")),
         sum(map(len, words)) / n_words,
-        sum(len(w) >= 9 for w in words) / n_words,  # words of 9+ characters (as \S{9,} finds them)
+        sum(map((9).__le__, map(len, words))) / n_words,  # words of 9+ characters (as \S{9,} finds them)
         float(is_choice),
     ]
     return _kind(text, is_choice, len(numbers), code_markers), dense
