@@ -4,9 +4,11 @@ one output or error line, whatever runs twice.
 Keys per batch (``turnout:batch:<id>:…``):
     meta    hash: submitted, done, failed, sealed, cost, frontier_cost, per-tier counters;
             spill_path/spill_size/spill_cursor/spilled when output lines are spilled to a file
-    ids     hash: custom_id → input line (duplicate detection, resumable submit)
-    out     hash: custom_id → output line (JSON), first write wins; empty once the line has
-            been spilled to the spill file (the key stays: a re-delivered job is still skipped)
+    ids     hash: custom_id → input line (duplicate detection, resumable submit); the line
+            gets a trailing "!" once its answer is spilled, which marks the job done
+    out     hash: custom_id → output line (JSON), first write wins; a spilled line leaves it
+            (the "!" in ids keeps a re-delivered job skipped; a line recorded without an id
+            claim, as some tests do, keeps an empty value instead)
     err     hash: key → error line (JSON); a later success for the same key removes it
     events  stream: one entry per recorded line, for ``collect --follow``
     deleted a tombstone left by ``delete`` for a week: a late re-delivery of one of the
@@ -31,9 +33,10 @@ from schemas.result import BatchStatus, ResultLine, TierReport
 PREFIX = "turnout"
 BATCHES = f"{PREFIX}:batches"
 
-# KEYS: out, err, meta, events, deleted   ARGV: key, line json, cost, tier, frontier cost
+# KEYS: out, err, meta, events, deleted, ids   ARGV: key, line json, cost, tier, frontier cost
 _RECORD_OK = """
 if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
+if string.sub(redis.call('HGET', KEYS[6], ARGV[1]) or '', -1) == '!' then return 0 end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 if redis.call('HDEL', KEYS[2], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[3], 'failed', -1)
@@ -49,10 +52,11 @@ redis.call('XADD', KEYS[4], '*', 'k', ARGV[1], 'ok', '1')
 return 1
 """
 
-# KEYS: out, err, meta, events, deleted   ARGV: key, line json, tier, now
+# KEYS: out, err, meta, events, deleted, ids   ARGV: key, line json, tier, now
 _RECORD_ERROR = """
 if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+if string.sub(redis.call('HGET', KEYS[6], ARGV[1]) or '', -1) == '!' then return 0 end
 if redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 2 end
 redis.call('HINCRBY', KEYS[3], 'done', 1)
 redis.call('HINCRBY', KEYS[3], 'failed', 1)
@@ -73,18 +77,19 @@ for i = 1, #ids do
   local line = lines[i]
   if redis.call('HSETNX', KEYS[1], ids[i], line) == 0 then
     local owner = redis.call('HGET', KEYS[1], ids[i])
-    if owner ~= line then
+    if owner ~= line and owner ~= line .. '!' then  -- '!': its answer was spilled
       taken[#taken + 1] = i
-      taken[#taken + 1] = owner
+      taken[#taken + 1] = (string.gsub(owner, '!$', ''))
     end
   end
 end
 return taken
 """
 
-# KEYS: out, meta, lock   ARGV: token, size before, cursor, size after, path, custom_id...
-# Empties the spilled lines; -1 (and nothing done) unless this spiller still holds the lease,
-# the file's committed size is still the one it started from, and the batch still exists.
+# KEYS: out, meta, lock, ids   ARGV: token, size before, cursor, size after, path, custom_id...
+# Drops the spilled lines, marking their ids done ("!"; an empty value where no id was
+# claimed); -1 (and nothing done) unless this spiller still holds the lease, the file's
+# committed size is still the one it started from, and the batch still exists.
 _SPILL_COMMIT = """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
@@ -93,7 +98,13 @@ local n = 0
 for i = 6, #ARGV do
   local value = redis.call('HGET', KEYS[1], ARGV[i])
   if value and string.len(value) > 0 then
-    redis.call('HSET', KEYS[1], ARGV[i], "")
+    local owner = redis.call('HGET', KEYS[4], ARGV[i])
+    if owner then
+      redis.call('HDEL', KEYS[1], ARGV[i])
+      if string.sub(owner, -1) ~= '!' then redis.call('HSET', KEYS[4], ARGV[i], owner .. '!') end
+    else
+      redis.call('HSET', KEYS[1], ARGV[i], "")
+    end
     n = n + 1
   end
 end
@@ -155,10 +166,15 @@ class BatchKeys:
     @property
     def recording(self) -> list[str]:
         """The keys the recording scripts take, in their order."""
-        return [self.out, self.err, self.meta, self.events, self.deleted]
+        return [self.out, self.err, self.meta, self.events, self.deleted, self.ids]
 
     def all(self) -> list[str]:
         return [self.meta, self.ids, self.out, self.err, self.events, self.key("spill-lock")]
+
+
+def spilled(owner: bytes | None) -> bool:
+    """Whether an ``ids`` value marks its job's answer as spilled (so the job is done)."""
+    return owner is not None and owner.endswith(b"!")
 
 
 class Ledger:
@@ -228,11 +244,13 @@ class Ledger:
         """Which of these keys already have an output line (so a re-delivered job is skipped)."""
         if not keys:
             return []
+        batch = BatchKeys(batch_id)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.exists(BatchKeys(batch_id).deleted)
-        pipe.hmget(BatchKeys(batch_id).out, keys)
-        deleted, values = pipe.execute()
-        return [bool(deleted) or value is not None for value in values]
+        pipe.exists(batch.deleted)
+        pipe.hmget(batch.out, keys)
+        pipe.hmget(batch.ids, keys)
+        deleted, values, owners = pipe.execute()
+        return [bool(deleted) or value is not None or spilled(owner) for value, owner in zip(values, owners)]
 
     # --- the collector's side ------------------------------------------------------------
 
@@ -293,7 +311,7 @@ class Ledger:
         -1 when the lease was lost, the file moved on or the batch was deleted meanwhile."""
         keys = BatchKeys(batch_id)
         args = [token, before, cursor, size, path, *spilled]
-        return int(self._spill_commit(keys=[keys.out, keys.meta, keys.key("spill-lock")], args=args))
+        return int(self._spill_commit(keys=[keys.out, keys.meta, keys.key("spill-lock"), keys.ids], args=args))
 
     def spill_lock(self, batch_id: str, token: str, ttl_ms: int = 60_000) -> bool:
         """Take or renew the batch's spill lease: one spiller (or reader of the spill file) at a time."""
@@ -306,7 +324,7 @@ class Ledger:
         """Error lines whose key has no output line (a replayed job's old error is dropped)."""
         keys = BatchKeys(batch_id)
         for key, value in self.redis.hscan_iter(keys.err, count=1000):
-            if not self.redis.hexists(keys.out, key):
+            if not self.redis.hexists(keys.out, key) and not spilled(self.redis.hget(keys.ids, key)):
                 yield value
 
     def follow(self, batch_id: str, block_ms: int = 1000, count: int = 500) -> Iterator[tuple[bool, bytes]]:
@@ -333,10 +351,18 @@ class Ledger:
                     last = entry_id
                     ok = fields[b"ok"] == b"1"
                     value = self.redis.hget(keys.out if ok else keys.err, fields[b"k"])
-                    if value is not None:
+                    if ok:  # an answer is never replaced: gone from Redis means spilled, or the batch deleted
+                        if value is None and self._started_at(keys) != started:
+                            raise TurnoutError(f"batch {batch_id} was deleted while following it")
+                        yield ok, value or b""
+                    elif value is not None:
                         yield ok, value
             if status.complete and sum(len(items) for _, items in entries) < count:
                 return
+
+    def _started_at(self, keys: BatchKeys) -> float | None:
+        raw = self.redis.hget(keys.meta, "started_at")
+        return float(raw) if raw is not None else None
 
     def delete(self, batch_id: str) -> None:
         """Drop the batch's lines and counters, leaving a tombstone (see the module docstring)."""

@@ -24,7 +24,7 @@ from schemas.errors import InputLineError
 from schemas.job import Job, WireJob, parse_line, parse_wire
 from schemas.result import TurnoutInfo, error_line
 from workers.app import CLASSIFY_QUEUE
-from workers.ledger import Ledger
+from workers.ledger import Ledger, spilled
 from workers.tasks import send_classify
 
 #: Check queue depth every this many chunks; each check is one Redis round trip.
@@ -185,7 +185,7 @@ class Producer:
         outs, errs, owners = pipe.execute()
         missing = [
             job for job, out, err, owner in zip(jobs, outs, errs, owners)
-            if out is None and err is None and owner is not None and int(owner) == job.line
+            if out is None and err is None and owner is not None and not spilled(owner) and int(owner) == job.line
         ]  # fmt: skip
         jobs.clear()
         if missing:

@@ -270,3 +270,30 @@ def test_a_batch_submitted_again_after_delete_spills_beside_the_file_delete_kept
     assert ids_in(path) == ["old"]  # the deleted batch's answers, kept
     assert ids_in(tmp_path / "spill.jsonl.2") == ["new"]
     assert [json.loads(line)["custom_id"] for line in output_lines(ledger, batch_id)] == ["new"]
+
+
+def test_a_spilled_answer_leaves_only_a_mark_on_its_id_and_its_job_stays_done(batch: tuple[Ledger, str], tmp_path: Path) -> None:
+    # Given three jobs claimed by their input lines, answered, and spilled
+    ledger, batch_id = batch
+    ids = ["a", "b", "c"]
+    ledger.claim_ids(batch_id, [(custom_id, line) for line, custom_id in enumerate(ids, start=1)])
+    record(ledger, batch_id, ids)
+    ledger.seal(batch_id, 3)
+    assert spill(ledger, batch_id, tmp_path / "spill.jsonl") == 3
+
+    # Then Redis keeps no answer and no marker for them, only a "!" on each id's line
+    keys = BatchKeys(batch_id)
+    assert ledger.redis.hlen(keys.out) == 0
+    assert ledger.redis.hgetall(keys.ids) == {b"a": b"1!", b"b": b"2!", b"c": b"3!"}
+    # And the jobs stay done: a re-delivery is skipped and records nothing, not even an error
+    assert ledger.answered(batch_id, ["a", "z"]) == [True, False]
+    assert ledger.record_ok(batch_id, "a", ok_line("a"), 0.01) is False
+    assert ledger.record_error(batch_id, "b", error_line(batch_id, "b", "boom", "late failure")) is False
+    assert list(ledger.error_lines(batch_id)) == []
+    # And submitting the same file again claims the same lines without a conflict
+    assert ledger.claim_ids(batch_id, [("a", 1), ("b", 2), ("c", 9)]) == [1, 2, 3]
+    # And the output and a follower read every answer back from the file, once
+    assert sorted(json.loads(line)["custom_id"] for line in output_lines(ledger, batch_id)) == ids
+    assert [json.loads(line)["custom_id"] for line in follow(ledger, batch_id)] == ids
+    status = ledger.status(batch_id)
+    assert status is not None and status.done == 3 and status.failed == 0
