@@ -60,7 +60,7 @@ def test_collect_wait_spill_moves_answers_out_of_redis_while_the_batch_runs(fres
     argv = [sys.executable, "-m", "workers.cli", "collect", "spilling", "-o", "out", "--wait", "--spill", "-c", str(fresh_fake.config_path)]
     collected = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
-    # Then the output holds every answer once, and Redis kept only markers for the spilled ones
+    # Then the output holds every answer once, and Redis kept only a done mark on the spilled ones' ids
     assert collected.returncode == 0, collected.stderr
     outputs = [json.loads(line)["custom_id"] for line in (tmp_path / "out" / "output.jsonl").read_text().splitlines()]
     assert sorted(outputs) == sorted(ids)
@@ -68,4 +68,6 @@ def test_collect_wait_spill_moves_answers_out_of_redis_while_the_batch_runs(fres
     spilled = [json.loads(line)["custom_id"] for line in spill_file.read_text().splitlines()]
     assert spilled and len(spilled) == len(set(spilled))
     held = fresh_fake.client.ledger.redis.hmget("turnout:batch:spilling:out", spilled)
-    assert held == [b""] * len(spilled)
+    assert held == [None] * len(spilled)
+    marks = fresh_fake.client.ledger.redis.hmget("turnout:batch:spilling:ids", spilled)
+    assert all(mark is not None and mark.endswith(b"!") for mark in marks)
