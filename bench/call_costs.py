@@ -192,7 +192,7 @@ def main() -> None:
                                                       deployment=answer.deployment, attempts=1,
                                                       latency_s=answer.latency_s, cost_usd=answer.cost_usd))
                 keys = BatchKeys(j.batch_id)
-                ledger._ok(keys=[keys.out, keys.err, keys.meta, keys.events],
+                ledger._ok(keys=keys.recording,
                            args=[j.custom_id, line.model_dump_json(), repr(answer.cost_usd), "cheap",
                                  repr(frontier_cost(config, answer)), time.time()], client=pipe)
             pipe.execute()

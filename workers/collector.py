@@ -4,7 +4,7 @@ Files are written beside their final name and renamed into place, so a reader ne
 half a file and a crashed collect leaves the previous files whole.
 
 A long batch's output lines can also be spilled while it runs (``spill``): appended to a
-spill file on the collecting machine, then emptied in Redis, so Redis keeps a few dozen
+spill file on the collecting machine, then dropped from Redis, so Redis keeps a few dozen
 bytes per finished line instead of the line. The collector reads them back from the file.
 """
 
@@ -212,7 +212,7 @@ class PeriodicSpill:
 def spill(ledger: Ledger, batch_id: str, path: Path, per_round: int = 5000) -> int:
     """Move the output lines recorded since the last spill to ``path``; returns how many.
 
-    Append, fsync, then empty the lines in Redis in one script that also records the file's
+    Append, fsync, then drop the lines from Redis in one script that also records the file's
     committed size: a crash in between leaves lines in the file past that size, and the next
     spill cuts them off before appending again, so no line is ever in the file twice.
 

@@ -306,11 +306,11 @@ class Ledger:
         values = self.redis.hmget(keys.out, ids) if ids else []
         return entries[-1][0].decode(), [(k, v) for k, v in zip(ids, values) if v]
 
-    def commit_spill(self, batch_id: str, token: str, before: int, cursor: str, size: int, path: str, spilled: list[str]) -> int:
-        """After the lines are on disk: empty them here, move the cursor and the committed size.
+    def commit_spill(self, batch_id: str, token: str, before: int, cursor: str, size: int, path: str, moved: list[str]) -> int:
+        """After the lines are on disk: drop them here (a "!" on their ids), move the cursor and the committed size.
         -1 when the lease was lost, the file moved on or the batch was deleted meanwhile."""
         keys = BatchKeys(batch_id)
-        args = [token, before, cursor, size, path, *spilled]
+        args = [token, before, cursor, size, path, *moved]
         return int(self._spill_commit(keys=[keys.out, keys.meta, keys.key("spill-lock"), keys.ids], args=args))
 
     def spill_lock(self, batch_id: str, token: str, ttl_ms: int = 60_000) -> bool:
@@ -324,7 +324,7 @@ class Ledger:
         """Error lines whose key has no output line (a replayed job's old error is dropped)."""
         keys = BatchKeys(batch_id)
         for key, value in self.redis.hscan_iter(keys.err, count=1000):
-            if not self.redis.hexists(keys.out, key) and not spilled(self.redis.hget(keys.ids, key)):
+            if not self.redis.hexists(keys.out, key):  # (a spilled job's error was dropped when it was answered)
                 yield value
 
     def follow(self, batch_id: str, block_ms: int = 1000, count: int = 500) -> Iterator[tuple[bool, bytes]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import base64
 import json
 import threading
@@ -109,13 +111,18 @@ def task_args(message: bytes) -> list[Any]:
     return json.loads(body)[0]  # type: ignore[no-any-return]
 
 
-def test_lines_lost_with_a_killed_worker_are_sent_again(producer: Producer) -> None:
-    # Given a sealed batch of 30 jobs, of which 10 were answered and the rest vanished from
-    # the queues (a worker killed between Redis's BRPOP and kombu's unacked record)
+def test_lines_lost_with_a_killed_worker_are_sent_again(producer: Producer, tmp_path: Path) -> None:
+    from workers.collector import spill
+
+    # Given a sealed batch of 30 jobs, of which 10 were answered (5 of them already spilled to
+    # a file) and the rest vanished from the queues (a worker killed between Redis's BRPOP and
+    # kombu's unacked record)
     producer.submit(lines(30), "lost")
     for i in range(10):
         line = ResultLine(id="x", custom_id=f"j{i}", turnout=TurnoutInfo(tier="cheap"))
         producer.ledger.record_ok("lost", f"j{i}", line, 0.0)
+        if i == 4:
+            assert spill(producer.ledger, "lost", tmp_path / "spill.jsonl") == 5
     producer.ledger.redis.delete("turnout.classify")
 
     # When the missing lines are resent from the input

@@ -33,7 +33,12 @@ def batch(redis_client: redis.Redis) -> tuple[Ledger, str]:
     return ledger, batch_id
 
 
-def record(ledger: Ledger, batch_id: str, ids: list[str], text: str = "an answer") -> None:
+def record(ledger: Ledger, batch_id: str, ids: list[str], text: str = "an answer", claim: bool = True) -> None:
+    """Answers for ``ids``, claimed first by made-up input lines as a submit claims them
+    (``claim=False``: recorded without a claim, as a line with no id entry would be)."""
+    if claim:
+        taken = ledger.redis.hlen(BatchKeys(batch_id).ids)
+        ledger.claim_ids(batch_id, [(custom_id, taken + n) for n, custom_id in enumerate(ids, start=1)])
     ledger.record_ok_many(batch_id, [(i, ok_line(i, text), 0.01) for i in ids])
 
 
@@ -51,10 +56,10 @@ def test_spilled_lines_leave_redis_for_the_file_and_stay_answered(batch: tuple[L
     path = tmp_path / "spill.jsonl"
     assert spill(ledger, batch_id, path) == 5
 
-    # Then the file holds the five answers, Redis only empty markers, and the error stays
+    # Then the file holds the five answers, Redis only a done mark on their ids, and the error stays
     assert ids_in(path) == [f"a{i}" for i in range(5)]
-    out = ledger.redis.hgetall(BatchKeys(batch_id).out)
-    assert set(out.values()) == {b""} and len(out) == 5
+    assert ledger.redis.hlen(BatchKeys(batch_id).out) == 0
+    assert all(v.endswith(b"!") for v in ledger.redis.hmget(BatchKeys(batch_id).ids, [f"a{i}" for i in range(5)]))
     assert [json.loads(v)["custom_id"] for v in ledger.error_lines(batch_id)] == ["bad"]
     # And a re-delivered job is still skipped, and records nothing
     assert ledger.answered(batch_id, ["a0", "a9"]) == [True, False]
@@ -123,7 +128,7 @@ def test_spilling_frees_most_of_redis_memory_for_finished_lines(batch: tuple[Led
 
     # When they are spilled, then Redis holds under a tenth of what it did for them
     spill(ledger, batch_id, tmp_path / "spill.jsonl")
-    after = ledger.redis.memory_usage(BatchKeys(batch_id).out, samples=0)
+    after = ledger.redis.memory_usage(BatchKeys(batch_id).out, samples=0) or 0  # None: nothing left
     print(f"out hash: {before / len(ids):.0f} B per line before the spill, {after / len(ids):.0f} B after")
     assert before > 2_000_000 and after < before / 10
 
@@ -277,7 +282,7 @@ def test_a_spilled_answer_leaves_only_a_mark_on_its_id_and_its_job_stays_done(ba
     ledger, batch_id = batch
     ids = ["a", "b", "c"]
     ledger.claim_ids(batch_id, [(custom_id, line) for line, custom_id in enumerate(ids, start=1)])
-    record(ledger, batch_id, ids)
+    record(ledger, batch_id, ids, claim=False)
     ledger.seal(batch_id, 3)
     assert spill(ledger, batch_id, tmp_path / "spill.jsonl") == 3
 
@@ -297,3 +302,11 @@ def test_a_spilled_answer_leaves_only_a_mark_on_its_id_and_its_job_stays_done(ba
     assert [json.loads(line)["custom_id"] for line in follow(ledger, batch_id)] == ids
     status = ledger.status(batch_id)
     assert status is not None and status.done == 3 and status.failed == 0
+
+
+def test_an_answer_recorded_without_an_id_claim_keeps_an_empty_marker_when_spilled(batch: tuple[Ledger, str], tmp_path: Path) -> None:
+    ledger, batch_id = batch
+    record(ledger, batch_id, ["x"], claim=False)
+    assert spill(ledger, batch_id, tmp_path / "spill.jsonl") == 1
+    assert ledger.redis.hget(BatchKeys(batch_id).out, "x") == b""
+    assert ledger.answered(batch_id, ["x"]) == [True] and ledger.record_ok(batch_id, "x", ok_line("x"), 0.01) is False
