@@ -11,7 +11,7 @@ Against a fake provider subprocess, with one persistent event loop like a tier w
 - ``complete_batch``  workers.tasks.complete_batch on micro-batches (provider + ledger + pydantic), no Celery
 
 and, per job, without any model call: Job.model_validate of a classified job, the ledger's
-record_answer (pydantic ResultLine + one Lua EVALSHA round trip), and the same records sent
+record_answers for one job (pydantic ResultLine + one Lua EVALSHA round trip), and the same records sent
 in one pipeline. CPU is this process's user+sys (all threads: LiteLLM runs part of each call
 on a thread pool) divided by the calls; rounds alternate the variants and report medians.
 """
@@ -60,7 +60,7 @@ def main() -> None:
     from workers.app import Runtime
     from workers.broker import EmbeddedRedis
     from workers.provider import Answer, TierProvider, litellm_params
-    from workers.tasks import complete_batch, dump, record_answer
+    from workers.tasks import complete_batch, dump, record_answers
 
     litellm.suppress_debug_info = True
     tmp = Path(tempfile.mkdtemp(prefix="turnout-costs-"))
@@ -79,7 +79,9 @@ def main() -> None:
         })
         tier = config.tiers[0]
         runtime = Runtime(config, redis_url)
-        provider = TierProvider(tier, url)
+        from workers.gate import Gate
+
+        provider = TierProvider(tier, url, Gate(redis_url))
         router_1 = Router(model_list=[{"model_name": "one", "litellm_params": litellm_params(tier.deployments[0], url)}],
                           num_retries=0)
         litellm.register_model({"openai/fake-registered": {
@@ -174,8 +176,8 @@ def main() -> None:
             j.attempts = 1
         c0 = cpu()
         for j in jobs:
-            record_answer(runtime, tier, j, answer)
-        results["record_answer (Lua per job)"] = [1000 * (cpu() - c0) / n]
+            record_answers(runtime, tier, [(j, answer)])
+        results["record_answers, one job a call (Lua per job)"] = [1000 * (cpu() - c0) / n]
         # the same scripts, one pipeline per 128 jobs
         from workers.ledger import BatchKeys
         from workers.tasks import frontier_cost
