@@ -50,7 +50,12 @@ _SIGNS: tuple[tuple[str, tuple[str, ...], re.Pattern[str], float], ...] = (
         re.compile(r"\bmust\b|\bexactly\b|\bat least\b|\bat most\b|\bwithout\b|\bensure\b"),
         0.35,
     ),
-    ("numbers", ("",), re.compile(r"\d+(\.\d+)?\s*(%|percent|dollars|\$|km|kg|hours|minutes)|\$\d"), 0.5),
+    (
+        "numbers",
+        ("",),  # no cue: always scanned
+        re.compile(r"\d+(\.\d+)?\s*(%|percent|dollars|\$|km|kg|hours|minutes)|\$\d"),
+        0.5,
+    ),
 )
 _SIMPLE = re.compile(r"^\s*(hi|hello|thanks|thank you|what is|who is|define|translate|list)\b")
 #: A sign counts up to this many times; scanning stops there.

@@ -118,3 +118,19 @@ def test_eval_cascade_takes_the_scorer_and_its_cost_weighting_from_the_config(tm
     results = [json.loads(run.stdout) for run in runs]
     assert all(run.returncode == 0 for run in runs), runs[0].stderr
     assert [(r["scorer"], r["cost_aware"]) for r in results] == [("format+verifier", True), ("format+verifier", False)]
+
+
+def test_calibrate_says_where_each_kind_of_prompt_goes(tmp_path: Path, repo_root: Path) -> None:
+    # Given prompts of two kinds: multiple choice (a trained kind) and open-ended (the heuristic's)
+    choice = [f"Question {i}: which of these is a noble gas?\nA. neon\nB. iron\nC. tin\nD. lead\nAnswer:" for i in range(10)]
+    chat = [f"Write a short poem number {i} about the sea." for i in range(10)]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"custom_id": f"p{i}", "prompt": p}) + "\n" for i, p in enumerate(choice + chat)))
+    # When the frontier tier is calibrated for 30% of them
+    result = turnout("calibrate", str(prompts), "--frontier-share", "0.3", "-c", str(repo_root / "examples/turnout.yaml"))
+    # Then the fragment says, per kind, which share goes to each tier
+    assert result.returncode == 0, result.stderr
+    kinds = [line for line in result.stdout.splitlines() if line.startswith("#   ")]
+    assert [line.split(" prompts")[0].strip("# ") for line in kinds] == ["choice", "general"]
+    assert all("cheap " in line and "frontier " in line for line in kinds)
+    assert "min_score" in result.stdout
