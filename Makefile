@@ -28,9 +28,9 @@ test-unit: $(STAMP)
 model: $(STAMP)  ## train the default router model from $(DATA) into router/models/
 	$(BIN)/python -m router.training --out router/models/default.json $(DATA)/mmlu.train.jsonl $(DATA)/gsm8k.train.jsonl
 
-bench: $(STAMP)
-	$(BIN)/python bench/heuristic.py
+bench: $(STAMP)  ## the router's speed and held-out quality (the other bench/ scripts say how to run them)
 	$(BIN)/python bench/classifier.py
+	$(BIN)/python bench/router_quality.py --data $(DATA)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy schemas router workers  # clean; keep it so

@@ -23,6 +23,8 @@ class Score:
 
     value: float
     reasons: list[str] = field(default_factory=list)
+    #: The prompt's kind when the classifier scores kinds on scales of their own (``trained``).
+    kind: str | None = None
 
 
 class Classifier(abc.ABC):

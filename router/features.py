@@ -16,8 +16,17 @@ from itertools import repeat
 
 import numpy as np
 
-#: Only the head of a very long prompt is tokenized: it keeps p99 latency flat, and the
-#: length features still see the whole text.
+from schemas.config import PROMPT_KINDS
+
+#: The router reads at most this much of a prompt (``excerpt``): its n-grams, counts and kind
+#: come from the excerpt, and only ``log_chars`` sees the whole length. A pasted document then
+#: costs no more to score than a page; ~1% of the shared data's prompts are longer.
+SCAN_CHARS = 2000
+#: Of a longer prompt's excerpt, the characters taken from its end: the question and the
+#: options of a multiple-choice prompt, or the instruction after a pasted text, sit there.
+TAIL_CHARS = 1000
+#: What ``tokens`` reads of a text at most: the answer verifier's working, whose final answer
+#: sits at the end, is read this far.
 MAX_TOKENIZED_CHARS = 6000
 
 _TOKEN = re.compile(r"[a-z]+|\d+(?:[.,/]\d+)*|[^\sa-z\d]")
@@ -35,8 +44,8 @@ _NUMBER_WORD = re.compile(
 )
 
 #: The prompt kinds the router keeps a sub-model for; ``general`` has no training data of its
-#: own and is scored by the heuristic.
-DOMAINS = ("choice", "math", "general")
+#: own and is scored by the heuristic. A tier's ``min_score_by_kind`` names them too.
+DOMAINS = PROMPT_KINDS
 
 #: Names of the dense features, in the order ``dense_features`` returns them.
 DENSE_NAMES = (
@@ -56,8 +65,16 @@ DENSE_NAMES = (
 )
 
 
+def excerpt(text: str) -> str:
+    """The text itself up to ``SCAN_CHARS``; past that, its head and its last ``TAIL_CHARS``."""
+    if len(text) <= SCAN_CHARS:
+        return text
+    return text[: SCAN_CHARS - TAIL_CHARS - 1] + "\n" + text[-TAIL_CHARS:]
+
+
 def tokens(text: str) -> list[str]:
-    """Lower-cased words, numbers folded to ``<n>``, punctuation, and adjacent-pair bigrams."""
+    """Lower-cased words, numbers folded to ``<n>``, punctuation, and adjacent-pair bigrams
+    (of the first ``MAX_TOKENIZED_CHARS``; the router passes ``excerpt``s, shorter still)."""
     words = ["<n>" if t[0].isdigit() else t for t in _TOKEN.findall(text[:MAX_TOKENIZED_CHARS].lower())]
     return words + list(map(" ".join, zip(words, words[1:])))
 
@@ -72,15 +89,16 @@ def dense_features(text: str) -> list[float]:
     return describe(text)[1]
 
 
-def describe(text: str) -> tuple[str, list[float]]:
-    """The prompt's kind and its dense features, in one pass over the text."""
+def describe(prompt: str) -> tuple[str, list[float]]:
+    """The prompt's kind and its dense features, in one pass over its ``excerpt``."""
+    text = excerpt(prompt)
     words = text.split()
     numbers = _NUMBER.findall(text)
     code_markers = sum(map(text.count, _CODE_MARKERS))
     is_choice = len(_CHOICE_LINE.findall(text)) >= 3
     n_words = max(len(words), 1)
     dense = [
-        math.log1p(len(text)),
+        math.log1p(len(prompt)),
         math.log1p(len(words)),
         math.log1p(text.count("\n")),
         math.log1p(len(numbers)),

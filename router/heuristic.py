@@ -12,11 +12,9 @@ import re
 from itertools import islice
 
 from router.classifier import Classifier, Score
+from router.features import excerpt  # a long prompt is read as the trained router reads it
 
-#: Only the head of a long prompt is scanned: the signs show early, and this bounds the cost.
-SCAN_CHARS = 4000
-
-# Matched against the lower-cased head (case-insensitive alternations cost several times
+# Matched against the lower-cased excerpt (case-insensitive alternations cost several times
 # more), and only when one of the sign's cues, plain substrings every match contains, is
 # there: a substring test is ~100x cheaper than the regex, and most prompts show few signs.
 _SIGNS: tuple[tuple[str, tuple[str, ...], re.Pattern[str], float], ...] = (
@@ -69,7 +67,7 @@ class HeuristicClassifier(Classifier):
     name = "heuristic"
 
     def score(self, text: str) -> Score:
-        head = text[:SCAN_CHARS].lower()
+        head = excerpt(text).lower()
         logit = _BIAS + _length_logit(len(text))
         reasons: list[str] = []
         for name, cues, pattern, weight in _SIGNS:

@@ -2,8 +2,9 @@
 
 Resolution order, first match wins: ``model: tier:<name>`` pins a tier; a model name that
 a tier lists (or one of its deployments' models) pins that tier; ``auto`` or no model lets
-the classifier score decide by the tiers' ``min_score`` thresholds; anything else is an
-error line, so a typo never silently runs on the wrong model.
+the classifier score decide by the tiers' thresholds (``min_score``, or ``min_score_by_kind``
+for the kind the score came with); anything else is an error line, so a typo never silently
+runs on the wrong model.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import bisect
 
 from router.classifier import Score
-from schemas.config import Config
+from schemas.config import PROMPT_KINDS, Config
 from schemas.errors import InputLineError
 from schemas.job import AUTO_MODELS, TIER_PREFIX, Decision
 
@@ -21,7 +22,7 @@ class TierPolicy:
 
     def __init__(self, config: Config) -> None:
         self.tier_names = [tier.name for tier in config.tiers]
-        self.thresholds = [tier.min_score for tier in config.tiers]
+        self.thresholds = {kind: [tier.threshold(kind) for tier in config.tiers] for kind in (None, *PROMPT_KINDS)}
         self.by_model: dict[str, str] = {}
         for tier in reversed(config.tiers):  # a name listed by two tiers pins the cheaper one
             for model in tier.pinning_models():
@@ -43,11 +44,12 @@ class TierPolicy:
             f"model {model!r} is not in the config; use auto, tier:<name> or one of {sorted(self.by_model)[:8]}",
         )
 
-    def tier_for_score(self, score: float) -> str:
-        return self.tier_names[bisect.bisect_right(self.thresholds, score) - 1]
+    def tier_for_score(self, score: float, kind: str | None = None) -> str:
+        thresholds = self.thresholds.get(kind, self.thresholds[None])
+        return self.tier_names[bisect.bisect_right(thresholds, score) - 1]
 
     def decide(self, score: Score, pin: str | None = None) -> Decision:
         """The decision for a scored job; a pinned tier overrides the score's tier."""
         if pin is not None:
             return Decision(tier=pin, score=round(score.value, 4), reasons=[f"pinned:{pin}"])
-        return Decision(tier=self.tier_for_score(score.value), score=round(score.value, 4), reasons=score.reasons)
+        return Decision(tier=self.tier_for_score(score.value, score.kind), score=round(score.value, 4), reasons=score.reasons)

@@ -27,7 +27,7 @@ import numpy as np
 
 from router.classifier import Classifier, Score
 from router.heuristic import HeuristicClassifier
-from router.features import DENSE_NAMES, DOMAINS, SparseRows, Vocabulary, describe_batch
+from router.features import DENSE_NAMES, DOMAINS, SparseRows, Vocabulary, describe_batch, excerpt
 from router.trees import BoostedTrees
 from schemas.errors import ModelFileError
 
@@ -38,7 +38,7 @@ _HEURISTIC = HeuristicClassifier()
 #: What the ``format`` field of a model file must say.
 MODEL_FORMAT = "turnout.router.trained"
 #: Bumped whenever a change to features or file layout would make old files score wrongly.
-MODEL_VERSION = 2
+MODEL_VERSION = 3
 #: Significant digits kept for weights in the file: enough for identical rankings, half the size.
 _DIGITS = 6
 
@@ -189,7 +189,7 @@ class TrainedClassifier(Classifier):
     def score_batch(self, texts: Sequence[str]) -> list[Score]:
         kinds, values, signs = self._scored(texts)
         return [
-            Score(float(v), [f"trained:{self.model_name}", f"kind:{k}", *signs.get(i, [])])
+            Score(float(v), [f"trained:{self.model_name}", f"kind:{k}", *signs.get(i, [])], kind=k)
             for i, (v, k) in enumerate(zip(values, kinds))
         ]
 
@@ -217,7 +217,7 @@ class TrainedClassifier(Classifier):
                     score = _HEURISTIC.score(texts[i])
                     values[i], signs[i] = score.value, [f"heuristic:{r}" for r in score.reasons]
                 continue
-            rows = self.vocabulary.transform([texts[i] for i in picked]) if model.uses_text else None
+            rows = self.vocabulary.transform([excerpt(texts[i]) for i in picked]) if model.uses_text else None
             values[picked] = model.predict(rows, dense[picked])
         return kinds, values, signs
 

@@ -29,8 +29,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from router.classifier import Classifier
-from router.features import SparseRows, Vocabulary, describe_batch, detect_domain
+from router.classifier import Classifier, Score
+from router.features import SparseRows, Vocabulary, describe_batch, detect_domain, excerpt
 from router.metrics import DEFAULT_NUM_RESULTS, oracle_curve, quality_curve, routing_metrics
 from router.trained import LinearModel, StackedModel, TrainedClassifier
 from router.trees import BoostingSettings, fit_boosted_trees
@@ -172,9 +172,9 @@ def gain_target(rows: Sequence[LabeledRow]) -> np.ndarray:
 
 def fit(rows: Sequence[LabeledRow], settings: FitSettings = FitSettings(), name: str = "default") -> TrainedClassifier:
     """A classifier with one model per prompt kind that has enough rows."""
-    texts = [r.prompt for r in rows]
+    texts = [excerpt(r.prompt) for r in rows]  # what the router reads of each prompt
     vocabulary = Vocabulary.fit(texts, min_df=settings.min_df, max_terms=settings.max_terms)
-    kind_list, dense = describe_batch(texts)
+    kind_list, dense = describe_batch([r.prompt for r in rows])
     kinds = np.array(kind_list)
     weak, strong = quality_targets(rows)
     domains: dict[str, LinearModel | StackedModel] = {}
@@ -370,7 +370,13 @@ def evaluate(
 
 
 def thresholds_for_shares(classifier: Classifier, prompts: Sequence[str], shares: Sequence[float]) -> list[float]:
-    """``min_score`` thresholds sending ``shares`` of ``prompts`` to tiers 2..n (cheapest first).
+    """``min_score`` thresholds sending ``shares`` of ``prompts`` to tiers 2..n (cheapest first);
+    see ``score_thresholds``."""
+    return score_thresholds([s.value for s in score_in_batches(classifier, prompts)], shares)
+
+
+def score_thresholds(values: Sequence[float], shares: Sequence[float]) -> list[float]:
+    """Thresholds sending ``shares`` of the prompts scoring ``values`` to tiers 2..n.
 
     ``shares[i]`` is the fraction of traffic wanted on tier ``i + 2``; what is left over stays on
     the cheapest tier. Tier ``k`` receives the prompts scoring at or above its threshold and
@@ -386,16 +392,16 @@ def thresholds_for_shares(classifier: Classifier, prompts: Sequence[str], shares
         raise ValueError(f"each tier's share must lie in [0, 1], got {wanted}")
     if sum(wanted) > 1.0 + 1e-9:
         raise ValueError(f"the tiers' shares add up to {sum(wanted):.3g}, more than all traffic")
-    if not prompts:
+    if not len(values):
         raise ValueError("calibration needs at least one prompt")
-    values = np.sort(np.array([s.value for s in _score_in_batches(classifier, prompts)], dtype=float))[::-1]
-    n = len(values)
+    ordered = np.sort(np.asarray(values, dtype=float))[::-1]
+    n = len(ordered)
     thresholds = []
     above = 0.0  # the share of traffic on this tier and every dearer one
     for share in reversed(wanted):
         above += share
         count = min(int(round(above * n)), n)
-        thresholds.append(float(values[count - 1]) if count else float(np.nextafter(values[0], np.inf)))
+        thresholds.append(float(ordered[count - 1]) if count else float(np.nextafter(ordered[0], np.inf)))
     thresholds.reverse()
     result: list[float] = []
     floor = 0.0
@@ -406,7 +412,20 @@ def thresholds_for_shares(classifier: Classifier, prompts: Sequence[str], shares
     return result
 
 
-def _score_in_batches(classifier: Classifier, prompts: Sequence[str], size: int = 1024) -> list[Any]:
+def thresholds_by_kind(scores: Sequence[Score], shares: Sequence[float], min_prompts: int) -> dict[str | None, list[float]]:
+    """``score_thresholds`` over all ``scores`` (key None) and over each kind's own, for every
+    kind with at least ``min_prompts`` scores: each such kind then sends ``shares`` of its
+    prompts to the tiers, however its scores sit against the other kinds'."""
+    thresholds: dict[str | None, list[float]] = {None: score_thresholds([s.value for s in scores], shares)}
+    for kind in sorted({s.kind for s in scores if s.kind is not None}):
+        values = [s.value for s in scores if s.kind == kind]
+        if len(values) >= min_prompts:
+            thresholds[kind] = score_thresholds(values, shares)
+    return thresholds
+
+
+def score_in_batches(classifier: Classifier, prompts: Sequence[str], size: int = 1024) -> list[Score]:
+    """The classifier's scores of ``prompts``, scored ``size`` at a time."""
     scored = []
     for start in range(0, len(prompts), size):
         scored.extend(classifier.score_batch(prompts[start : start + size]))

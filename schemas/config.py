@@ -12,7 +12,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -38,6 +38,10 @@ FAKE_API_BASE = "fake"
 VISIBILITY_SLACK_S = 10.0
 _SECRET_REF = re.compile(r"^(os\.environ/[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
 _NAME = r"^[a-z0-9][a-z0-9_-]*$"
+#: The kinds of prompt the trained router tells apart (multiple choice, word problems, the rest);
+#: each is scored by its own model, on its own scale, so a tier may set a threshold per kind.
+PromptKind = Literal["choice", "math", "general"]
+PROMPT_KINDS: tuple[str, ...] = get_args(PromptKind)
 
 
 class _Strict(BaseModel):
@@ -92,6 +96,9 @@ class Tier(_Strict):
 
     name: str = Field(pattern=_NAME)
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="lowest classifier score routed here")
+    min_score_by_kind: dict[PromptKind, float] = Field(
+        default_factory=dict, description="per prompt kind, in place of min_score (turnout calibrate writes them)"
+    )
     deployments: list[Deployment] = Field(min_length=1, description="in fallback order")
     models: list[str] = Field(default_factory=list, description="model names that pin a job here")
     batch_size: int = Field(DEFAULT_TIER_BATCH_SIZE, ge=1, le=1024, description="jobs per task")
@@ -100,6 +107,18 @@ class Tier(_Strict):
     cooldown_s: float = Field(DEFAULT_COOLDOWN_S, ge=0, description="how long a failing deployment sits out")
     policy: Literal["route", "cascade"] = Field("route", description="cascade: escalate answers the scorer rejects")
     scorer: ScorerConfig | None = Field(None, description="for policy cascade")
+
+    @field_validator("min_score_by_kind")
+    @classmethod
+    def _scores_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        outside = {kind: score for kind, score in value.items() if not 0.0 <= score <= 1.0}
+        if outside:
+            raise ValueError(f"scores lie in [0, 1], got {outside}")
+        return value
+
+    def threshold(self, kind: str | None) -> float:
+        """The lowest score of a prompt of ``kind`` routed here (None: a classifier without kinds)."""
+        return next((score for name, score in self.min_score_by_kind.items() if name == kind), self.min_score)
 
     @model_validator(mode="after")
     def _cascade_has_a_scorer(self) -> Tier:
@@ -179,11 +198,13 @@ class Config(_Strict):
         names = [tier.name for tier in self.tiers]
         if len(set(names)) != len(names):
             raise ValueError(f"tier names must be unique, got {names}")
-        if self.tiers[0].min_score != 0.0:
-            raise ValueError("the first (cheapest) tier must have min_score 0")
-        scores = [tier.min_score for tier in self.tiers]
-        if scores != sorted(scores) or len(set(scores)) != len(scores):
-            raise ValueError(f"min_score must rise from tier to tier, got {scores}")
+        if self.tiers[0].min_score != 0.0 or self.tiers[0].min_score_by_kind:
+            raise ValueError("the first (cheapest) tier takes every score below the next tier's: give it min_score 0 and no min_score_by_kind")
+        for kind in (None, *PROMPT_KINDS):
+            scores = [tier.threshold(kind) for tier in self.tiers]
+            if scores != sorted(scores) or len(set(scores)) != len(scores):
+                which = "min_score" if kind is None else f"the {kind} prompts' threshold (min_score_by_kind, else min_score)"
+                raise ValueError(f"{which} must rise from tier to tier, got {scores}")
         if self.tiers[-1].policy == "cascade":
             raise ValueError(f"the strongest tier ({self.tiers[-1].name}) cannot cascade: there is no tier above it")
         uses_fake = any(d.api_base == FAKE_API_BASE for t in self.tiers for d in t.deployments)

@@ -471,11 +471,20 @@ def calibrate(
     share: Annotated[Optional[list[str]], typer.Option(help="TIER=SHARE for each tier above the cheapest (repeatable).")] = None,
     config_path: ConfigOption = DEFAULT_CONFIG,
     write: Annotated[bool, typer.Option(help="Write the thresholds into the config file (its comments are lost).")] = False,
+    by_kind: Annotated[
+        bool,
+        typer.Option(
+            "--by-kind/--overall",
+            help="By kind: each kind of prompt the trained router tells apart (choice, math, general) gets the shares "
+            "on thresholds of its own (min_score_by_kind), as each is scored on a scale of its own. "
+            "Overall: one threshold per tier for every prompt.",
+        ),
+    ] = True,
 ) -> None:
     """Pick tier thresholds that send the given share of traffic to each tier."""
     from workers.evaluation import calibrate_config
 
-    fragment = calibrate_config(_config(config_path), config_path, data, frontier_share, share or [], write)
+    fragment = calibrate_config(_config(config_path), config_path, data, frontier_share, share or [], write, by_kind)
     print(fragment, end="")
 
 

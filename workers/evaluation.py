@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -97,41 +98,76 @@ def _table(result: dict[str, Any], router_name: str) -> Table:
 # --- calibrate ---------------------------------------------------------------------------
 
 
+#: A kind of prompt gets thresholds of its own from at least this many calibration prompts;
+#: fewer would put its share off by more than a few points. Smaller kinds use ``min_score``.
+MIN_PROMPTS_PER_KIND = 50
+
+
 def calibrate_config(
-    config: Config, config_path: Path, data: Path, frontier_share: float | None, shares: list[str], write: bool
+    config: Config, config_path: Path, data: Path, frontier_share: float | None, shares: list[str], write: bool,
+    by_kind: bool = True,
 ) -> str:
-    """Thresholds for the wanted traffic shares, as a YAML fragment (and written, if asked)."""
+    """Thresholds for the wanted traffic shares, as a YAML fragment (and written, if asked).
+
+    ``by_kind``: each kind of prompt the classifier tells apart (and that has at least
+    ``MIN_PROMPTS_PER_KIND`` prompts here) gets thresholds sending it the same shares, in the
+    tier's ``min_score_by_kind``; ``min_score`` is always the threshold over all prompts.
+    """
     from router.classifier import load_classifier
-    from router.training import thresholds_for_shares
+    from router.training import score_in_batches, thresholds_by_kind
 
     wanted = _wanted_shares(config, frontier_share, shares)
     prompts = list(_prompts(_existing(data)))
     classifier = load_classifier(config.classifier)
+    scores = score_in_batches(classifier, prompts)
     try:
-        thresholds = thresholds_for_shares(classifier, prompts, wanted)
+        found = thresholds_by_kind(scores, wanted, MIN_PROMPTS_PER_KIND if by_kind else len(scores) + 1)  # overall: no kind has enough
     except ValueError as exc:
         raise TurnoutError(f"cannot calibrate: {exc}") from None
+    overall = found.pop(None)
+    own = {str(kind): thresholds for kind, thresholds in found.items()}
     names = [tier.name for tier in config.tiers[1:]]
-    fragment = {"tiers": [{"name": n, "min_score": round(t, 6)} for n, t in zip(names, thresholds)]}
+    tidy, tidy_own = _tidy(overall), {kind: _tidy(values) for kind, values in own.items()}
+    fragment = {"tiers": [_calibrated_tier(name, tidy[i], {k: t[i] for k, t in tidy_own.items()}) for i, name in enumerate(names)]}
     if write:
         raw = yaml.safe_load(config_path.read_text())
+        calibrated = {tier["name"]: tier for tier in fragment["tiers"]}
         for tier in raw["tiers"]:
-            if tier["name"] in names:
-                tier["min_score"] = round(thresholds[names.index(tier["name"])], 6)
+            if tier["name"] in calibrated:
+                tier.pop("min_score_by_kind", None)
+                tier.update(calibrated[tier["name"]])
         config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     header = f"# calibrated on {len(prompts)} prompts of {data.name}: shares {dict(zip(names, wanted))}\n"
-    return header + _shares_by_kind(classifier, prompts, [config.tiers[0].name, *names], thresholds) + yaml.safe_dump(fragment, sort_keys=False)
+    counts = Counter(s.kind for s in scores if s.kind is not None)
+    small = [f"{kind} ({n})" for kind, n in sorted(counts.items()) if kind not in own]
+    if by_kind and small:
+        header += f"# fewer than {MIN_PROMPTS_PER_KIND} prompts, so on min_score: {', '.join(small)}\n"
+    tiers = [config.tiers[0].name, *names]
+    return header + _shares_by_kind(scores, tiers, overall, own) + yaml.safe_dump(fragment, sort_keys=False)
 
 
-def _shares_by_kind(classifier: Any, prompts: list[str], tiers: list[str], thresholds: list[float]) -> str:
-    """Comment lines: where each kind of prompt goes. The trained kinds score the strong model's
-    expected gain and open-ended prompts the heuristic's; mixed traffic splits unevenly by kind."""
+def _calibrated_tier(name: str, overall: float, by_kind: dict[str, float]) -> dict[str, Any]:
+    tier: dict[str, Any] = {"name": name, "min_score": overall}
+    if by_kind:
+        tier["min_score_by_kind"] = by_kind
+    return tier
+
+
+def _tidy(thresholds: list[float]) -> list[float]:
+    """Six decimals for the reader, unless rounding would make two tiers' thresholds meet."""
+    rounded = [round(t, 6) for t in thresholds]
+    rising = rounded[0] > 0.0 and all(a < b for a, b in zip(rounded, rounded[1:]))
+    return rounded if rising else thresholds
+
+
+def _shares_by_kind(scores: list[Any], tiers: list[str], overall: list[float], own: dict[str, list[float]]) -> str:
+    """Comment lines: where each kind of prompt goes, on its own thresholds or on min_score."""
     import bisect
-    from collections import Counter
 
     routed: dict[str, Counter[str]] = {}
-    for score in classifier.score_batch(prompts):
-        kind = next((r.removeprefix("kind:") for r in score.reasons if r.startswith("kind:")), "all")
+    for score in scores:
+        kind = score.kind or "all"
+        thresholds = own.get(kind, overall)
         routed.setdefault(kind, Counter())[tiers[bisect.bisect_right(thresholds, score.value)]] += 1
     if len(routed) < 2:
         return ""

@@ -28,6 +28,18 @@ def test_scores_map_to_tiers_by_threshold() -> None:
     ]  # fmt: skip
 
 
+def test_a_score_of_a_kind_with_its_own_thresholds_uses_them() -> None:
+    # Given tiers whose thresholds for open-ended prompts sit far below the others'
+    data = CONFIG.model_dump()
+    data["tiers"][1]["min_score_by_kind"] = {"general": 0.1}
+    data["tiers"][2]["min_score_by_kind"] = {"general": 0.3}
+    policy = TierPolicy(Config.model_validate(data))
+    # Then an open-ended prompt's score routes by them, and a choice prompt's or a kind-less one's by min_score
+    decide = [policy.decide(Score(0.35, kind=kind)).tier for kind in ("general", "choice", None)]
+    assert decide == ["frontier", "cheap", "cheap"]
+    assert policy.decide(Score(0.2, kind="general")).tier == "mid"
+
+
 @pytest.mark.parametrize(
     ("model", "tier"),
     [(None, None), ("auto", None), ("tier:mid", "mid"), ("small", "cheap"), ("gpt-4o", "frontier"), ("openai/gpt-4o", "frontier")],

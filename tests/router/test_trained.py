@@ -11,7 +11,7 @@ import pytest
 
 from router.classifier import Classifier, Score, load_classifier
 from router.trained import MODEL_VERSION, LinearModel, StackedModel, TrainedClassifier
-from router.training import FitSettings, TrainingDataError, evaluate, read_rows, thresholds_for_shares, train
+from router.training import FitSettings, TrainingDataError, evaluate, read_rows, thresholds_by_kind, thresholds_for_shares, train
 from router.trees import BoostingSettings
 from schemas.config import ClassifierConfig
 from schemas.errors import ModelFileError, TurnoutError
@@ -148,14 +148,14 @@ def test_a_model_file_of_another_version_is_refused(trained: tuple[Path, Path], 
         TrainedClassifier.load(future)
 
 
-def test_a_version_1_model_file_asks_for_a_retrain(trained: tuple[Path, Path], tmp_path: Path) -> None:
-    # Given a file of the logistic-only layout, version 1
+def test_a_version_2_model_file_asks_for_a_retrain(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    # Given a file of version 2, whose features read up to 6,000 characters of a prompt's head
     data = json.loads(trained[0].read_text())
-    data["version"] = 1
+    data["version"] = 2
     old = tmp_path / "old.json"
     old.write_text(json.dumps(data))
     # Then loading it names the version and asks for a retrain
-    with pytest.raises(ModelFileError, match=r"version 1 but this turnout reads version 2; retrain it"):
+    with pytest.raises(ModelFileError, match=r"version 2 but this turnout reads version 3; retrain it"):
         TrainedClassifier.load(old)
 
 
@@ -193,6 +193,20 @@ def test_a_fitted_stack_scores_the_same_after_saving_to_within_the_files_roundin
     # Then the saved weights (6 significant digits) move no score by more than a rounding error
     prompts = [r.prompt for r in rows[:60]] + [HARD, EASY, "hi"]
     assert np.allclose(loaded.predict(prompts), model.predict(prompts), atol=1e-4)
+
+
+def test_thresholds_by_kind_give_each_kind_the_shares_on_its_own_scale() -> None:
+    # Given 100 choice prompts scoring 0.50-0.599, 100 open-ended ones scoring 0.00-0.99, and 10 math ones
+    scores = [Score(0.5 + i / 1000, kind="choice") for i in range(100)] + [Score(i / 100, kind="general") for i in range(100)]
+    scores += [Score(0.9, kind="math")] * 10
+    found = thresholds_by_kind(scores, [0.3], min_prompts=50)
+    # Then each kind with enough prompts sends exactly 30% of its own, and the small kind has none of its own
+    assert sorted(found, key=str) == [None, "choice", "general"]
+    for kind in ("choice", "general"):
+        values = np.array([s.value for s in scores if s.kind == kind])
+        assert (values >= found[kind][0]).sum() == 30
+    # And the overall threshold sends 30% of all 210 prompts
+    assert (np.array([s.value for s in scores]) >= found[None][0]).sum() == 63
 
 
 @pytest.mark.parametrize(

@@ -49,12 +49,24 @@ def test_environment_overrides_top_level_fields(tmp_path: Path, monkeypatch: pyt
         (GOOD + "surprise: 1\n", "surprise"),
         ("visibility_timeout_s: 30\n" + GOOD, "visibility_timeout_s 30 is too short"),
         (GOOD.replace("  - name: frontier", "    policy: cascade\n    scorer: {kind: format, cost_aware: true}\n  - name: frontier"), "cost_aware"),
+        (GOOD.replace("min_score: 0.6", "min_score: 0.6\n    min_score_by_kind: {chat: 0.3}"), "min_score_by_kind"),
+        (GOOD.replace("min_score: 0.6", "min_score: 0.6\n    min_score_by_kind: {math: 1.5}"), "[0, 1]"),
+        (GOOD.replace("min_score: 0.6", "min_score: 0.6\n    min_score_by_kind: {general: 0.0}"), "general prompts' threshold"),
+        (GOOD.replace("  - name: frontier", "    min_score_by_kind: {math: 0.1}\n  - name: frontier"), "first (cheapest) tier"),
     ],
 )
 def test_a_broken_config_names_the_field(tmp_path: Path, text: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, text))
     assert fragment in str(caught.value)
+
+
+def test_a_tier_may_set_a_threshold_per_kind_of_prompt(tmp_path: Path) -> None:
+    # Given a frontier tier with its own thresholds for multiple-choice and open-ended prompts
+    text = GOOD.replace("min_score: 0.6", "min_score: 0.6\n    min_score_by_kind: {choice: 0.7, general: 0.3}")
+    frontier = load_config(write(tmp_path, text)).tiers[1]
+    # Then those kinds use them, and math prompts and kind-less scores use min_score
+    assert [frontier.threshold(k) for k in ("choice", "general", "math", None)] == [0.7, 0.3, 0.6, 0.6]
 
 
 def test_a_missing_config_file_says_how_to_fix_it(tmp_path: Path) -> None:

@@ -120,17 +120,62 @@ def test_eval_cascade_takes_the_scorer_and_its_cost_weighting_from_the_config(tm
     assert [(r["scorer"], r["cost_aware"]) for r in results] == [("format+verifier", True), ("format+verifier", False)]
 
 
-def test_calibrate_says_where_each_kind_of_prompt_goes(tmp_path: Path, repo_root: Path) -> None:
-    # Given prompts of two kinds: multiple choice (a trained kind) and open-ended (the heuristic's)
-    choice = [f"Question {i}: which of these is a noble gas?\nA. neon\nB. iron\nC. tin\nD. lead\nAnswer:" for i in range(10)]
-    chat = [f"Write a short poem number {i} about the sea." for i in range(10)]
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"custom_id": f"p{i}", "prompt": p}) + "\n" for i, p in enumerate(choice + chat)))
-    # When the frontier tier is calibrated for 30% of them
+_SUBJECTS = ["noble gas", "prime number", "mammal", "metal", "planet", "vowel", "primary colour", "even number"]
+
+
+def _mixed_prompts(tmp_path: Path, per_kind: int) -> Path:
+    """Multiple-choice prompts (a trained kind) and open-ended ones (the heuristic's), varied in length and words."""
+    choice = [
+        f"Question {i}: which of these is a {_SUBJECTS[i % 8]}?{' Think carefully.' * (i % 5)}\nA. neon\nB. iron\nC. tin\nD. lead\nAnswer:"
+        for i in range(per_kind)
+    ]
+    chat = [f"Write a {'very ' * (i % 7)}short poem number {i} about the {_SUBJECTS[i % 8]}{', step by step' * (i % 2)}." for i in range(per_kind)]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"custom_id": f"p{i}", "prompt": p}) + "\n" for i, p in enumerate(choice + chat)))
+    return path
+
+
+def _kind_lines(stdout: str) -> dict[str, str]:
+    lines = [line for line in stdout.splitlines() if line.startswith("#   ")]
+    return {line.split(" prompts")[0].strip("# "): line for line in lines}
+
+
+def test_calibrate_gives_each_kind_of_prompt_the_share_on_thresholds_of_its_own(tmp_path: Path, repo_root: Path) -> None:
+    # Given 60 multiple-choice and 60 open-ended prompts, which the trained router scores on different scales
+    prompts = _mixed_prompts(tmp_path, 60)
+    config = tmp_path / "turnout.yaml"
+    config.write_text((repo_root / "examples/turnout.yaml").read_text())
+    # When the frontier tier is calibrated for 30% of them, by kind (the default) and overall
+    by_kind = turnout("calibrate", str(prompts), "--frontier-share", "0.3", "-c", str(config), "--write")
+    overall = turnout("calibrate", str(prompts), "--frontier-share", "0.3", "-c", str(config), "--overall")
+    assert by_kind.returncode == 0 and overall.returncode == 0, by_kind.stderr + overall.stderr
+    # Then by kind, each kind sends about 30% to the frontier on thresholds of its own, written into the
+    # config (open-ended prompts exactly: the heuristic's scores do not tie; the choice model's trees tie
+    # on these look-alike prompts, which moves a few across the threshold)
+    shares = {kind: _frontier_share(line) for kind, line in _kind_lines(by_kind.stdout).items()}
+    assert sorted(shares) == ["choice", "general"]
+    assert shares["general"] == 30 and abs(shares["choice"] - 30) <= 15, shares
+    from schemas.config import load_config
+
+    frontier = load_config(config).tiers[-1]
+    assert sorted(frontier.min_score_by_kind) == ["choice", "general"]
+    assert frontier.threshold("choice") != frontier.threshold("general")
+    # And overall, one threshold serves both kinds, whose scales differ: their shares lie far apart
+    assert "min_score_by_kind" not in overall.stdout
+    apart = [_frontier_share(line) for line in _kind_lines(overall.stdout).values()]
+    assert abs(apart[0] - apart[1]) >= 20 and abs(sum(apart) / 2 - 30) <= 1, apart
+
+
+def _frontier_share(line: str) -> int:
+    return int(line.split("frontier ")[1].rstrip("%"))
+
+
+def test_calibrate_leaves_a_kind_with_few_prompts_on_min_score(tmp_path: Path, repo_root: Path) -> None:
+    # Given 10 prompts of each kind, too few for thresholds of their own
+    prompts = _mixed_prompts(tmp_path, 10)
     result = turnout("calibrate", str(prompts), "--frontier-share", "0.3", "-c", str(repo_root / "examples/turnout.yaml"))
-    # Then the fragment says, per kind, which share goes to each tier
+    # Then the fragment says so, and gives min_score alone
     assert result.returncode == 0, result.stderr
-    kinds = [line for line in result.stdout.splitlines() if line.startswith("#   ")]
-    assert [line.split(" prompts")[0].strip("# ") for line in kinds] == ["choice", "general"]
-    assert all("cheap " in line and "frontier " in line for line in kinds)
-    assert "min_score" in result.stdout
+    assert "fewer than 50 prompts, so on min_score: choice (10), general (10)" in result.stdout
+    assert "min_score:" in result.stdout and "min_score_by_kind" not in result.stdout
+    assert sorted(_kind_lines(result.stdout)) == ["choice", "general"]
