@@ -68,6 +68,8 @@ def over_seeds(rows: list[LabeledRow], seeds: int) -> dict[str, dict[str, float]
             idx = [i for i, r in enumerate(rows) if r.dataset == dataset]
             m = routing_metrics(scores[idx], [rows[i].weak for i in idx], [rows[i].strong for i in idx])
             values.append((m.cpt["50%"], m.apgr))
+        progress = ", ".join(f"{d} CPT50 {v[-1][0]:.1%} APGR {v[-1][1]:.3f}" for d, v in runs.items())
+        print(f"fold seed {seed + 1}/{seeds}: {progress}", file=sys.stderr, flush=True)
     result = {}
     for dataset, values in runs.items():
         a = np.array(values)

@@ -40,6 +40,11 @@ class Classifier(abc.ABC):
         """Score many prompts; kinds with vectorised scoring override this."""
         return [self.score(text) for text in texts]
 
+    def kinds_on_own_scale(self) -> set[str]:
+        """Prompt kinds whose scores measure something else than the rest's, so that one
+        threshold cannot serve both (``turnout calibrate`` gives them thresholds of their own)."""
+        return set()
+
 
 def load_classifier(config: ClassifierConfig) -> Classifier:
     """The classifier the config asks for; ``auto`` means the default model, else the heuristic.

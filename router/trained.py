@@ -193,6 +193,10 @@ class TrainedClassifier(Classifier):
             for i, (v, k) in enumerate(zip(values, kinds))
         ]
 
+    def kinds_on_own_scale(self) -> set[str]:
+        """The kinds the heuristic scores: its score is not the strong model's expected gain."""
+        return {kind for kind in DOMAINS if kind not in self.domains}
+
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         """Scores as an array, in the order of ``texts``."""
         return self._scored(texts)[1]

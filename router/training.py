@@ -22,7 +22,7 @@ import math
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -412,15 +412,19 @@ def score_thresholds(values: Sequence[float], shares: Sequence[float]) -> list[f
     return result
 
 
-def thresholds_by_kind(scores: Sequence[Score], shares: Sequence[float], min_prompts: int) -> dict[str | None, list[float]]:
-    """``score_thresholds`` over all ``scores`` (key None) and over each kind's own, for every
-    kind with at least ``min_prompts`` scores: each such kind then sends ``shares`` of its
-    prompts to the tiers, however its scores sit against the other kinds'."""
-    thresholds: dict[str | None, list[float]] = {None: score_thresholds([s.value for s in scores], shares)}
-    for kind in sorted({s.kind for s in scores if s.kind is not None}):
-        values = [s.value for s in scores if s.kind == kind]
-        if len(values) >= min_prompts:
-            thresholds[kind] = score_thresholds(values, shares)
+def thresholds_by_kind(
+    scores: Sequence[Score], shares: Sequence[float], min_prompts: int, separate: Collection[str]
+) -> dict[str | None, list[float]]:
+    """``score_thresholds`` for each kind in ``separate`` with at least ``min_prompts`` scores,
+    over its own scores, and (key None) for every other prompt, over theirs (over all, when
+    none are left): each separate kind then sends ``shares`` of its prompts to the tiers, and
+    the others together do, however the separate kinds' scores sit against theirs."""
+    counts = Counter(s.kind for s in scores)
+    own = sorted(kind for kind in separate if counts[kind] >= min_prompts)
+    rest = [s.value for s in scores if s.kind not in own]
+    thresholds: dict[str | None, list[float]] = {None: score_thresholds(rest or [s.value for s in scores], shares)}
+    for kind in own:
+        thresholds[kind] = score_thresholds([s.value for s in scores if s.kind == kind], shares)
     return thresholds
 
 

@@ -475,9 +475,9 @@ def calibrate(
         bool,
         typer.Option(
             "--by-kind/--overall",
-            help="By kind: each kind of prompt the trained router tells apart (choice, math, general) gets the shares "
-            "on thresholds of its own (min_score_by_kind), as each is scored on a scale of its own. "
-            "Overall: one threshold per tier for every prompt.",
+            help="By kind: open-ended prompts, which the trained router scores with the heuristic on a scale of its "
+            "own, get the shares on thresholds of their own (min_score_by_kind); the trained kinds (choice, math) "
+            "share min_score, as each scores the strong model's expected gain. Overall: one threshold for every prompt.",
         ),
     ] = True,
 ) -> None:

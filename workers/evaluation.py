@@ -109,9 +109,12 @@ def calibrate_config(
 ) -> str:
     """Thresholds for the wanted traffic shares, as a YAML fragment (and written, if asked).
 
-    ``by_kind``: each kind of prompt the classifier tells apart (and that has at least
-    ``MIN_PROMPTS_PER_KIND`` prompts here) gets thresholds sending it the same shares, in the
-    tier's ``min_score_by_kind``; ``min_score`` is always the threshold over all prompts.
+    ``by_kind``: each kind of prompt the classifier scores on a scale of its own (open-ended
+    prompts, which the heuristic scores, beside the trained kinds' expected gain) and that has
+    at least ``MIN_PROMPTS_PER_KIND`` prompts here gets thresholds sending it the same shares,
+    in the tier's ``min_score_by_kind``; ``min_score`` is the threshold of every other prompt.
+    The trained kinds share one: both score the expected gain, and on MMLU and GSM8K mixed one
+    threshold beat equal shares per kind at every share measured.
     """
     from router.classifier import load_classifier
     from router.training import score_in_batches, thresholds_by_kind
@@ -121,7 +124,7 @@ def calibrate_config(
     classifier = load_classifier(config.classifier)
     scores = score_in_batches(classifier, prompts)
     try:
-        found = thresholds_by_kind(scores, wanted, MIN_PROMPTS_PER_KIND if by_kind else len(scores) + 1)  # overall: no kind has enough
+        found = thresholds_by_kind(scores, wanted, MIN_PROMPTS_PER_KIND, classifier.kinds_on_own_scale() if by_kind else ())
     except ValueError as exc:
         raise TurnoutError(f"cannot calibrate: {exc}") from None
     overall = found.pop(None)
@@ -138,7 +141,7 @@ def calibrate_config(
                 tier.update(calibrated[tier["name"]])
         config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     header = f"# calibrated on {len(prompts)} prompts of {data.name}: shares {dict(zip(names, wanted))}\n"
-    counts = Counter(s.kind for s in scores if s.kind is not None)
+    counts = Counter(s.kind for s in scores if s.kind in classifier.kinds_on_own_scale())
     small = [f"{kind} ({n})" for kind, n in sorted(counts.items()) if kind not in own]
     if by_kind and small:
         header += f"# fewer than {MIN_PROMPTS_PER_KIND} prompts, so on min_score: {', '.join(small)}\n"

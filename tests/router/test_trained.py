@@ -195,18 +195,19 @@ def test_a_fitted_stack_scores_the_same_after_saving_to_within_the_files_roundin
     assert np.allclose(loaded.predict(prompts), model.predict(prompts), atol=1e-4)
 
 
-def test_thresholds_by_kind_give_each_kind_the_shares_on_its_own_scale() -> None:
-    # Given 100 choice prompts scoring 0.50-0.599, 100 open-ended ones scoring 0.00-0.99, and 10 math ones
+def test_thresholds_by_kind_give_a_kind_on_its_own_scale_the_shares_of_its_own() -> None:
+    # Given 100 choice prompts scoring 0.50-0.599, 100 open-ended ones on another scale (0.00-0.99),
+    # and 10 math ones; open-ended and math prompts are on scales of their own, math too few for one
     scores = [Score(0.5 + i / 1000, kind="choice") for i in range(100)] + [Score(i / 100, kind="general") for i in range(100)]
-    scores += [Score(0.9, kind="math")] * 10
-    found = thresholds_by_kind(scores, [0.3], min_prompts=50)
-    # Then each kind with enough prompts sends exactly 30% of its own, and the small kind has none of its own
-    assert sorted(found, key=str) == [None, "choice", "general"]
-    for kind in ("choice", "general"):
-        values = np.array([s.value for s in scores if s.kind == kind])
-        assert (values >= found[kind][0]).sum() == 30
-    # And the overall threshold sends 30% of all 210 prompts
-    assert (np.array([s.value for s in scores]) >= found[None][0]).sum() == 63
+    scores += [Score(0.9 + i / 1000, kind="math") for i in range(10)]
+    found = thresholds_by_kind(scores, [0.3], min_prompts=50, separate={"general", "math"})
+    # Then the open-ended prompts send exactly 30% of their own to the frontier on a threshold of their own
+    assert sorted(found, key=str) == [None, "general"]
+    general = np.array([s.value for s in scores if s.kind == "general"])
+    assert (general >= found["general"][0]).sum() == 30
+    # And the rest (choice, and math with too few prompts) share one threshold sending 30% of their 110
+    rest = np.array([s.value for s in scores if s.kind != "general"])
+    assert (rest >= found[None][0]).sum() == 33
 
 
 @pytest.mark.parametrize(
