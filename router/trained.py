@@ -41,6 +41,10 @@ MODEL_FORMAT = "turnout.router.trained"
 MODEL_VERSION = 3
 #: Significant digits kept for weights in the file: enough for identical rankings, half the size.
 _DIGITS = 6
+#: For what a stack's trees read straight from the standardised features (the subject prior's
+#: weights, the standardising means and scales; x − mean loses the mean's relative error many
+#: times over): the trees' thresholds are exact, and a prompt moved by 1e-5 can cross one.
+_PRIOR_DIGITS = 9
 
 
 @dataclass
@@ -95,6 +99,8 @@ class LinearModel:
 #: The stacked model's tree inputs ahead of the dense features: its ridges' predicted gain,
 #: strong quality and weak quality.
 STACKED_INPUTS = ("gain", "strong", "weak")
+#: What a stacked model's subject prior predicts, one ridge each; its scores follow the dense features.
+PRIOR_OUTPUTS = ("subject_strong", "subject_weak")
 
 
 @dataclass
@@ -105,6 +111,11 @@ class StackedModel:
     model's quality; the trees see their difference, both of them and the dense features, and
     predict the gain in [-1, 1], mapped to the router's scale as (1 + gain) / 2. Row 0 of
     ``weights``, ``dense_weights`` and ``bias`` is the strong model's ridge, row 1 the weak's.
+
+    An optional subject prior (``prior_*``, one row per ``PRIOR_OUTPUTS``, empty without one)
+    runs first: two more ridges over the same text and the standardised dense features, whose
+    scores are appended to the dense features; ``dense_mean``/``dense_scale`` and the trees
+    then cover those columns too.
     """
 
     weights: np.ndarray
@@ -113,18 +124,33 @@ class StackedModel:
     dense_scale: np.ndarray
     bias: np.ndarray
     trees: BoostedTrees
+    prior_weights: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    prior_dense_weights: np.ndarray = field(default_factory=lambda: np.zeros((0, len(DENSE_NAMES))))
+    prior_bias: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def uses_text(self) -> bool:
         return self.weights.shape[1] > 0
 
     def predict(self, rows: SparseRows | None, dense: np.ndarray) -> np.ndarray:
-        gain = self.trees.predict(np.hstack([self.ridge_scores(rows, dense), dense]))
+        full = self.with_prior(rows, dense)
+        gain = self.trees.predict(np.hstack([self.ridge_scores(rows, full), full]))
         clipped: np.ndarray = np.clip((1.0 + gain) / 2.0, 0.0, 1.0)
         return clipped
 
+    def with_prior(self, rows: SparseRows | None, dense: np.ndarray) -> np.ndarray:
+        """The dense features, and the subject prior's scores after them when there is one."""
+        if not len(self.prior_bias):
+            return dense
+        n = len(DENSE_NAMES)
+        prior = ((dense - self.dense_mean[:n]) / self.dense_scale[:n]) @ self.prior_dense_weights.T + self.prior_bias
+        if rows is not None and self.uses_text:
+            prior += np.stack([rows.dot(w) for w in self.prior_weights], axis=1)
+        return np.hstack([dense, prior])
+
     def ridge_scores(self, rows: SparseRows | None, dense: np.ndarray) -> np.ndarray:
-        """The trees' first inputs, one column each as named in ``STACKED_INPUTS``."""
+        """The trees' first inputs, one column each as named in ``STACKED_INPUTS``, given
+        ``with_prior``'s features."""
         quality = ((dense - self.dense_mean) / self.dense_scale) @ self.dense_weights.T + self.bias
         if rows is not None and self.uses_text:
             quality += np.stack([rows.dot(w) for w in self.weights], axis=1)
@@ -134,15 +160,22 @@ class StackedModel:
         return {
             "weights": [_rounded(w) for w in self.weights],
             "dense_weights": [_rounded(w) for w in self.dense_weights],
-            "dense_mean": _rounded(self.dense_mean),
-            "dense_scale": _rounded(self.dense_scale),
+            "dense_mean": _rounded(self.dense_mean, _PRIOR_DIGITS),
+            "dense_scale": _rounded(self.dense_scale, _PRIOR_DIGITS),
             "bias": _rounded(self.bias),
             "trees": self.trees.to_dict(),
+            "prior_weights": [_rounded(w, _PRIOR_DIGITS) for w in self.prior_weights],
+            "prior_dense_weights": [_rounded(w, _PRIOR_DIGITS) for w in self.prior_dense_weights],
+            "prior_bias": _rounded(self.prior_bias, _PRIOR_DIGITS),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], n_terms: int) -> StackedModel:
-        n_dense = len(DENSE_NAMES)
+        n = len(DENSE_NAMES)
+        priors = len(data["prior_bias"])
+        if priors not in (0, len(PRIOR_OUTPUTS)):
+            raise ValueError(f"its stacked model's subject prior has {priors} outputs, not {len(PRIOR_OUTPUTS)}")
+        n_dense = n + priors
         model = cls(
             weights=np.asarray(data["weights"], dtype=float),
             dense_weights=np.asarray(data["dense_weights"], dtype=float),
@@ -150,13 +183,20 @@ class StackedModel:
             dense_scale=np.asarray(data["dense_scale"], dtype=float),
             bias=np.asarray(data["bias"], dtype=float),
             trees=BoostedTrees.from_dict(data["trees"], len(STACKED_INPUTS) + n_dense),
+            prior_weights=np.asarray(data["prior_weights"], dtype=float) if priors else np.zeros((0, 0)),
+            prior_dense_weights=np.asarray(data["prior_dense_weights"], dtype=float) if priors else np.zeros((0, n)),
+            prior_bias=np.asarray(data["prior_bias"], dtype=float),
         )
         shapes = (model.weights.shape, model.dense_weights.shape, model.dense_mean.shape, model.dense_scale.shape)
         if shapes[0] not in ((2, 0), (2, n_terms)) or shapes[1:] != ((2, n_dense), (n_dense,), (n_dense,)):
             raise ValueError("its stacked model's weights do not match the vocabulary and dense features")
         if model.bias.shape != (2,):
             raise ValueError("its stacked model needs two biases, the strong and the weak ridge's")
+        prior_shapes = (model.prior_weights.shape, model.prior_dense_weights.shape, model.prior_bias.shape)
+        if priors and prior_shapes != ((priors, shapes[0][1]), (priors, n), (priors,)):
+            raise ValueError("its subject prior's weights do not match the vocabulary and dense features")
         _check_numbers(model.weights, model.dense_weights, model.dense_mean, model.dense_scale, model.bias)
+        _check_numbers(model.prior_weights, model.prior_dense_weights, model.dense_mean, model.dense_scale, model.prior_bias)
         return model
 
 
@@ -358,5 +398,5 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=float)))
 
 
-def _rounded(values: np.ndarray) -> list[float]:
-    return [float(f"{v:.{_DIGITS}g}") if math.isfinite(v) else 0.0 for v in np.asarray(values, dtype=float).tolist()]
+def _rounded(values: np.ndarray, digits: int = _DIGITS) -> list[float]:
+    return [float(f"{v:.{digits}g}") if math.isfinite(v) else 0.0 for v in np.asarray(values, dtype=float).tolist()]

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from router.classifier import Classifier, Score
-from router.features import SparseRows, Vocabulary, describe_batch, detect_domain, excerpt
+from router.features import DENSE_NAMES, SparseRows, Vocabulary, describe_batch, detect_domain, excerpt
 from router.metrics import DEFAULT_NUM_RESULTS, oracle_curve, quality_curve, routing_metrics
 from router.trained import LinearModel, StackedModel, TrainedClassifier
 from router.trees import BoostingSettings, fit_boosted_trees
@@ -68,6 +68,9 @@ class LabeledRow:
     weak: float
     strong: float
     dataset: str
+    #: The row's ``source`` (``mmlu/anatomy``), when the file gives one: a training label only,
+    #: for the subject prior (``fit_stacked``); never read at run time.
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,10 @@ class FitSettings:
     stack_min_rows: int = 1000
     #: The stack's ridge penalty, per row (scikit-learn's Ridge alpha=10 over ~5,700 rows).
     ridge_l2: float = 1.8e-3
+    #: The subject prior's ridge penalty (of 6e-4 and 1.8e-3, the better in 5-fold CV on MMLU).
+    prior_l2: float = 6e-4
+    #: Pseudo-rows of the overall mean added to each subject's mean: small subjects lean on it.
+    prior_shrink: float = 10.0
     #: Inner folds giving the trees out-of-fold ridge scores, as the ridges will score new prompts.
     inner_folds: int = 5
     boosting: BoostingSettings = BoostingSettings()
@@ -109,7 +116,10 @@ def read_rows(path: Path, min_rows: int = MIN_ROWS) -> list[LabeledRow]:
 
     def row(obj: dict[str, Any], path: Path, n: int) -> LabeledRow:
         check_fields(obj, path, n, strings=("prompt",), numbers=("weak", "strong"), others=("id",))
-        return LabeledRow(str(obj["id"]), obj["prompt"], float(obj["weak"]), float(obj["strong"]), dataset)
+        source = obj.get("source")
+        return LabeledRow(
+            str(obj["id"]), obj["prompt"], float(obj["weak"]), float(obj["strong"]), dataset, source if isinstance(source, str) else ""
+        )
 
     return read_jsonl(path, min_rows, "labeled rows", row)
 
@@ -187,7 +197,8 @@ def fit(rows: Sequence[LabeledRow], settings: FitSettings = FitSettings(), name:
         else:
             matrix = SparseRows(np.zeros(len(picked) + 1, dtype=int), np.zeros(0, dtype=int), np.zeros(0), 0)
         if kind in settings.stacked and len(picked) >= settings.stack_min_rows:
-            domains[kind] = fit_stacked(matrix, dense[picked], strong[picked], weak[picked], settings)
+            sources = [rows[i].source for i in picked]
+            domains[kind] = fit_stacked(matrix, dense[picked], strong[picked], weak[picked], settings, sources)
         else:
             target = np.clip(strong[picked] - weak[picked], -1.0, 1.0) / 2.0 + 0.5
             domains[kind] = fit_logistic(matrix, dense[picked], target, settings.l2.get(kind, 3e-3), settings)
@@ -205,15 +216,28 @@ def fit_logistic(rows: SparseRows, dense: np.ndarray, target: np.ndarray, l2: fl
 
 
 def fit_stacked(
-    rows: SparseRows, dense: np.ndarray, strong: np.ndarray, weak: np.ndarray, settings: FitSettings
+    rows: SparseRows, dense: np.ndarray, strong: np.ndarray, weak: np.ndarray, settings: FitSettings,
+    sources: Sequence[str] = (),
 ) -> StackedModel:
     """Ridge regressions for the strong and the weak quality, combined by boosted trees into the gain.
 
     The trees learn from out-of-fold ridge scores: in-sample ones would be overconfident in
     exactly the way the trees would then learn to trust. The gain's ridge is not fitted: ridge
     regression is linear in its target, so it is the strong ridge minus the weak one.
+
+    With ``sources`` naming more than one subject, a subject prior comes first: two ridge
+    regressions from the prompt to its subject's mean strong and weak quality (each row's
+    own label left out, shrunk to the overall mean), whose scores join the dense features.
+    The subject is a training label only; at run time the prior reads the prompt text. On
+    MMLU it took CPT(50%) from 28.0% to 25.8% and APGR from 0.679 to 0.688 (5-fold CV, medians
+    over 5 fold seeds; better on every seed).
     """
     mean, scale = _standardizer(dense)
+    prior = np.zeros((0, rows.n_cols + dense.shape[1] + 1))
+    if len(set(sources) - {""}) > 1:
+        prior, prior_scores = _fit_subject_prior(rows, (dense - mean) / scale, strong, weak, list(sources), settings)
+        dense = np.hstack([dense, prior_scores])
+        mean, scale = _standardizer(dense)
     standard = (dense - mean) / scale
     fold = np.random.default_rng(0).permutation(rows.n_rows) % settings.inner_folds
     out_of_fold = np.zeros((rows.n_rows, 2))
@@ -225,16 +249,54 @@ def fit_stacked(
     inputs = np.column_stack([out_of_fold[:, 0] - out_of_fold[:, 1], out_of_fold, dense])
     trees = fit_boosted_trees(inputs, strong - weak, settings.boosting)
     thetas = [_fit_linear(rows, standard, target, settings.ridge_l2, settings.max_iter, _squared_loss) for target in (strong, weak)]
-    p = rows.n_cols
+    p, d = rows.n_cols, len(DENSE_NAMES)
     return StackedModel(
         weights=np.stack([t[:p] for t in thetas]), dense_weights=np.stack([t[p:-1] for t in thetas]),
         dense_mean=mean, dense_scale=scale, bias=np.array([t[-1] for t in thetas]), trees=trees,
+        prior_weights=prior[:, :p], prior_dense_weights=prior[:, p : p + d], prior_bias=prior[:, -1],
     )
+
+
+def _fit_subject_prior(
+    rows: SparseRows, standard: np.ndarray, strong: np.ndarray, weak: np.ndarray, sources: list[str], settings: FitSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """The prior's two ridges (rows of text weights, dense weights, bias) fitted on every row, and
+    their out-of-fold scores of the rows, as the stack will see them for prompts it never saw:
+    each fold's targets are drawn from the other folds' labels alone, or a held-out row's own
+    label would reach its score through its subject-mates' targets."""
+    fold = np.random.default_rng(1).permutation(rows.n_rows) % settings.inner_folds
+    out_of_fold = np.zeros((rows.n_rows, 2))
+    for k in range(settings.inner_folds):
+        train, held = np.where(fold != k)[0], np.where(fold == k)[0]
+        for column, y in enumerate((strong, weak)):
+            target = _subject_means([sources[i] for i in train], y[train], settings.prior_shrink)
+            theta = _fit_linear(rows.take(train), standard[train], target, settings.prior_l2, settings.max_iter, _squared_loss)
+            out_of_fold[held, column] = _linear_scores(theta, rows.take(held), standard[held])
+    targets = [_subject_means(sources, y, settings.prior_shrink) for y in (strong, weak)]
+    thetas = [_fit_linear(rows, standard, target, settings.prior_l2, settings.max_iter, _squared_loss) for target in targets]
+    return np.stack(thetas), out_of_fold
+
+
+def _subject_means(sources: list[str], values: np.ndarray, shrink: float) -> np.ndarray:
+    """Each row's subject's mean of ``values`` over the subject's other rows, with ``shrink``
+    pseudo-rows of the overall mean: no row's target holds its own label. A row naming no
+    subject (or alone in its subject, unshrunk) gets the overall mean."""
+    totals: dict[str, float] = {}
+    counts = Counter(sources)
+    for source, value in zip(sources, values):
+        totals[source] = totals.get(source, 0.0) + float(value)
+    overall = float(np.mean(values))
+    return np.array([
+        (totals[s] - v + shrink * overall) / (counts[s] - 1 + shrink) if s and counts[s] - 1 + shrink > 0 else overall
+        for s, v in zip(sources, values)
+    ])
 
 
 def _standardizer(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean, scale = dense.mean(axis=0), dense.std(axis=0)
-    return mean, np.where(scale > 1e-9, scale, 1.0)
+    # A column constant but for rounding noise (a fitted score with no spread) is left unscaled:
+    # blown up to unit variance, that noise would decide the ridges' and the trees' use of it.
+    return mean, np.where(scale > 1e-6 * np.maximum(1.0, np.abs(mean)), scale, 1.0)
 
 
 def _logistic_loss(z: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -503,7 +565,9 @@ def _card(
 
 def _describe_model(model: LinearModel | StackedModel) -> str:
     if isinstance(model, StackedModel):
-        return (f"stack: ridge regressions for strong and weak quality, out-of-fold, with the dense features "
+        prior = ("a subject prior (ridge regressions from the prompt to its subject's mean strong and weak quality; "
+                 "the data's source field, at training only), then " if len(model.prior_bias) else "")
+        return (f"stack: {prior}ridge regressions for strong and weak quality, out-of-fold, with the dense features "
                 f"into {len(model.trees.feature)} boosted depth-2 trees")
     return "soft-label logistic regression with L2"
 

@@ -90,10 +90,11 @@ def fit_boosted_trees(x: np.ndarray, y: np.ndarray, settings: BoostingSettings =
     cuts = [np.unique(np.quantile(column, np.linspace(0, 1, settings.bins + 1)[1:-1])) for column in x.T]
     # bins[i, j] <= k exactly when x[i, j] <= cuts[j][k]: each split search is then a bincount.
     bins = np.stack([np.searchsorted(c, column, side="left") for c, column in zip(cuts, x.T)], axis=1)
+    gaps = [_midpoints(c, column) for c, column in zip(cuts, x.T)]
     model = BoostedTrees(np.zeros((0, 3), dtype=int), np.zeros((0, 3)), np.zeros((0, 4)), float(np.mean(y)))
     fitted = model.predict(x)
     for _ in range(settings.trees):
-        tree = _fit_tree(bins, cuts, y - fitted, settings)
+        tree = _fit_tree(bins, gaps, y - fitted, settings)
         if tree is None:  # no split leaves min_leaf rows on both sides, so no later tree finds one
             break
         fitted += tree.predict(x)
@@ -104,20 +105,31 @@ def fit_boosted_trees(x: np.ndarray, y: np.ndarray, settings: BoostingSettings =
     return model
 
 
-def _fit_tree(bins: np.ndarray, cuts: list[np.ndarray], residual: np.ndarray, settings: BoostingSettings) -> BoostedTrees | None:
+def _midpoints(cuts: np.ndarray, column: np.ndarray) -> np.ndarray:
+    """Each cut moved up to halfway to the next value the column holds: the same split of the
+    training rows, but a prompt a rounding error from a training row's value (a quantile is
+    one) no longer lands on the other side."""
+    values = np.unique(column)
+    above = values[np.minimum(np.searchsorted(values, cuts, side="right"), len(values) - 1)]
+    middle = (cuts + above) / 2.0
+    midpoints: np.ndarray = np.where((above > cuts) & (middle < above), middle, cuts)  # adjacent floats keep the cut
+    return midpoints
+
+
+def _fit_tree(bins: np.ndarray, gaps: list[np.ndarray], residual: np.ndarray, settings: BoostingSettings) -> BoostedTrees | None:
     """One depth-2 tree fitted to ``residual`` (its values already scaled by the learning rate),
-    or None when the root cannot split."""
+    or None when the root cannot split; ``gaps`` holds each bin boundary's threshold."""
     root = _best_split(bins, residual, settings)
     if root is None:
         return None
     feature, threshold, value = np.zeros(3, dtype=int), np.full(3, NO_SPLIT), np.zeros(4)
-    feature[0], threshold[0] = root[0], cuts[root[0]][root[1]]
+    feature[0], threshold[0] = root[0], gaps[root[0]][root[1]]
     goes_right = bins[:, root[0]] > root[1]
     for node, members in ((1, ~goes_right), (2, goes_right)):
         split = _best_split(bins[members], residual[members], settings)
         leaf_right = np.zeros(int(members.sum()), dtype=bool)
         if split is not None:
-            feature[node], threshold[node] = split[0], cuts[split[0]][split[1]]
+            feature[node], threshold[node] = split[0], gaps[split[0]][split[1]]
             leaf_right = bins[members, split[0]] > split[1]
         for side in (0, 1):
             in_leaf = residual[members][leaf_right == bool(side)]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -139,6 +140,12 @@ def calibrate_config(
             if tier["name"] in calibrated:
                 tier.pop("min_score_by_kind", None)
                 tier.update(calibrated[tier["name"]])
+        try:
+            Config.model_validate(raw)
+        except ValidationError as exc:  # e.g. scores piled up at 1.0 leave no room for a rising threshold
+            error = exc.errors()[0]
+            raise TurnoutError(f"cannot calibrate: the thresholds would break {config_path}: {error['msg']}; "
+                               "pick other shares, or calibrate on more varied prompts") from None
         config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     header = f"# calibrated on {len(prompts)} prompts of {data.name}: shares {dict(zip(names, wanted))}\n"
     counts = Counter(s.kind for s in scores if s.kind in classifier.kinds_on_own_scale())

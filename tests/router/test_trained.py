@@ -17,8 +17,9 @@ from schemas.config import ClassifierConfig
 from schemas.errors import ModelFileError, TurnoutError
 
 
-def _write_rows(path: Path, n: int = 120, seed: int = 0) -> Path:
-    """Multiple-choice prompts where 'quantum' ones need the strong model and 'capital' ones do not."""
+def _write_rows(path: Path, n: int = 120, seed: int = 0, sources: bool = False) -> Path:
+    """Multiple-choice prompts where 'quantum' ones need the strong model and 'capital' ones do not
+    (with ``sources``, each row names its subject, as MMLU's rows do)."""
     rng = np.random.default_rng(seed)
     lines = []
     for i in range(n):
@@ -26,7 +27,11 @@ def _write_rows(path: Path, n: int = 120, seed: int = 0) -> Path:
         topic = "quantum field renormalization" if hard else "capital city of a country"
         prompt = f"Question {rng.integers(1000)} about the {topic}?\nA. one\nB. two\nC. three\nD. four\nAnswer:"
         weak, strong = (0.0, 1.0) if hard else (1.0, 1.0)
-        lines.append(json.dumps({"id": f"r{i}", "prompt": prompt, "weak": weak, "strong": strong, "extra": 1}))
+        row = {"id": f"r{i}", "prompt": prompt, "weak": weak, "strong": strong, "extra": 1}
+        if sources:  # and the strong model fails one subject's hard questions now and then
+            row["source"] = f"synthetic/{'physics' if hard else 'geography'}-{i % 3}"
+            row["strong"] = 0.0 if hard and i % 3 == 0 and rng.random() < 0.5 else strong
+        lines.append(json.dumps(row))
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -193,6 +198,63 @@ def test_a_fitted_stack_scores_the_same_after_saving_to_within_the_files_roundin
     # Then the saved weights (6 significant digits) move no score by more than a rounding error
     prompts = [r.prompt for r in rows[:60]] + [HARD, EASY, "hi"]
     assert np.allclose(loaded.predict(prompts), model.predict(prompts), atol=1e-4)
+
+
+def test_a_stack_trained_on_rows_naming_their_subject_has_a_subject_prior(tmp_path: Path) -> None:
+    from router.training import fit
+
+    # Given the same rows with and without their subjects
+    settings = FitSettings(stack_min_rows=100, boosting=BoostingSettings(min_leaf=10))
+    plain = fit(read_rows(_write_rows(tmp_path / "plain.train.jsonl")), settings).domains["choice"]
+    rows = read_rows(_write_rows(tmp_path / "subjects.train.jsonl", sources=True))
+    model = fit(rows, settings)
+    # Then only the second stack has the prior, whose two scores widen the dense features
+    choice = model.domains["choice"]
+    assert isinstance(plain, StackedModel) and isinstance(choice, StackedModel)
+    assert len(plain.prior_bias) == 0 and choice.prior_weights.shape == (2, len(model.vocabulary.terms))
+    assert len(choice.dense_mean) == len(plain.dense_mean) + 2
+    # And it scores from the prompt text alone, the same after saving and loading
+    model.save(tmp_path / "prior.json")
+    loaded = TrainedClassifier.load(tmp_path / "prior.json")
+    prompts = [r.prompt for r in rows[:40]] + [HARD, EASY]
+    assert np.allclose(loaded.predict(prompts), model.predict(prompts), atol=1e-4)
+    assert loaded.predict([HARD])[0] > loaded.predict([EASY])[0]
+    # And a prior of the wrong width fails the load in one sentence
+    data = json.loads((tmp_path / "prior.json").read_text())
+    for key, broken in (("prior_dense_weights", [[0.0] * 3, [0.0] * 3]), ("prior_bias", [[0.1], [0.2]])):
+        corrupt = json.loads(json.dumps(data))
+        corrupt["domains"]["choice"][key] = broken
+        (tmp_path / "broken.json").write_text(json.dumps(corrupt))
+        with pytest.raises(ModelFileError, match="subject prior"):
+            TrainedClassifier.load(tmp_path / "broken.json")
+
+
+def test_the_subject_priors_held_out_scores_carry_no_trace_of_their_own_labels() -> None:
+    from router.features import SparseRows
+    from router.training import _fit_subject_prior
+
+    # Given 60 subjects of 12 rows, each row's text naming its subject, and labels of pure noise
+    rng = np.random.default_rng(0)
+    subject = np.repeat(np.arange(60), 12)
+    n = len(subject)
+    rows = SparseRows(np.arange(n + 1), subject.copy(), np.ones(n), 60)
+    strong, weak = (rng.integers(0, 2, n).astype(float) for _ in range(2))
+    # When the prior scores each row from a fit that did not see it
+    _, held_out = _fit_subject_prior(rows, rng.normal(size=(n, 13)), strong, weak, [f"s{k}" for k in subject], FitSettings())
+    # Then those scores do not follow the rows' own labels (targets built over every row made them: ~0.3)
+    for column, labels in enumerate((strong, weak)):
+        assert abs(np.corrcoef(held_out[:, column], labels)[0, 1]) < 0.15
+
+
+def test_subject_means_leave_each_rows_own_label_out_and_lean_on_the_overall_mean() -> None:
+    from router.training import _subject_means
+
+    # Given two subjects, a (labels 1, 1, 0) and b (label 0), overall mean 0.5, and one pseudo-row
+    means = _subject_means(["a", "a", "a", "b"], np.array([1.0, 1.0, 0.0, 0.0]), shrink=1.0)
+    # Then each row's target is its subject's other labels plus the pseudo-row: (1 + 0 + 0.5) / 3, …
+    assert means == pytest.approx([1.5 / 3, 1.5 / 3, 2.5 / 3, 0.5 / 1])
+    # And a row naming no subject, or alone in one with no pseudo-rows, gets the overall mean
+    assert _subject_means(["a", "a", "", "b"], np.array([1.0, 0.0, 1.0, 0.0]), shrink=0.0) == pytest.approx([0.0, 1.0, 0.5, 0.5])
 
 
 def test_thresholds_by_kind_give_a_kind_on_its_own_scale_the_shares_of_its_own() -> None:
