@@ -6,6 +6,8 @@ config and Redis URL, so they agree on queue and task names without importing ea
 
 from __future__ import annotations
 
+import logging
+
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -77,7 +79,15 @@ class Runtime:
     def classifier(self) -> Classifier:
         from router.classifier import load_classifier
 
-        return load_classifier(self.config.classifier)
+        classifier = load_classifier(self.config.classifier)
+        by_kind = [tier.name for tier in self.config.tiers if tier.min_score_by_kind]
+        if by_kind and classifier.name == "heuristic":
+            logging.getLogger("turnout.app").warning(
+                "tiers %s set min_score_by_kind, but the heuristic classifier routes (no trained model file): "
+                "its scores carry no kind, so every prompt goes by min_score",
+                by_kind,
+            )
+        return classifier
 
     @cached_property
     def policy(self) -> TierPolicy:
