@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
@@ -131,7 +133,9 @@ def calibrate_config(
     overall = found.pop(None)
     own = {str(kind): thresholds for kind, thresholds in found.items()}
     names = [tier.name for tier in config.tiers[1:]]
-    tidy, tidy_own = _tidy(overall), {kind: _tidy(values) for kind, values in own.items()}
+    rest = [s.value for s in scores if s.kind not in own] or [s.value for s in scores]
+    tidy = _tidy(overall, rest)
+    tidy_own = {kind: _tidy(values, [s.value for s in scores if s.kind == kind]) for kind, values in own.items()}
     fragment = {"tiers": [_calibrated_tier(name, tidy[i], {k: t[i] for k, t in tidy_own.items()}) for i, name in enumerate(names)]}
     if write:
         raw = yaml.safe_load(config_path.read_text())
@@ -153,7 +157,7 @@ def calibrate_config(
     if by_kind and small:
         header += f"# fewer than {MIN_PROMPTS_PER_KIND} prompts, so on min_score: {', '.join(small)}\n"
     tiers = [config.tiers[0].name, *names]
-    return header + _shares_by_kind(scores, tiers, overall, own) + yaml.safe_dump(fragment, sort_keys=False)
+    return header + _shares_by_kind(scores, tiers, tidy, tidy_own) + yaml.safe_dump(fragment, sort_keys=False)
 
 
 def _calibrated_tier(name: str, overall: float, by_kind: dict[str, float]) -> dict[str, Any]:
@@ -163,11 +167,14 @@ def _calibrated_tier(name: str, overall: float, by_kind: dict[str, float]) -> di
     return tier
 
 
-def _tidy(thresholds: list[float]) -> list[float]:
-    """Six decimals for the reader, unless rounding would make two tiers' thresholds meet."""
-    rounded = [round(t, 6) for t in thresholds]
+def _tidy(thresholds: list[float], values: list[float]) -> list[float]:
+    """Six decimals for the reader, rounded down, when that moves none of ``values`` (the scores
+    the thresholds split) across one and keeps them rising; else the thresholds as they are."""
+    rounded = [math.floor(t * 1e6) / 1e6 for t in thresholds]
+    scores = np.asarray(values, dtype=float)
+    same = all(int((scores >= r).sum()) == int((scores >= t).sum()) for r, t in zip(rounded, thresholds))
     rising = rounded[0] > 0.0 and all(a < b for a, b in zip(rounded, rounded[1:]))
-    return rounded if rising else thresholds
+    return rounded if same and rising else thresholds
 
 
 def _shares_by_kind(scores: list[Any], tiers: list[str], overall: list[float], own: dict[str, list[float]]) -> str:
