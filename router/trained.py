@@ -195,8 +195,10 @@ class StackedModel:
         prior_shapes = (model.prior_weights.shape, model.prior_dense_weights.shape, model.prior_bias.shape)
         if priors and prior_shapes != ((priors, shapes[0][1]), (priors, n), (priors,)):
             raise ValueError("its subject prior's weights do not match the vocabulary and dense features")
-        _check_numbers(model.weights, model.dense_weights, model.dense_mean, model.dense_scale, model.bias)
-        _check_numbers(model.prior_weights, model.prior_dense_weights, model.dense_mean, model.dense_scale, model.prior_bias)
+        _check_numbers(
+            model.weights, model.dense_weights, model.dense_mean, model.dense_scale, model.bias,
+            model.prior_weights, model.prior_dense_weights, model.prior_bias,
+        )
         return model
 
 

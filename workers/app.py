@@ -7,7 +7,6 @@ config and Redis URL, so they agree on queue and task names without importing ea
 from __future__ import annotations
 
 import logging
-
 import os
 from dataclasses import dataclass, field
 from functools import cached_property

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
@@ -126,17 +124,15 @@ def calibrate_config(
     prompts = list(_prompts(_existing(data)))
     classifier = load_classifier(config.classifier)
     scores = score_in_batches(classifier, prompts)
+    separate = classifier.kinds_on_own_scale() if by_kind else set()
     try:
-        found = thresholds_by_kind(scores, wanted, MIN_PROMPTS_PER_KIND, classifier.kinds_on_own_scale() if by_kind else ())
+        found = thresholds_by_kind(scores, wanted, MIN_PROMPTS_PER_KIND, separate)
     except ValueError as exc:
         raise TurnoutError(f"cannot calibrate: {exc}") from None
     overall = found.pop(None)
     own = {str(kind): thresholds for kind, thresholds in found.items()}
     names = [tier.name for tier in config.tiers[1:]]
-    rest = [s.value for s in scores if s.kind not in own] or [s.value for s in scores]
-    tidy = _tidy(overall, rest)
-    tidy_own = {kind: _tidy(values, [s.value for s in scores if s.kind == kind]) for kind, values in own.items()}
-    fragment = {"tiers": [_calibrated_tier(name, tidy[i], {k: t[i] for k, t in tidy_own.items()}) for i, name in enumerate(names)]}
+    fragment = {"tiers": [_calibrated_tier(name, overall[i], {k: t[i] for k, t in own.items()}) for i, name in enumerate(names)]}
     if write:
         raw = yaml.safe_load(config_path.read_text())
         calibrated = {tier["name"]: tier for tier in fragment["tiers"]}
@@ -152,12 +148,12 @@ def calibrate_config(
                                "pick other shares, or calibrate on more varied prompts") from None
         config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     header = f"# calibrated on {len(prompts)} prompts of {data.name}: shares {dict(zip(names, wanted))}\n"
-    counts = Counter(s.kind for s in scores if s.kind in classifier.kinds_on_own_scale())
+    counts = Counter(s.kind for s in scores if s.kind in separate)
     small = [f"{kind} ({n})" for kind, n in sorted(counts.items()) if kind not in own]
-    if by_kind and small:
+    if small:
         header += f"# fewer than {MIN_PROMPTS_PER_KIND} prompts, so on min_score: {', '.join(small)}\n"
     tiers = [config.tiers[0].name, *names]
-    return header + _shares_by_kind(scores, tiers, tidy, tidy_own) + yaml.safe_dump(fragment, sort_keys=False)
+    return header + _shares_by_kind(scores, tiers, overall, own) + yaml.safe_dump(fragment, sort_keys=False)
 
 
 def _calibrated_tier(name: str, overall: float, by_kind: dict[str, float]) -> dict[str, Any]:
@@ -165,16 +161,6 @@ def _calibrated_tier(name: str, overall: float, by_kind: dict[str, float]) -> di
     if by_kind:
         tier["min_score_by_kind"] = by_kind
     return tier
-
-
-def _tidy(thresholds: list[float], values: list[float]) -> list[float]:
-    """Six decimals for the reader, rounded down, when that moves none of ``values`` (the scores
-    the thresholds split) across one and keeps them rising; else the thresholds as they are."""
-    rounded = [math.floor(t * 1e6) / 1e6 for t in thresholds]
-    scores = np.asarray(values, dtype=float)
-    same = all(int((scores >= r).sum()) == int((scores >= t).sum()) for r, t in zip(rounded, thresholds))
-    rising = rounded[0] > 0.0 and all(a < b for a, b in zip(rounded, rounded[1:]))
-    return rounded if same and rising else thresholds
 
 
 def _shares_by_kind(scores: list[Any], tiers: list[str], overall: list[float], own: dict[str, list[float]]) -> str:
