@@ -17,7 +17,9 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
 from celery import Celery, Task
+from pydantic import ValidationError
 
+from router.classifier import Score
 from schemas.config import Config, Tier
 from schemas.errors import ContextWindowError, ProviderError, RetryableProviderError
 from schemas.job import Job, WireJob
@@ -95,12 +97,26 @@ def send_tier(app: Celery, tier: Tier, batch_id: str, jobs: Sequence[Job], count
 
 
 def classify_chunk(app: Celery, runtime: Runtime, batch_id: str, raw_jobs: list[dict[str, Any]]) -> None:
-    """Score each job, attach its decision, and send it to its tier's queue."""
-    jobs = [Job.model_validate(raw) for raw in raw_jobs]
-    scores = runtime.classifier.score_batch([job.prompt_text for job in jobs])
+    """Score each job, attach its decision, and send it to its tier's queue.
+
+    A job this worker cannot handle (unreadable, a tier its config lacks, a prompt the
+    classifier fails on) ends as an error line on its own: the task raising instead would
+    be delivered again and fail again, and the batch would never finish.
+    """
+    jobs = readable_jobs(runtime, batch_id, raw_jobs)
     by_tier: dict[str, list[Job]] = defaultdict(list)
-    for job, score in zip(jobs, scores):
+    for job, score in zip(jobs, _scores(runtime, jobs)):
+        if isinstance(score, BaseException):
+            reject_job(runtime, job, "classify_failed", f"the classifier failed on this prompt: {type(score).__name__}: {score}")
+            continue
         job.decision = runtime.policy.decide(score, job.pin)
+        if job.decision.tier not in runtime.policy.tier_names:  # pinned by a producer with another config
+            message = (
+                f"this worker's config has no tier {job.decision.tier!r} (it has {runtime.policy.tier_names}); "
+                "run the producer and the workers with the same config"
+            )
+            reject_job(runtime, job, "unknown_tier", message)
+            continue
         by_tier[job.decision.tier].append(job)
     stats = Stats(runtime.ledger.redis)
     for tier_name, tier_jobs in by_tier.items():
@@ -109,13 +125,62 @@ def classify_chunk(app: Celery, runtime: Runtime, batch_id: str, raw_jobs: list[
     stats.flush()
 
 
+def _scores(runtime: Runtime, jobs: list[Job]) -> list[Score | BaseException]:
+    """The classifier's scores; when the batch call fails, each job is scored alone, so only
+    the prompts it fails on are lost to it (and logged)."""
+    texts = [job.prompt_text for job in jobs]
+    try:
+        return list(runtime.classifier.score_batch(texts))
+    except Exception:
+        log.exception("the classifier failed on a chunk of %d jobs; scoring them one by one", len(jobs))
+    scores: list[Score | BaseException] = []
+    for job, text in zip(jobs, texts):
+        try:
+            scores.append(runtime.classifier.score(text))
+        except Exception as exc:
+            log.exception("the classifier failed on job %s", job.custom_id)
+            scores.append(exc)
+    return scores
+
+
+def readable_jobs(runtime: Runtime, batch_id: str, raw_jobs: list[dict[str, Any]]) -> list[Job]:
+    """The jobs of a task's arguments; one this worker cannot read (sent by a producer of
+    another turnout version, say) becomes its line's error line instead of failing the task."""
+    jobs = []
+    for raw in raw_jobs:
+        try:
+            jobs.append(Job.model_validate(raw))
+        except ValidationError as exc:
+            custom_id = raw.get("custom_id") if isinstance(raw, dict) else None
+            line = raw.get("line") if isinstance(raw, dict) else None
+            problem = exc.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"]) or "job"
+            message = (
+                f"this worker cannot read the job ({where}: {problem['msg']}); "
+                "run the producer and the workers on the same turnout version"
+            )
+            info = TurnoutInfo(line=line if isinstance(line, int) else 0)
+            key = custom_id if isinstance(custom_id, str) and custom_id else f"@line:{info.line}"
+            log.error("job %s in batch %s is unreadable: %s", key, batch_id, message)
+            named = custom_id if isinstance(custom_id, str) else None
+            runtime.ledger.record_error(batch_id, key, error_line(batch_id, named, "unreadable_job", message, info))
+    return jobs
+
+
+def reject_job(runtime: Runtime, job: Job, code: str, message: str) -> None:
+    """End a job that this worker cannot route as its line's error line."""
+    log.error("job %s in batch %s: %s", job.custom_id, job.batch_id, message)
+    line = error_line(job.batch_id, job.custom_id, code, message, TurnoutInfo(line=job.line, attempts=job.attempts))
+    runtime.ledger.record_error(job.batch_id, job.custom_id, line)
+
+
 # --- complete --------------------------------------------------------------------------
 
 
 def complete_batch(task: Task, runtime: Runtime, tier: Tier, batch_id: str, raw_jobs: list[dict[str, Any]]) -> None:
     """Answer a micro-batch: skip what is already answered, call the rest concurrently, record each."""
-    jobs = [Job.model_validate(raw) for raw in raw_jobs]
-    if _split_if_poisoned(task, runtime, tier, batch_id, jobs):
+    jobs = readable_jobs(runtime, batch_id, raw_jobs)
+    if not jobs or _split_if_poisoned(task, runtime, tier, batch_id, jobs):
         return
     answered = runtime.ledger.answered(batch_id, [job.custom_id for job in jobs])
     fresh = [job for job, done in zip(jobs, answered) if not done]

@@ -1,0 +1,74 @@
+"""The classify task's own failures: a prompt the classifier cannot score ends as one error
+line, and the rest of its chunk is routed (real Redis, a real Celery app sending to it)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from router.classifier import Classifier, Score
+from schemas.config import Config
+from tests.conftest import other_db
+from workers.app import create_app
+from workers.tasks import classify_chunk
+
+DB = 13  # a database of its own: no test cluster's worker consumes what lands here
+
+
+class Brittle(Classifier):
+    """Fails on prompts saying BOOM, like a classifier with a bug for some inputs."""
+
+    name = "brittle"
+
+    def score(self, text: str) -> Score:
+        if "BOOM" in text:
+            raise ValueError("cannot score this")
+        return Score(0.9 if "hard" in text else 0.1)
+
+
+@pytest.fixture
+def db_url(redis_url: str) -> Iterator[str]:
+    url = other_db(redis_url, DB)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+def test_a_prompt_the_classifier_fails_on_is_an_error_line_and_its_chunk_is_routed(db_url: str) -> None:
+    config = Config.model_validate({
+        "tiers": [
+            {"name": "unit-cheap", "deployments": [{"model": "openai/gpt-4o-mini"}]},
+            {"name": "unit-frontier", "min_score": 0.5, "deployments": [{"model": "openai/gpt-4o"}]},
+        ],
+    })  # fmt: skip
+    app = create_app(config, db_url)
+    runtime = app.turnout_runtime
+    runtime.__dict__["classifier"] = Brittle()
+    prompts = {"easy": "Say hi", "boom": "BOOM goes the classifier", "hard": "A hard one"}
+    jobs = [
+        {"batch_id": "b", "custom_id": custom_id, "line": n, "messages": [{"role": "user", "content": prompt}]}
+        for n, (custom_id, prompt) in enumerate(prompts.items(), 1)
+    ]
+
+    classify_chunk(app, runtime, "b", jobs)
+
+    # The failing prompt is one error line naming the failure ...
+    errors = [json.loads(line) for line in runtime.ledger.error_lines("b")]
+    assert [(e["custom_id"], e["error"]["code"], e["turnout"]["line"]) for e in errors] == [("boom", "classify_failed", 2)]
+    assert "ValueError: cannot score this" in errors[0]["error"]["message"]
+    # ... and the others went to their tiers' queues, one task each
+    client = redis.Redis.from_url(db_url)
+    sent = {}
+    for tier in config.tiers:
+        messages = client.lrange(tier.queue, 0, -1)
+        assert len(messages) == 1
+        args, _, _ = json.loads(base64.b64decode(json.loads(messages[0])["body"]))  # kombu: base64 of (args, kwargs, embed)
+        sent[tier.name] = [job["custom_id"] for job in args[1]]
+    assert sent == {"unit-cheap": ["easy"], "unit-frontier": ["hard"]}
+    client.close()
