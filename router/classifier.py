@@ -57,8 +57,8 @@ def load_classifier(config: ClassifierConfig) -> Classifier:
     if config.kind == "heuristic":
         return HeuristicClassifier()
     path = Path(config.model_path) if config.model_path else DEFAULT_MODEL_PATH
-    if config.kind == "auto" and not path.exists():
-        return HeuristicClassifier()
+    if config.kind == "auto" and not config.model_path and not path.exists():
+        return HeuristicClassifier()  # only the shipped model may be absent: a named file is meant
     from router.trained import TrainedClassifier
 
     return TrainedClassifier.load(path)

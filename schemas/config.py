@@ -263,6 +263,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found; pass -c PATH or copy examples/turnout.yaml") from None
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not text
+        raise ConfigError(f"config file {path} cannot be read ({exc.__class__.__name__}); pass -c PATH to a YAML file") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

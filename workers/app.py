@@ -17,7 +17,7 @@ from celery import Celery
 from kombu import Queue
 
 from schemas.config import Config, Tier, load_config
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, TurnoutError
 from workers.broker import connect, kombu_url
 from workers.ledger import Ledger
 
@@ -156,3 +156,29 @@ def app_from_env() -> Celery:
     """The app for a process started with TURNOUT_CONFIG and TURNOUT_REDIS_URL in its environment."""
     config = load_config(config_path())
     return create_app(config, redis_url_for(config))
+
+
+def preflight(config: Config, pools: list[str], runtime: Runtime | None = None) -> None:
+    """Raise TurnoutError, in one sentence, on what would fail every task of these pools: an
+    unusable classifier model, a tier's API key that cannot be read, an unusable verifier
+    file. A worker checks its own pool before it forks; ``turnout run`` checks every pool
+    before it starts one (a pool that fails at start would only be restarted, again and again).
+    Loads what it checks into ``runtime``, so a worker's pool processes inherit it."""
+    from schemas.config import resolve_secret
+
+    runtime = runtime or Runtime(config, "")
+    for pool in pools:
+        if pool == "classify":
+            runtime.classifier  # load the model once, before fork
+            continue
+        tier = config.tier(pool)
+        judge = tier.scorer.judge if tier.scorer is not None and tier.scorer.kind.endswith("judge") else None
+        for deployment in [*tier.deployments, *([judge] if judge is not None else [])]:
+            if deployment.api_key:
+                try:
+                    resolve_secret(deployment.api_key)
+                except TurnoutError as exc:
+                    raise TurnoutError(f"tier {tier.name}, deployment {deployment.name or deployment.model}: {exc}") from None
+        if tier.policy == "cascade" and tier.scorer is not None and not tier.scorer.kind.endswith("judge"):
+            runtime.scorer(tier)  # a bad verifier file fails here, not mid-batch
+

@@ -147,25 +147,24 @@ def worker(
     name: Annotated[Optional[str], typer.Option(help="Node name; default <pool>@%h. Give each local copy its own.")] = None,
 ) -> None:
     """Run a Celery worker for one pool: the classifier, or one tier's model calls."""
-    from workers.app import CLASSIFY_QUEUE, create_app, redis_url_for
+    from workers.app import CLASSIFY_QUEUE, create_app, preflight, redis_url_for
     from workers.broker import check
 
     config = _config(config_path)
     url = redis_url_for(config)
     check(url)
     celery = create_app(config, url)
-    runtime = celery.turnout_runtime
+    # the model, the verifier, the API keys: checked, and the files loaded once, before fork,
+    # so a bad one stops the worker here in one sentence instead of failing every task
+    preflight(config, [pool], celery.turnout_runtime)
     if pool == "classify":
         queue, count = CLASSIFY_QUEUE, processes or config.classify_processes
-        runtime.classifier  # load the model once, before fork: a bad file fails here, not mid-batch
     else:
         tier = config.tier(pool)
         queue, count = tier.queue, processes or tier.processes
         # import LiteLLM (seconds) once, before fork: a pool process that replaces a dead one
         # then answers at once instead of importing it again (it starts no threads at import)
         import workers.provider  # noqa: F401
-        if tier.policy == "cascade" and not tier.scorer.kind.endswith("judge"):  # type: ignore[union-attr]
-            runtime.scorer(tier)  # a bad verifier file fails here, not mid-batch
     argv = ["worker", "-Q", queue, "-c", str(count), "-P", "prefork", "-n", name or f"{pool}@%h", "-l", loglevel]
     celery.worker_main(argv + ["--without-mingle", "--without-gossip", "-E"])
 
@@ -452,6 +451,8 @@ def evaluate(
     quality against cost for the cascade, direct routing and random routing."""
     from workers.evaluation import run_cascade_eval, run_eval
 
+    if policy not in ("route", "cascade"):
+        raise TurnoutError(f"--policy is route or cascade, not {policy!r}")
     config = _config(config_path) if config_path.exists() else None
     if policy == "cascade":
         tier = next((t for t in config.tiers if t.policy == "cascade" and t.scorer), None) if config else None
@@ -621,7 +622,7 @@ def main() -> None:
     try:
         app()
     except TurnoutError as exc:
-        err.print(f"turnout: error: {exc}", highlight=False, markup=False)
+        err.print(f"turnout: error: {exc}", highlight=False, markup=False, soft_wrap=True)  # one line, however long
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("turnout: interrupted")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -188,9 +189,12 @@ def _wanted_shares(config: Config, frontier_share: float | None, shares: list[st
     given: dict[str, float] = {}
     for item in shares:
         name, _, value = item.partition("=")
-        if name not in above or not value:
-            raise TurnoutError(f"--share wants TIER=SHARE with TIER one of {above}, got {item!r}")
-        given[name] = float(value)
+        try:
+            given[name] = float(value) if name in above else math.nan
+        except ValueError:
+            given[name] = math.nan
+        if math.isnan(given[name]):
+            raise TurnoutError(f"--share wants TIER=SHARE with TIER one of {above} and SHARE a number, got {item!r}")
     if frontier_share is not None:
         given[above[-1]] = frontier_share
     missing = [name for name in above if name not in given]

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from schemas.config import Config
 from schemas.errors import TurnoutError
+from workers.app import preflight
 from workers.broker import EmbeddedRedis, check
 from workers.client import Client
 from workers.collector import POLL_S, PeriodicSpill, collect, summary
@@ -31,6 +32,7 @@ def run_batch(
     config: Config, config_path: Path, file: Path, out_dir: Path, batch_id: str, timeout: float | None, console: Console
 ) -> dict[str, Any]:
     """Run ``file`` as batch ``batch_id`` end to end; returns the summary written to report.json."""
+    preflight(config, ["classify"] + [tier.name for tier in config.tiers])
     state_dir = Path(config.state_dir)
     embedded: EmbeddedRedis | None = None
     url = os.environ.get("TURNOUT_REDIS_URL") or config.redis_url

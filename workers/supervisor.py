@@ -15,6 +15,8 @@ from schemas.config import FAKE_API_BASE, Config
 from schemas.errors import TurnoutError
 from workers.broker import die_with_parent
 
+#: The exit status of a turnout command stopped by a user's mistake (``workers.cli.main``).
+USER_ERROR = 2
 #: How long a child gets to stop after SIGTERM before it is killed.
 STOP_GRACE_S = 10.0
 #: How long `turnout run` waits for the fake provider to listen.
@@ -40,6 +42,14 @@ class Child:
                 start_new_session=True,  # Ctrl-C reaches `turnout run` only, which stops pools in order
                 preexec_fn=die_with_parent,
             )
+
+    def last_words(self) -> str:
+        """The last line of the child's log, where a turnout command says why it stopped."""
+        try:
+            lines = [line for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
+        except OSError:
+            return "no log"
+        return lines[-1].strip().removeprefix("turnout: error: ") if lines else "no output"
 
     @property
     def alive(self) -> bool:
@@ -92,10 +102,14 @@ class Supervisor:
             self._start(Child(f"pool-{pool}", argv, self.log_dir / f"pool-{pool}.log"))
 
     def check(self) -> list[str]:
-        """Restart every child that died; returns their names."""
+        """Restart every child that died; returns their names. Raises TurnoutError for a child
+        that exited with status 2, turnout's status for a user's mistake (a config or file
+        it cannot use): restarted, it would only fail the same way again."""
         restarted = []
         for child in self.children:
             if not child.alive:
+                if child.process is not None and child.process.returncode == USER_ERROR:
+                    raise TurnoutError(f"{child.name} stopped: {child.last_words()} (log: {child.log_path})")
                 child.restarts += 1
                 child.start(self.env)
                 restarted.append(child.name)

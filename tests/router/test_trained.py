@@ -127,6 +127,13 @@ def test_a_missing_model_file_is_a_model_file_error(tmp_path: Path) -> None:
         load_classifier(ClassifierConfig(kind="trained", model_path=str(tmp_path / "nope.json")))
 
 
+def test_a_named_model_file_that_is_missing_is_an_error_under_auto_too(tmp_path: Path) -> None:
+    # auto falls back to the heuristic only when the shipped model is absent: a file the
+    # config names (a typo'd path, say) must not be swapped for the heuristic silently
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_classifier(ClassifierConfig(kind="auto", model_path=str(tmp_path / "typo.json")))
+
+
 def test_a_corrupt_model_file_is_a_model_file_error(trained: tuple[Path, Path], tmp_path: Path) -> None:
     # Given a truncated file and one whose weights do not fit its vocabulary
     truncated = tmp_path / "truncated.json"

@@ -33,7 +33,8 @@ def test_every_command_explains_itself(command: str) -> None:
 def assert_one_clear_line(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    message = " ".join(result.stderr.split())
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # one line, however long: grep-able
+    message = result.stderr.strip()
     assert message.startswith("turnout: error:")
     for fragment in fragments:
         assert fragment in message
@@ -57,6 +58,29 @@ def test_a_broken_config_is_one_sentence_naming_the_field(tmp_path: Path, repo_r
     config.write_text("tiers:\n  - name: cheap\n    deployments: [{model: x, api_key: sk-123}]\n")
     result = turnout("classify", str(repo_root / "examples/batch.jsonl"), "-c", str(config))
     assert_one_clear_line(result, "api_key", "os.environ/NAME")
+
+
+def test_run_stops_before_starting_anything_on_an_api_key_that_is_not_set(tmp_path: Path, repo_root: Path) -> None:
+    # Given a tier whose first deployment reads its key from a variable nobody set
+    config = tmp_path / "turnout.yaml"
+    text = (repo_root / "examples/turnout.yaml").read_text()
+    config.write_text(text.replace("name: cheap-primary\n", "name: cheap-primary\n        api_key: os.environ/TURNOUT_TEST_UNSET_KEY\n", 1))
+    assert "TURNOUT_TEST_UNSET_KEY" in config.read_text()
+    # When the batch is run, Then it stops at once, in one line naming the tier, the deployment and the variable,
+    # having started nothing (no Redis, no pools: a pool that fails at start would be restarted forever)
+    result = turnout("run", str(repo_root / "examples/batch.jsonl"), "-c", str(config), cwd=tmp_path)
+    assert_one_clear_line(result, "tier cheap", "cheap-primary", "$TURNOUT_TEST_UNSET_KEY", "not set")
+    assert not (tmp_path / ".turnout").exists()
+
+
+def test_run_stops_before_starting_anything_on_a_corrupt_model_file(tmp_path: Path, repo_root: Path) -> None:
+    (tmp_path / "model.json").write_text('{"bad": 1}')
+    config = tmp_path / "turnout.yaml"
+    text = (repo_root / "examples/turnout.yaml").read_text()
+    config.write_text(text.replace("kind: auto ", f"kind: trained\n  model_path: {tmp_path / 'model.json'}\n  #", 1))
+    result = turnout("run", str(repo_root / "examples/batch.jsonl"), "-c", str(config), cwd=tmp_path)
+    assert_one_clear_line(result, "model.json", "not a turnout router model")
+    assert not (tmp_path / ".turnout").exists()
 
 
 def test_an_unreachable_redis_is_one_sentence_without_the_password(repo_root: Path) -> None:
@@ -181,3 +205,19 @@ def test_calibrate_leaves_a_kind_with_few_prompts_on_min_score(tmp_path: Path, r
     assert "fewer than 50 prompts, so on min_score: general (10)" in result.stdout
     assert "min_score:" in result.stdout and "min_score_by_kind" not in result.stdout
     assert sorted(_kind_lines(result.stdout)) == ["choice", "general"]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["calibrate", "examples/batch.jsonl", "--share", "frontier=abc"], ["--share", "SHARE a number", "frontier=abc"]),
+        (["eval", "examples/batch.jsonl", "--policy", "bogus"], ["--policy is route or cascade", "bogus"]),
+    ],
+)
+def test_a_malformed_option_value_is_one_sentence(args: list[str], fragments: list[str], repo_root: Path) -> None:
+    assert_one_clear_line(turnout(*args, "-c", "examples/turnout.yaml", cwd=repo_root), *fragments)
+
+
+def test_a_config_path_that_is_a_directory_is_one_sentence(tmp_path: Path, repo_root: Path) -> None:
+    result = turnout("classify", str(repo_root / "examples/batch.jsonl"), "-c", str(tmp_path))
+    assert_one_clear_line(result, str(tmp_path), "cannot be read", "-c PATH")
