@@ -76,45 +76,49 @@ class Producer:
         report = SubmitReport(batch_id=batch_id, resumed_after=self.ledger.enqueued_line(batch_id))
         self.ledger.open_batch(batch_id)
         pending: list[WireJob] = []
-        pending_bytes = flushes = line_no = 0
+        # line_no counts the file's lines, blank ones too, as an editor (or `sed -n Np`) does:
+        # it is what error lines and output lines cite. records counts the non-blank lines,
+        # the batch's size: a blank line is no record (JSONL convention) and gets no result.
+        pending_bytes = flushes = line_no = records = 0
         for raw in lines:
             if raw is IDLE:
                 if pending:
-                    self._flush(batch_id, pending, line_no, report)
+                    self._flush(batch_id, pending, records, line_no, report)
                     pending_bytes = 0
                 continue
-            if not raw.strip():
-                continue  # blank lines are not records (JSONL convention)
             line_no += 1
+            if not raw.strip():
+                continue
+            records += 1
             if line_no <= report.resumed_after:
                 continue
-            job = self._job_or_error(raw, line_no, batch_id, report)
+            job = self._job_or_error(raw, line_no, records, batch_id, report)
             if job is not None:
                 if pending and pending_bytes + len(raw) > CHUNK_BYTES:
-                    self._flush(batch_id, pending, line_no - 1, report)
+                    self._flush(batch_id, pending, records - 1, line_no - 1, report)
                     pending_bytes = 0
                 pending.append(job)
                 pending_bytes += len(raw)
             if len(pending) >= self.config.chunk_size:
-                self._flush(batch_id, pending, line_no, report)
+                self._flush(batch_id, pending, records, line_no, report)
                 pending_bytes = 0
                 flushes += 1
                 if flushes % BACKPRESSURE_EVERY == 0:
                     self._wait_below_high_water(report)
                 if on_progress:
                     on_progress(report)
-        self._flush(batch_id, pending, line_no, report)
-        report.lines = line_no
-        self.ledger.seal(batch_id, line_no)
+        self._flush(batch_id, pending, records, line_no, report)
+        report.lines = records
+        self.ledger.seal(batch_id, records)
         report.seconds = time.perf_counter() - started
         if on_progress:
             on_progress(report)
         return report
 
-    def _job_or_error(self, raw: bytes, line_no: int, batch_id: str, report: SubmitReport) -> WireJob | None:
+    def _job_or_error(self, raw: bytes, line_no: int, record: int, batch_id: str, report: SubmitReport) -> WireJob | None:
         custom_id: str | None = None
         try:
-            if line_no > self.config.limits.max_batch_lines:
+            if record > self.config.limits.max_batch_lines:
                 limit = self.config.limits.max_batch_lines
                 raise InputLineError("batch_too_long", f"the batch is over {limit} lines (limits.max_batch_lines)")
             job = parse_wire(raw, line_no, batch_id, self.config.limits)
@@ -134,8 +138,9 @@ class Producer:
         report.rejected += 1
         report.errors[code] = report.errors.get(code, 0) + 1
 
-    def _flush(self, batch_id: str, pending: list[WireJob], line_no: int, report: SubmitReport) -> None:
-        """Claim the chunk's custom_ids, send the unique ones, and move the resume mark."""
+    def _flush(self, batch_id: str, pending: list[WireJob], records: int, line_no: int, report: SubmitReport) -> None:
+        """Claim the chunk's custom_ids, send the unique ones, and move the resume mark: the
+        batch holds ``records`` lines up to and with line ``line_no``."""
         if pending:
             owners = self.ledger.claim_ids(batch_id, [(job.custom_id, job.line) for job in pending])
             fresh = [job for job, owner in zip(pending, owners) if owner == job.line]
@@ -147,7 +152,7 @@ class Producer:
                 send_classify(self.app, batch_id, fresh)
                 report.enqueued += len(fresh)
             pending.clear()
-        self.ledger.progress(batch_id, submitted=line_no, enqueued_line=line_no)
+        self.ledger.progress(batch_id, submitted=records, enqueued_line=line_no)
 
     def resend_missing(self, lines: Iterable[bytes], batch_id: str) -> int:
         """Enqueue again every valid line that has neither an output nor an error line.
@@ -161,9 +166,11 @@ class Producer:
 
         keys, pending, resent, line_no = BatchKeys(batch_id), [], 0, 0
         for raw in lines:
-            if raw is IDLE or not raw.strip():
+            if raw is IDLE:
                 continue
-            line_no += 1
+            line_no += 1  # the file's lines, blank ones too, as submit counts them
+            if not raw.strip():
+                continue
             try:
                 job = parse_line(raw, line_no, batch_id, self.config.limits)
                 job.pin = self.policy.pinned_tier(job.model)

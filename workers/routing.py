@@ -26,7 +26,9 @@ def dry_run(config: Config, path: Path, out: TextIO) -> str:
     tiers: Counter[str] = Counter()
     cost = frontier = 0.0
     with open(path, "rb") as handle:
-        for line_no, raw in enumerate((r for r in handle if r.strip()), start=1):
+        for line_no, raw in enumerate(handle, start=1):  # blank lines count, as in submit
+            if not raw.strip():
+                continue
             try:
                 job = parse_line(raw, line_no, "dry-run", config.limits)
                 pin = policy.pinned_tier(job.model)

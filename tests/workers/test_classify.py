@@ -16,7 +16,7 @@ from tests.conftest import other_db
 from workers.app import create_app
 from workers.tasks import classify_chunk
 
-DB = 13  # a database of its own: no test cluster's worker consumes what lands here
+DB = 10  # a database of its own: no test cluster's worker consumes what lands here
 
 
 class Brittle(Classifier):

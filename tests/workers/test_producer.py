@@ -132,3 +132,21 @@ def test_lines_lost_with_a_killed_worker_are_sent_again(producer: Producer, tmp_
     messages = producer.ledger.redis.lrange("turnout.classify", 0, -1)
     sent = sorted(job["custom_id"] for m in messages for job in task_args(m)[1])
     assert resent == 20 and sent == sorted(f"j{i}" for i in range(10, 30))
+
+
+def test_line_numbers_count_blank_lines_as_an_editor_does_and_the_batch_counts_records(producer: Producer) -> None:
+    # Given a file whose lines 2 and 5 are blank and whose line 4 is not JSON
+    good = [json.dumps({"custom_id": f"j{i}", "prompt": f"prompt {i}"}).encode() for i in range(3)]
+    file = [good[0], b"\n", good[1], b"{not json\n", b"   \n", good[2]]  # as a file yields them
+
+    report = producer.submit(iter(file), "blanks")
+
+    # Then the bad line's error cites line 4, the jobs carry their own line numbers ...
+    errors = [json.loads(line) for line in producer.ledger.error_lines("blanks")]
+    assert [(e["turnout"]["line"], e["error"]["message"].split(":")[0]) for e in errors] == [(4, "line 4")]
+    messages = producer.ledger.redis.lrange("turnout.classify", 0, -1)
+    assert {job["custom_id"]: job["line"] for m in messages for job in task_args(m)[1]} == {"j0": 1, "j1": 3, "j2": 6}
+    # ... and the batch holds 4 records: it completes when 4 lines have a result, blank lines none
+    status = producer.ledger.status("blanks")
+    assert status is not None and status.sealed and status.submitted == 4 and report.lines == 4
+    assert producer.ledger.enqueued_line("blanks") == 6
