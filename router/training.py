@@ -22,10 +22,10 @@ import math
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import numpy as np
 
@@ -58,6 +58,9 @@ class TrainingDataError(TurnoutError):
         self.path = path
         self.line = line
 
+
+#: (weak, strong) price per call, for every dataset or by dataset name (``all`` for them together).
+Prices: TypeAlias = tuple[float, float] | Mapping[str, tuple[float, float]] | None
 
 @dataclass(frozen=True)
 class LabeledRow:
@@ -401,9 +404,10 @@ def cross_validated_scores(
 
 def metrics_by_dataset(
     scores: np.ndarray, rows: Sequence[LabeledRow], num_results: int = DEFAULT_NUM_RESULTS,
-    prices: tuple[float, float] | None = None,
+    prices: Prices = None,
 ) -> dict[str, dict[str, Any]]:
-    """RouteLLM's figures per dataset, plus ``all`` when the rows come from several."""
+    """RouteLLM's figures per dataset, plus ``all`` when the rows come from several; ``prices``
+    are (weak, strong) per call, for all datasets or by dataset name."""
     groups: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         groups.setdefault(row.dataset, []).append(i)
@@ -413,7 +417,8 @@ def metrics_by_dataset(
     for name, idx in groups.items():
         weak = np.array([rows[i].weak for i in idx])
         strong = np.array([rows[i].strong for i in idx])
-        result[name] = routing_metrics(scores[idx], weak, strong, num_results, prices).as_dict()
+        priced = prices.get(name) if isinstance(prices, Mapping) else prices
+        result[name] = routing_metrics(scores[idx], weak, strong, num_results, priced).as_dict()
     return result
 
 
@@ -421,13 +426,13 @@ def evaluate(
     classifier: Classifier,
     rows: Sequence[LabeledRow],
     num_results: int = DEFAULT_NUM_RESULTS,
-    prices: tuple[float, float] | None = None,
+    prices: Prices = None,
 ) -> dict[str, Any]:
     """Score the rows with ``classifier`` and return RouteLLM's figures per dataset.
 
     Each dataset's entry holds ``n``, ``weak_quality``, ``strong_quality``, ``cpt`` (``20%``,
     ``50%``, ``80%``: shares of strong calls), ``apgr``, ``oracle_apgr``, ``share_at_95`` and,
-    given ``prices`` as (weak, strong) per call, ``cost_at_95`` / ``cost_all_strong``. The
+    given ``prices`` as (weak, strong) per call (or such pairs by dataset), ``cost_at_95`` / ``cost_all_strong``. The
     ``curves`` entry holds each dataset's router and oracle curves as ``{"shares", "qualities"}``
     lists, which ``metrics.plot_quality_vs_share`` accepts. Everything is JSON-serialisable.
     A random router scores APGR 0.5 and CPT(x) = x.

@@ -71,15 +71,22 @@ def _warn_if_trained_on(classifier: Classifier, data: list[Path], console: Conso
         )
 
 
-def _call_prices(config: Config, rows: list[Any]) -> tuple[float, float]:
-    """Price per call of the cheapest and the strongest tier's primary, at the rows' mean prompt length."""
-    prompt_tokens = sum(len(row.prompt) for row in rows) / max(len(rows), 1) / CHARS_PER_TOKEN
+def _call_prices(config: Config, rows: list[Any]) -> dict[str, tuple[float, float]]:
+    """Price per call of the cheapest and the strongest tier's primary, at each dataset's mean
+    prompt length (and at all rows' for ``all``)."""
+    groups: dict[str, list[Any]] = {"all": rows}
+    for row in rows:
+        groups.setdefault(row.dataset, []).append(row)
 
-    def price(tier: Tier) -> float:
+    def price(tier: Tier, prompt_tokens: float) -> float:
         primary = tier.deployments[0]
         return (prompt_tokens * primary.input_cost_per_million + ASSUMED_COMPLETION_TOKENS * primary.output_cost_per_million) / 1e6
 
-    return price(config.tiers[0]), price(config.frontier)
+    prices = {}
+    for name, members in groups.items():
+        tokens = sum(len(row.prompt) for row in members) / max(len(members), 1) / CHARS_PER_TOKEN
+        prices[name] = (price(config.tiers[0], tokens), price(config.frontier, tokens))
+    return prices
 
 
 def _table(result: dict[str, Any], router_name: str) -> Table:

@@ -215,6 +215,14 @@ class Ledger:
         """The last input line known to be enqueued: a restarted submit goes on after it."""
         return int(self.redis.hget(BatchKeys(batch_id).meta, "enqueued_line") or 0)
 
+    def first_config(self, batch_id: str, digest: str) -> str:
+        """The digest of the config the batch was first run with: ``digest``, when it is new."""
+        meta = BatchKeys(batch_id).meta
+        pipe = self.redis.pipeline()
+        pipe.hsetnx(meta, "config_digest", digest)
+        pipe.hget(meta, "config_digest")
+        return str(pipe.execute()[1].decode())
+
     def seal(self, batch_id: str, submitted: int) -> None:
         self.redis.hset(BatchKeys(batch_id).meta, mapping={"submitted": submitted, "sealed": 1})
 

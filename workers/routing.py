@@ -24,16 +24,23 @@ def dry_run(config: Config, path: Path, out: TextIO) -> str:
     classifier = load_classifier(config.classifier)
     policy = TierPolicy(config)
     tiers: Counter[str] = Counter()
+    seen: dict[str, int] = {}  # custom_id → the line that owns it, as the producer's claim
     cost = frontier = 0.0
     with open(path, "rb") as handle:
         for line_no, raw in enumerate(handle, start=1):  # blank lines count, as in submit
             if not raw.strip():
                 continue
+            custom_id = None
             try:
                 job = parse_line(raw, line_no, "dry-run", config.limits)
+                custom_id = job.custom_id
                 pin = policy.pinned_tier(job.model)
+                owner = seen.setdefault(job.custom_id, line_no)
+                if owner != line_no:
+                    raise InputLineError("duplicate_custom_id", f"custom_id {job.custom_id!r} was already used on line {owner}")
             except InputLineError as exc:
-                out.write(json.dumps({"custom_id": exc.custom_id, "line": line_no, "error": exc.message}) + "\n")
+                line = {"custom_id": exc.custom_id or custom_id, "line": line_no, "code": exc.code, "error": exc.message}
+                out.write(json.dumps(line) + "\n")
                 tiers["error"] += 1
                 continue
             decision = policy.decide(classifier.score(job.prompt_text), pin)
@@ -41,7 +48,7 @@ def dry_run(config: Config, path: Path, out: TextIO) -> str:
             out.write(json.dumps({"custom_id": job.custom_id, "tier": decision.tier, "score": decision.score}) + "\n")
             cost += estimated_cost(config, decision.tier, job)
             frontier += estimated_cost(config, config.frontier.name, job)
-    mix = ", ".join(f"{name} {count}" for name, count in tiers.most_common())
+    mix = ", ".join(f"{name} {count}" for name, count in tiers.most_common()) or "no lines"
     return f"router {classifier.name}: {mix}. Estimated cost ${cost:.4f} against ${frontier:.4f} all-frontier."
 
 

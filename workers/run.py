@@ -7,6 +7,7 @@ writes the results; and stops everything it started, on success, error or Ctrl-C
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -48,6 +49,7 @@ def run_batch(
         os.environ.update({k: v for k, v in env.items() if k == "TURNOUT_FAKE_URL"})
         supervisor.start_pools()
         client = Client(config, url)
+        _note_config_change(client, config, batch_id, console)
         _submit_and_wait(client, supervisor, file, batch_id, timeout, console, PeriodicSpill(client.ledger, batch_id, state_dir))
         report = collect(client.ledger, batch_id, out_dir)
         write_report(client.ledger, batch_id, out_dir / "report.html")
@@ -60,6 +62,18 @@ def run_batch(
         supervisor.stop()
         if embedded is not None:
             embedded.stop()
+
+
+def _note_config_change(client: Client, config: Config, batch_id: str, console: Console) -> None:
+    """Say so when a rerun resumes a batch begun under another config: its finished lines
+    keep the answers the old config gave (the batch id comes from the input file alone)."""
+    digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+    if client.ledger.first_config(batch_id, digest) != digest:
+        status = client.status(batch_id)
+        console.print(
+            f"[yellow]batch {batch_id} was begun under another config; its {status.done} finished lines keep "
+            "their answers and only the rest run under this one (--fresh starts the file over)[/yellow]"
+        )
 
 
 def _submit_and_wait(

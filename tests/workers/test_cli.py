@@ -221,3 +221,22 @@ def test_a_malformed_option_value_is_one_sentence(args: list[str], fragments: li
 def test_a_config_path_that_is_a_directory_is_one_sentence(tmp_path: Path, repo_root: Path) -> None:
     result = turnout("classify", str(repo_root / "examples/batch.jsonl"), "-c", str(tmp_path))
     assert_one_clear_line(result, str(tmp_path), "cannot be read", "-c PATH")
+
+
+def test_classify_flags_what_run_would_reject_by_line_and_custom_id(tmp_path: Path, repo_root: Path) -> None:
+    # Given a duplicate custom_id and a pin to a tier the config lacks, after a blank line
+    lines = [{"custom_id": "a", "prompt": "Hi"}, {"custom_id": "a", "prompt": "Hi again"}, {"custom_id": "b", "prompt": "x", "model": "tier:nope"}]
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("\n".join([json.dumps(lines[0]), "", *map(json.dumps, lines[1:])]) + "\n")
+    result = turnout("classify", str(batch), "-c", str(repo_root / "examples/turnout.yaml"))
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    # Then each is named by its id, its line as an editor counts it, and run's error code
+    assert [(r["custom_id"], r["line"], r["code"]) for r in rows if "error" in r] == [("a", 3, "duplicate_custom_id"), ("b", 4, "unknown_tier")]
+    assert "already used on line 1" in rows[1]["error"]
+
+
+def test_classify_of_an_empty_file_says_so(tmp_path: Path, repo_root: Path) -> None:
+    (tmp_path / "empty.jsonl").write_text("")
+    result = turnout("classify", str(tmp_path / "empty.jsonl"), "-c", str(repo_root / "examples/turnout.yaml"))
+    assert result.returncode == 0 and "no lines" in result.stderr

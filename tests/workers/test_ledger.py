@@ -90,3 +90,10 @@ def test_a_deleted_batch_frees_its_keys_and_a_late_redelivery_records_nothing(re
     ledger.open_batch(batch)
     assert ledger.answered(batch, ["a"]) == [False]
     assert ledger.record_ok(batch, "a", ok_line("a", 0.5), frontier_cost=2.0)
+
+
+def test_a_batch_remembers_the_config_it_was_first_run_with(redis_client: redis.Redis) -> None:
+    ledger, batch = Ledger(redis_client), uuid.uuid4().hex
+    assert ledger.first_config(batch, "aaaa") == "aaaa"  # a new batch takes this run's config
+    assert ledger.first_config(batch, "aaaa") == "aaaa"  # a rerun under it: the same
+    assert ledger.first_config(batch, "bbbb") == "aaaa"  # a rerun under another: the first is kept, to warn by
