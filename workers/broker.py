@@ -106,8 +106,15 @@ def connect(url: str, max_connections: int = 64) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
-def check(url: str) -> None:
-    """Raise BrokerError with one sentence when the Redis at ``url`` does not answer."""
+#: How long a long-running service (a worker, Flower, the metrics endpoint) waits for a Redis
+#: that refuses connections at its start: started beside it (honcho, compose, systemd), Redis
+#: may come up a few seconds later.
+SERVICE_WAIT_S = float(os.environ.get("TURNOUT_REDIS_WAIT_S", "30"))
+
+
+def check(url: str, wait_s: float = 0.0) -> None:
+    """Raise BrokerError with one sentence when the Redis at ``url`` does not answer; one that
+    is not up yet (no connection) is tried again for up to ``wait_s`` seconds."""
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
     except ValueError as exc:  # no or an unknown scheme, a bad port, ...
@@ -115,12 +122,25 @@ def check(url: str) -> None:
             f"Redis URL {redacted(url)} is not valid; write it as redis://[:password@]host:port/db "
             "(a password with / # ? @ percent-encoded), rediss://… for TLS, or unix:///path/redis.sock"
         ) from None
+    deadline = time.monotonic() + wait_s
     try:
-        client.ping()
-    except redis.RedisError as exc:
-        raise BrokerError(f"cannot reach Redis at {redacted(url)} ({type(exc).__name__}); {_remedy(exc)}") from None
+        while True:
+            try:
+                client.ping()
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if _refused_for_good(exc) or time.monotonic() >= deadline:
+                    raise BrokerError(f"cannot reach Redis at {redacted(url)} ({type(exc).__name__}); {_remedy(exc)}") from None
+                time.sleep(0.5)
+            except redis.RedisError as exc:
+                raise BrokerError(f"cannot reach Redis at {redacted(url)} ({type(exc).__name__}); {_remedy(exc)}") from None
     finally:
         client.close()
+
+
+def _refused_for_good(exc: redis.RedisError) -> bool:
+    """A wrong password or an untrusted certificate: waiting will not change the answer."""
+    return isinstance(exc, redis.AuthenticationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def _remedy(exc: redis.RedisError) -> str:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from pathlib import Path
+
 import pytest
 
-from workers.broker import BrokerError, check, kombu_url, redacted
+from workers.broker import BrokerError, EmbeddedRedis, check, kombu_url, redacted
 
 
 def test_a_unix_socket_url_becomes_kombus_spelling_with_its_database() -> None:
@@ -44,3 +48,35 @@ def test_a_url_redis_cannot_parse_is_one_sentence_without_the_password() -> None
         with pytest.raises(BrokerError, match="is not valid") as caught:
             check(url)
         assert "s3cret" not in str(caught.value)
+
+
+def test_a_service_waits_for_a_redis_that_comes_up_after_it(tmp_path: Path) -> None:
+    # Given a service checking for a Redis that starts 1.5 s later (honcho starts them together)
+    redis_server = EmbeddedRedis(tmp_path / "late")
+    outcome: list[object] = []
+    started = time.monotonic()
+
+    def service() -> None:
+        try:
+            check(redis_server.url, wait_s=20)
+            outcome.append(time.monotonic() - started)
+        except BrokerError as exc:
+            outcome.append(exc)
+
+    waiting = threading.Thread(target=service)
+    waiting.start()
+    time.sleep(1.5)
+    redis_server.start()  # on this thread: the server dies with the thread that started it
+    try:
+        waiting.join(timeout=30)
+        # Then the check waited for it, and passed
+        assert len(outcome) == 1 and isinstance(outcome[0], float) and outcome[0] >= 1.4, outcome
+    finally:
+        redis_server.stop()
+
+
+def test_a_redis_that_never_comes_is_one_sentence_once_the_wait_is_over(tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(BrokerError, match="cannot reach Redis"):
+        check(f"unix://{tmp_path / 'nobody.sock'}", wait_s=1.0)
+    assert 1.0 <= time.monotonic() - started < 10
