@@ -172,7 +172,8 @@ def preflight(config: Config, pools: list[str], runtime: Runtime | None = None) 
             runtime.classifier  # load the model once, before fork
             continue
         tier = config.tier(pool)
-        judge = tier.scorer.judge if tier.scorer is not None and tier.scorer.kind.endswith("judge") else None
+        cascade = tier.policy == "cascade" and tier.scorer is not None
+        judge = tier.scorer.judge if cascade and tier.scorer is not None and tier.scorer.kind.endswith("judge") else None
         for deployment in [*tier.deployments, *([judge] if judge is not None else [])]:
             if deployment.api_key:
                 try:

@@ -7,6 +7,7 @@ module turns it into what each library wants, and never prints a password.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -106,10 +107,18 @@ def connect(url: str, max_connections: int = 64) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
-#: How long a long-running service (a worker, Flower, the metrics endpoint) waits for a Redis
-#: that refuses connections at its start: started beside it (honcho, compose, systemd), Redis
-#: may come up a few seconds later.
-SERVICE_WAIT_S = float(os.environ.get("TURNOUT_REDIS_WAIT_S", "30"))
+def service_wait_s() -> float:
+    """How long a long-running service (a worker, Flower, the metrics endpoint) waits for a
+    Redis that refuses connections at its start: started beside it (honcho, compose,
+    systemd), Redis may come up a few seconds later. ``TURNOUT_REDIS_WAIT_S``, default 30."""
+    value = os.environ.get("TURNOUT_REDIS_WAIT_S", "30")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not seconds >= 0:
+        raise BrokerError(f"TURNOUT_REDIS_WAIT_S must be a number of seconds, got {value!r}")
+    return seconds
 
 
 def check(url: str, wait_s: float = 0.0) -> None:

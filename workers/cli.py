@@ -148,11 +148,11 @@ def worker(
 ) -> None:
     """Run a Celery worker for one pool: the classifier, or one tier's model calls."""
     from workers.app import CLASSIFY_QUEUE, create_app, preflight, redis_url_for
-    from workers.broker import SERVICE_WAIT_S, check
+    from workers.broker import check, service_wait_s
 
     config = _config(config_path)
     url = redis_url_for(config)
-    check(url, SERVICE_WAIT_S)  # a Redis started beside it may come up a little later
+    check(url, service_wait_s())  # a Redis started beside it may come up a little later
     celery = create_app(config, url)
     # the model, the verifier, the API keys: checked, and the files loaded once, before fork,
     # so a bad one stops the worker here in one sentence instead of failing every task
@@ -328,13 +328,13 @@ def flower(
     password never shows in the process list); it is required beyond localhost.
     """
     from workers.app import create_app, redis_url_for
-    from workers.broker import SERVICE_WAIT_S, check
+    from workers.broker import check, service_wait_s
 
     if host not in LOCALHOST and not os.environ.get("FLOWER_BASIC_AUTH"):
         raise TurnoutError(f"Flower would listen on {host} without a password; set FLOWER_BASIC_AUTH=user:password")
     config = _config(config_path)
     url = redis_url_for(config)
-    check(url, SERVICE_WAIT_S)  # a Redis started beside it may come up a little later
+    check(url, service_wait_s())  # a Redis started beside it may come up a little later
     if host in LOCALHOST and not os.environ.get("FLOWER_BASIC_AUTH"):
         os.environ.setdefault("FLOWER_UNAUTHENTICATED_API", "true")  # only this machine can reach it
     create_app(config, url).start(argv=["flower", f"--address={host}", f"--port={port}"])
@@ -348,12 +348,12 @@ def metrics(
 ) -> None:
     """Serve Prometheus metrics: queue depths, jobs, costs, fallbacks, latency, DLQ depth."""
     from workers.app import redis_url_for
-    from workers.broker import SERVICE_WAIT_S, check, connect
+    from workers.broker import check, connect, service_wait_s
     from workers.metrics import serve
 
     config = _config(config_path)
     url = redis_url_for(config)
-    check(url, SERVICE_WAIT_S)  # a Redis started beside it may come up a little later
+    check(url, service_wait_s())  # a Redis started beside it may come up a little later
     err.print(f"serving metrics on http://{host}:{port}/metrics")
     serve(config, connect(url), host, port)
 

@@ -74,7 +74,7 @@ def _warn_if_trained_on(classifier: Classifier, data: list[Path], console: Conso
 def _call_prices(config: Config, rows: list[Any]) -> dict[str, tuple[float, float]]:
     """Price per call of the cheapest and the strongest tier's primary, at each dataset's mean
     prompt length (and at all rows' for ``all``)."""
-    groups: dict[str, list[Any]] = {"all": rows}
+    groups: dict[str, list[Any]] = {"all": list(rows)}
     for row in rows:
         groups.setdefault(row.dataset, []).append(row)
 

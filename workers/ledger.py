@@ -198,6 +198,20 @@ class Ledger:
         self.redis.hset(keys.meta, mapping={"sealed": 0, "updated_at": now})
         self.redis.zadd(BATCHES, {batch_id: now}, nx=True)
 
+    def counts_blank_lines(self, batch_id: str) -> bool:
+        """Whether the batch numbers its lines as an editor does, blank lines included. A new
+        batch does, and says so in its meta; one begun by a version that counted non-blank
+        lines only (something enqueued, no mark) keeps counting that way, or its resume mark
+        and its claimed ids' lines would point at other lines."""
+        meta = BatchKeys(batch_id).meta
+        numbering, enqueued = self.redis.hmget(meta, ["numbering", "enqueued_line"])
+        if numbering is None and int(enqueued or 0) > 0:
+            return False
+        if numbering is None:
+            self.redis.hsetnx(meta, "numbering", "physical")
+            numbering = self.redis.hget(meta, "numbering")
+        return bool(numbering == b"physical")
+
     def claim_ids(self, batch_id: str, pairs: list[tuple[str, int]]) -> list[int]:
         """Register (custom_id, line) pairs; returns the line that owns each id (its own, or an earlier one)."""
         owners = [line for _, line in pairs]

@@ -74,11 +74,13 @@ class Producer:
         """Enqueue every line of ``lines`` under ``batch_id``; seals the batch at the end."""
         started = time.perf_counter()
         report = SubmitReport(batch_id=batch_id, resumed_after=self.ledger.enqueued_line(batch_id))
+        physical = self.ledger.counts_blank_lines(batch_id)
         self.ledger.open_batch(batch_id)
         pending: list[WireJob] = []
-        # line_no counts the file's lines, blank ones too, as an editor (or `sed -n Np`) does:
-        # it is what error lines and output lines cite. records counts the non-blank lines,
-        # the batch's size: a blank line is no record (JSONL convention) and gets no result.
+        # line_no counts the file's lines, blank ones too, as an editor (or `sed -n Np`) does
+        # (but for a batch begun by a version that did not: ``counts_blank_lines``): it is what
+        # error lines and output lines cite. records counts the non-blank lines, the batch's
+        # size: a blank line is no record (JSONL convention) and gets no result.
         pending_bytes = flushes = line_no = records = 0
         for raw in lines:
             if raw is IDLE:
@@ -86,8 +88,11 @@ class Producer:
                     self._flush(batch_id, pending, records, line_no, report)
                     pending_bytes = 0
                 continue
+            blank = not raw.strip()
+            if blank and not physical:
+                continue
             line_no += 1
-            if not raw.strip():
+            if blank:
                 continue
             records += 1
             if line_no <= report.resumed_after:
@@ -165,11 +170,15 @@ class Producer:
         from workers.ledger import BatchKeys
 
         keys, pending, resent, line_no = BatchKeys(batch_id), [], 0, 0
+        physical = self.ledger.counts_blank_lines(batch_id)
         for raw in lines:
             if raw is IDLE:
                 continue
-            line_no += 1  # the file's lines, blank ones too, as submit counts them
-            if not raw.strip():
+            blank = not raw.strip()
+            if blank and not physical:
+                continue
+            line_no += 1  # as submit counted them
+            if blank:
                 continue
             try:
                 job = parse_line(raw, line_no, batch_id, self.config.limits)

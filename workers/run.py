@@ -67,7 +67,8 @@ def run_batch(
 def _note_config_change(client: Client, config: Config, batch_id: str, console: Console) -> None:
     """Say so when a rerun resumes a batch begun under another config: its finished lines
     keep the answers the old config gave (the batch id comes from the input file alone)."""
-    digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+    answering = config.model_dump_json(include={"tiers", "classifier", "limits"})  # not ports, paths, sizes
+    digest = hashlib.sha256(answering.encode()).hexdigest()[:16]
     if client.ledger.first_config(batch_id, digest) != digest:
         status = client.status(batch_id)
         console.print(

@@ -9,6 +9,8 @@ own: its own fallbacks, retries, DLQ record and result.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import os
 import random
@@ -109,7 +111,12 @@ def classify_chunk(app: Celery, runtime: Runtime, batch_id: str, raw_jobs: list[
         if isinstance(score, BaseException):
             reject_job(runtime, job, "classify_failed", f"the classifier failed on this prompt: {type(score).__name__}: {score}")
             continue
-        job.decision = runtime.policy.decide(score, job.pin)
+        try:
+            job.decision = runtime.policy.decide(score, job.pin)
+        except ValidationError as exc:  # a score outside [0, 1], or NaN
+            message = f"the classifier gave an unusable score {score.value!r}: {exc.errors()[0]['msg']}"
+            reject_job(runtime, job, "classify_failed", message)
+            continue
         if job.decision.tier not in runtime.policy.tier_names:  # pinned by a producer with another config
             message = (
                 f"this worker's config has no tier {job.decision.tier!r} (it has {runtime.policy.tier_names}); "
@@ -160,7 +167,9 @@ def readable_jobs(runtime: Runtime, batch_id: str, raw_jobs: list[dict[str, Any]
                 "run the producer and the workers on the same turnout version"
             )
             info = TurnoutInfo(line=line if isinstance(line, int) else 0)
-            key = custom_id if isinstance(custom_id, str) and custom_id else f"@line:{info.line}"
+            # no id to key it by: a digest of the job, the same on every delivery, one per job
+            digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+            key = custom_id if isinstance(custom_id, str) and custom_id else f"@job:{digest}"
             log.error("job %s in batch %s is unreadable: %s", key, batch_id, message)
             named = custom_id if isinstance(custom_id, str) else None
             runtime.ledger.record_error(batch_id, key, error_line(batch_id, named, "unreadable_job", message, info))

@@ -27,6 +27,8 @@ class Brittle(Classifier):
     def score(self, text: str) -> Score:
         if "BOOM" in text:
             raise ValueError("cannot score this")
+        if "NAN" in text:
+            return Score(float("nan"))
         return Score(0.9 if "hard" in text else 0.1)
 
 
@@ -72,3 +74,29 @@ def test_a_prompt_the_classifier_fails_on_is_an_error_line_and_its_chunk_is_rout
         sent[tier.name] = [job["custom_id"] for job in args[1]]
     assert sent == {"unit-cheap": ["easy"], "unit-frontier": ["hard"]}
     client.close()
+
+
+def _config() -> Config:
+    return Config.model_validate({
+        "tiers": [
+            {"name": "unit-cheap", "deployments": [{"model": "openai/gpt-4o-mini"}]},
+            {"name": "unit-frontier", "min_score": 0.5, "deployments": [{"model": "openai/gpt-4o"}]},
+        ],
+    })  # fmt: skip
+
+
+def test_an_unusable_score_and_jobs_with_no_id_each_end_as_their_own_error_line(db_url: str) -> None:
+    app = create_app(_config(), db_url)
+    runtime = app.turnout_runtime
+    runtime.__dict__["classifier"] = Brittle()
+    nan_job = {"batch_id": "c", "custom_id": "nan", "line": 1, "messages": [{"role": "user", "content": "NAN"}]}
+    no_ids = [{"batch_id": "c", "messages": "not a list"}, {"batch_id": "c", "messages": "nor this"}]
+
+    classify_chunk(app, runtime, "c", [nan_job, *no_ids])
+    classify_chunk(app, runtime, "c", [nan_job, *no_ids])  # delivered again: recorded once
+
+    errors = [json.loads(line) for line in runtime.ledger.error_lines("c")]
+    assert sorted(e["error"]["code"] for e in errors) == ["classify_failed", "unreadable_job", "unreadable_job"]
+    status = runtime.ledger.status("c")
+    assert status is not None and status.done == 3
+

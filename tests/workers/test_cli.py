@@ -240,3 +240,9 @@ def test_classify_of_an_empty_file_says_so(tmp_path: Path, repo_root: Path) -> N
     (tmp_path / "empty.jsonl").write_text("")
     result = turnout("classify", str(tmp_path / "empty.jsonl"), "-c", str(repo_root / "examples/turnout.yaml"))
     assert result.returncode == 0 and "no lines" in result.stderr
+
+
+def test_a_malformed_redis_wait_is_one_sentence(repo_root: Path) -> None:
+    result = turnout("worker", "--pool", "classify", "-c", str(repo_root / "examples/turnout.yaml"), env={"TURNOUT_REDIS_WAIT_S": "30s", "TURNOUT_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert_one_clear_line(result, "TURNOUT_REDIS_WAIT_S", "'30s'")
+

@@ -42,3 +42,8 @@ def test_each_dataset_is_priced_at_its_own_prompt_length_when_evaluated_with_oth
         alone = _eval(tmp_path, path)[path.name.split(".")[0]]
         assert together[path.name.split(".")[0]]["cost_all_strong"] == alone["cost_all_strong"]
     assert together["long"]["cost_all_strong"] > together["all"]["cost_all_strong"] > together["short"]["cost_all_strong"]
+
+
+def test_a_dataset_named_all_is_priced_like_any_other(tmp_path: Path) -> None:
+    result = _eval(tmp_path, _write(tmp_path / "all.train.jsonl", 100, seed=3))
+    assert result["all"]["n"] == 40 and result["all"]["cost_all_strong"] > 0

@@ -150,3 +150,67 @@ def test_line_numbers_count_blank_lines_as_an_editor_does_and_the_batch_counts_r
     status = producer.ledger.status("blanks")
     assert status is not None and status.sealed and status.submitted == 4 and report.lines == 4
     assert producer.ledger.enqueued_line("blanks") == 6
+
+
+def _file_with_blanks(n: int) -> list[bytes]:
+    """n jobs, a blank line after every third one, as a file yields them."""
+    out: list[bytes] = []
+    for i in range(n):
+        out.append(json.dumps({"custom_id": f"j{i}", "prompt": f"prompt {i}"}).encode() + b"\n")
+        if i % 3 == 2:
+            out.append(b"\n")
+    return out
+
+
+def _sent(producer: Producer) -> dict[str, int]:
+    messages = producer.ledger.redis.lrange("turnout.classify", 0, -1)
+    sent: dict[str, int] = {}
+    for m in messages:
+        for job in task_args(m)[1]:
+            assert job["custom_id"] not in sent, f"{job['custom_id']} sent twice"
+            sent[job["custom_id"]] = job["line"]
+    return sent
+
+
+def test_a_resumed_submit_over_blank_lines_sends_each_job_once_with_its_own_line(producer: Producer) -> None:
+    file = _file_with_blanks(40)
+    expected = {json.loads(raw)["custom_id"]: n for n, raw in enumerate(file, 1) if raw.strip()}
+
+    def dying() -> Iterator[bytes]:
+        yield from file[:25]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        producer.submit(dying(), "resume-blanks")
+    report = producer.submit(iter(file), "resume-blanks")
+    assert report.resumed_after > 0
+    assert _sent(producer) == expected
+    assert not list(producer.ledger.error_lines("resume-blanks"))
+    status = producer.ledger.status("resume-blanks")
+    assert status is not None and status.submitted == 40
+
+
+def test_resending_lost_lines_over_blank_lines_finds_them_by_their_own_line(producer: Producer) -> None:
+    file = _file_with_blanks(30)
+    producer.submit(iter(file), "lost-blanks")
+    producer.ledger.redis.delete("turnout.classify")
+    assert producer.resend_missing(iter(file), "lost-blanks") == 30
+    assert sorted(_sent(producer)) == sorted(f"j{i}" for i in range(30))
+
+
+def test_a_batch_begun_counting_non_blank_lines_only_is_resumed_the_same_way(producer: Producer) -> None:
+    # Given a batch an earlier version began over a file with blank lines: it claimed j0..j5 as
+    # lines 1..6 (non-blank lines only), marked 6 as enqueued, and left no numbering in its meta
+    file = _file_with_blanks(12)
+    producer.ledger.open_batch("old")
+    producer.ledger.claim_ids("old", [(f"j{i}", i + 1) for i in range(6)])
+    producer.ledger.progress("old", submitted=6, enqueued_line=6)
+
+    # When this version resumes it
+    producer.submit(iter(file), "old")
+
+    # Then it goes on after the 6th job, in the old numbering, and no job is taken for a duplicate
+    assert _sent(producer) == {f"j{i}": i + 1 for i in range(6, 12)}
+    assert not list(producer.ledger.error_lines("old"))
+    status = producer.ledger.status("old")
+    assert status is not None and status.sealed and status.submitted == 12
