@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -34,6 +35,8 @@ def run_batch(
 ) -> dict[str, Any]:
     """Run ``file`` as batch ``batch_id`` end to end; returns the summary written to report.json."""
     preflight(config, ["classify"] + [tier.name for tier in config.tiers])
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop_like_ctrl_c)  # kill, systemd, docker stop: stop as on Ctrl-C
     state_dir = Path(config.state_dir)
     embedded: EmbeddedRedis | None = None
     url = os.environ.get("TURNOUT_REDIS_URL") or config.redis_url
@@ -62,6 +65,10 @@ def run_batch(
         supervisor.stop()
         if embedded is not None:
             embedded.stop()
+
+
+def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _note_config_change(client: Client, config: Config, batch_id: str, console: Console) -> None:

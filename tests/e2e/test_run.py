@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from workers.broker import EmbeddedRedis, _answers
@@ -59,3 +61,33 @@ def test_run_keeps_the_ledger_on_a_thousand_lines_with_malformed_ones(tmp_path: 
     assert spilled and len(spilled) == len(set(spilled)) and set(spilled) <= set(ids)
     # And the embedded Redis it started is stopped again
     assert not _answers(EmbeddedRedis(tmp_path / ".turnout").url)
+
+
+def test_sigterm_stops_run_as_ctrl_c_does_and_a_rerun_finishes_the_batch(tmp_path: Path, repo_root: Path) -> None:
+    # Given a run of a slow batch (the fake provider answers in 300 ms)
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("".join(json.dumps({"custom_id": f"r{i}", "prompt": f"What is {i} + {i}?"}) + "\n" for i in range(300)))
+    config = tmp_path / "turnout.yaml"
+    config.write_text((repo_root / "examples/turnout.yaml").read_text().replace("latency_ms: 20", "latency_ms: 300"))
+    env = {k: v for k, v in os.environ.items() if k not in ("TURNOUT_REDIS_URL", "TURNOUT_FAKE_URL")}
+    command = [sys.executable, "-m", "workers.cli", "run", str(batch), "-c", str(config), "-o", "out"]
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    redis_url = EmbeddedRedis(tmp_path / ".turnout").url
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (tmp_path / ".turnout/logs/pool-cheap.log").exists():
+        time.sleep(0.2)
+    time.sleep(3)  # some lines answered, most not
+
+    # When it gets SIGTERM (kill, systemd, docker stop)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=45)
+
+    # Then it stops as on Ctrl-C: its children and Redis stopped, the resume hint printed
+    assert process.returncode == 130, output[-2000:]
+    assert "run the same command again to resume" in " ".join(output.split())
+    assert not _answers(redis_url)
+    # And the same command again finishes the batch, every line once
+    rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    outputs = [json.loads(line)["custom_id"] for line in (tmp_path / "out/output.jsonl").read_text().splitlines()]
+    assert sorted(outputs) == sorted(f"r{i}" for i in range(300))
