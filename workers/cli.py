@@ -43,11 +43,24 @@ def _config(path: Path) -> Config:
     return load_config(path)
 
 
-def _client(config_path: Path) -> Any:
+def _client(config_path: Path, after_run: bool = False) -> Any:
+    """A client of the configured Redis. With ``after_run`` and none configured, the embedded
+    Redis that a `turnout run` from this directory kept its batches in (it persists them),
+    started for this command if it is not running, and stopped when the command ends."""
     from workers.app import redis_url_for
     from workers.client import Client
 
     config = _config(config_path)
+    state_dir = Path(config.state_dir)
+    if after_run and not (os.environ.get("TURNOUT_REDIS_URL") or config.redis_url) and (state_dir / "redis").is_dir():
+        import atexit
+
+        from workers.broker import EmbeddedRedis
+
+        embedded = EmbeddedRedis(state_dir)
+        url = embedded.start()
+        atexit.register(embedded.stop)  # only if this command started it: a running `turnout run` keeps its own
+        return Client(config, url)
     return Client(config, redis_url_for(config))
 
 
@@ -180,7 +193,7 @@ def status(
     """Batches' progress and cost, tiers' queues, DLQs and recommended workers."""
     from workers.status import render, view
 
-    client = _client(config_path)
+    client = _client(config_path, after_run=True)
     if as_json:
         print(json.dumps(view(client, batch_id, interval=0.5), indent=2))
         return
@@ -236,7 +249,7 @@ def collect(
         raise TurnoutError("--delete needs files to keep the results in: use --out DIR, not --follow")
     if spill_ and not wait_:
         raise TurnoutError("--spill moves answers out of Redis while the batch runs: use it with --wait")
-    client = _client(config_path)
+    client = _client(config_path, after_run=not wait_)  # nothing answers while no run is going
     if follow:
         for raw in client.raw_results(batch_id):
             sys.stdout.buffer.write(raw + b"\n")
@@ -281,7 +294,7 @@ def delete(
 
     A tombstone stays for a week, so a late re-delivery of one of its jobs is skipped, not run again.
     """
-    client = _client(config_path)
+    client = _client(config_path, after_run=True)
     if not yes and not typer.confirm(f"Delete batch {batch_id} and its results from Redis?"):
         raise typer.Abort()
     _delete_batch(client, batch_id, force, drop_spill=False)
@@ -388,7 +401,7 @@ def report(
     """Write one self-contained HTML report: tier mix, cost, latency, errors, fallbacks, throughput."""
     from workers.report import write_report
 
-    client = _client(config_path)
+    client = _client(config_path, after_run=True)
     client.status(batch_id)
     err.print(f"wrote {write_report(client.ledger, batch_id, out_path)}")
 
@@ -529,7 +542,7 @@ BatchOption = Annotated[Optional[str], typer.Option("--batch", "-b", help="Only 
 def _dead_letters(config_path: Path) -> tuple[Any, Any]:
     from workers.dlq import DeadLetters
 
-    client = _client(config_path)
+    client = _client(config_path, after_run=True)
     return client, DeadLetters(client.ledger.redis)
 
 

@@ -91,3 +91,12 @@ def test_sigterm_stops_run_as_ctrl_c_does_and_a_rerun_finishes_the_batch(tmp_pat
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     outputs = [json.loads(line)["custom_id"] for line in (tmp_path / "out/output.jsonl").read_text().splitlines()]
     assert sorted(outputs) == sorted(f"r{i}" for i in range(300))
+    # And once the run has stopped its Redis, `status` from the same directory still shows the
+    # batch (from the embedded Redis's files, started for the command and stopped after it)
+    shown = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "status", "--json", "-c", str(config)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    batches = json.loads(shown.stdout)["batches"]
+    assert [(b["submitted"], b["done"], b["complete"]) for b in batches] == [(300, 300, True)]
+    assert not _answers(redis_url)
