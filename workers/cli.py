@@ -249,7 +249,7 @@ def collect(
         raise TurnoutError("--delete needs files to keep the results in: use --out DIR, not --follow")
     if spill_ and not wait_:
         raise TurnoutError("--spill moves answers out of Redis while the batch runs: use it with --wait")
-    client = _client(config_path, after_run=not wait_)  # nothing answers while no run is going
+    client = _client(config_path, after_run=not (wait_ or follow))  # nothing answers while no run is going
     if follow:
         for raw in client.raw_results(batch_id):
             sys.stdout.buffer.write(raw + b"\n")
