@@ -131,11 +131,15 @@ class Tier(_Strict):
         return f"turnout.tier.{self.name}"
 
     @property
+    def judge(self) -> Deployment | None:
+        """The deployment that grades this tier's answers, for a judge scorer."""
+        return self.scorer.judge if self.scorer is not None and self.scorer.kind.endswith("judge") else None
+
+    @property
     def longest_run_s(self) -> float:
         """The longest one of this tier's tasks may run: every deployment timing out in turn,
         then the judge's call for a judge-scored cascade."""
-        judge = self.scorer.judge if self.scorer is not None and self.scorer.kind.endswith("judge") else None
-        return sum(d.timeout_s for d in self.deployments) + (judge.timeout_s if judge is not None else 0.0)
+        return sum(d.timeout_s for d in self.deployments) + (self.judge.timeout_s if self.judge is not None else 0.0)
 
     @property
     def task_name(self) -> str:

@@ -4,6 +4,7 @@ the routing decision the classifier attaches to it."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,8 @@ CHAT_URL = "/v1/chat/completions"
 #: ``model`` values that mean "let the classifier decide".
 AUTO_MODELS = frozenset({"", "auto"})
 TIER_PREFIX = "tier:"
+#: The marker a line reader yields when a stream has been idle (``workers.producer.stream_lines``).
+IDLE = b""
 
 
 class BatchBody(BaseModel):
@@ -239,3 +242,19 @@ def _first_error(exc: ValidationError) -> str:
     if first["type"] == "missing":
         return f"missing field {where!r}"
     return f"{where}: {first['msg']}"
+
+
+def numbered(lines: Iterable[bytes], physical: bool = True) -> Iterator[tuple[int, bytes]]:
+    """Each non-blank line with its line number, as an editor (or `sed -n Np`) counts them,
+    blank lines included; IDLE passes through with the number of the line before it. Not
+    ``physical``: blank lines are not counted, as in a batch begun by an earlier turnout that
+    did not count them (``Ledger.counts_blank_lines``)."""
+    line_no = 0
+    for raw in lines:
+        if raw is IDLE:
+            yield line_no, raw
+        elif raw.strip():
+            line_no += 1
+            yield line_no, raw
+        elif physical:
+            line_no += 1

@@ -41,8 +41,13 @@ def config_path() -> Path:
     return Path(os.environ.get("TURNOUT_CONFIG", DEFAULT_CONFIG))
 
 
+def configured_redis_url(config: Config) -> str | None:
+    """TURNOUT_REDIS_URL, else the config's redis_url; None when neither names one."""
+    return os.environ.get("TURNOUT_REDIS_URL") or config.redis_url
+
+
 def redis_url_for(config: Config) -> str:
-    url = os.environ.get("TURNOUT_REDIS_URL") or config.redis_url
+    url = configured_redis_url(config)
     if not url:
         raise ConfigError("no Redis configured: set TURNOUT_REDIS_URL (or redis_url in the config), or use `turnout run`")
     return url
@@ -172,14 +177,13 @@ def preflight(config: Config, pools: list[str], runtime: Runtime | None = None) 
             runtime.classifier  # load the model once, before fork
             continue
         tier = config.tier(pool)
-        cascade = tier.policy == "cascade" and tier.scorer is not None
-        judge = tier.scorer.judge if cascade and tier.scorer is not None and tier.scorer.kind.endswith("judge") else None
+        judge = tier.judge if tier.policy == "cascade" else None  # a route tier never calls one
         for deployment in [*tier.deployments, *([judge] if judge is not None else [])]:
             if deployment.api_key:
                 try:
                     resolve_secret(deployment.api_key)
                 except TurnoutError as exc:
                     raise TurnoutError(f"tier {tier.name}, deployment {deployment.name or deployment.model}: {exc}") from None
-        if tier.policy == "cascade" and tier.scorer is not None and not tier.scorer.kind.endswith("judge"):
+        if tier.policy == "cascade" and tier.scorer is not None and tier.judge is None:
             runtime.scorer(tier)  # a bad verifier file fails here, not mid-batch
 

@@ -137,19 +137,19 @@ def check(url: str, wait_s: float = 0.0) -> None:
             try:
                 client.ping()
                 return
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if _refused_for_good(exc) or time.monotonic() >= deadline:
+            except redis.RedisError as exc:
+                if not _not_up_yet(exc) or time.monotonic() >= deadline:
                     raise BrokerError(f"cannot reach Redis at {redacted(url)} ({type(exc).__name__}); {_remedy(exc)}") from None
                 time.sleep(0.5)
-            except redis.RedisError as exc:
-                raise BrokerError(f"cannot reach Redis at {redacted(url)} ({type(exc).__name__}); {_remedy(exc)}") from None
     finally:
         client.close()
 
 
-def _refused_for_good(exc: redis.RedisError) -> bool:
-    """A wrong password or an untrusted certificate: waiting will not change the answer."""
-    return isinstance(exc, redis.AuthenticationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc)
+def _not_up_yet(exc: redis.RedisError) -> bool:
+    """No connection, as from a Redis still starting; not a wrong password or an untrusted
+    certificate, which waiting will not change."""
+    refused_for_good = isinstance(exc, redis.AuthenticationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc)
+    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) and not refused_for_good
 
 
 def _remedy(exc: redis.RedisError) -> str:

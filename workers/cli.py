@@ -47,12 +47,12 @@ def _client(config_path: Path, after_run: bool = False) -> Any:
     """A client of the configured Redis. With ``after_run`` and none configured, the embedded
     Redis that a `turnout run` from this directory kept its batches in (it persists them),
     started for this command if it is not running, and stopped when the command ends."""
-    from workers.app import redis_url_for
+    from workers.app import configured_redis_url, redis_url_for
     from workers.client import Client
 
     config = _config(config_path)
     state_dir = Path(config.state_dir)
-    if after_run and not (os.environ.get("TURNOUT_REDIS_URL") or config.redis_url) and (state_dir / "redis").is_dir():
+    if after_run and not configured_redis_url(config) and (state_dir / "redis").is_dir():
         import atexit
 
         from workers.broker import EmbeddedRedis

@@ -197,11 +197,12 @@ def _wanted_shares(config: Config, frontier_share: float | None, shares: list[st
     for item in shares:
         name, _, value = item.partition("=")
         try:
-            given[name] = float(value) if name in above else math.nan
+            share = float(value)
         except ValueError:
-            given[name] = math.nan
-        if math.isnan(given[name]):
+            share = math.nan
+        if name not in above or math.isnan(share):
             raise TurnoutError(f"--share wants TIER=SHARE with TIER one of {above} and SHARE a number, got {item!r}")
+        given[name] = share
     if frontier_share is not None:
         given[above[-1]] = frontier_share
     missing = [name for name in above if name not in given]

@@ -21,7 +21,7 @@ from celery import Celery
 from router.policy import TierPolicy
 from schemas.config import Config
 from schemas.errors import InputLineError
-from schemas.job import Job, WireJob, parse_line, parse_wire
+from schemas.job import IDLE, Job, WireJob, numbered, parse_line, parse_wire
 from schemas.result import TurnoutInfo, error_line
 from workers.app import CLASSIFY_QUEUE
 from workers.ledger import Ledger, spilled
@@ -41,8 +41,6 @@ STREAM_IDLE_S = 0.2
 
 #: kombu keeps delivered, unacknowledged messages (tasks in flight) in this hash.
 UNACKED = "unacked"
-#: The marker a line reader yields when a stream has been idle (see ``stream_lines``).
-IDLE = b""
 
 
 @dataclass
@@ -77,22 +75,14 @@ class Producer:
         physical = self.ledger.counts_blank_lines(batch_id)
         self.ledger.open_batch(batch_id)
         pending: list[WireJob] = []
-        # line_no counts the file's lines, blank ones too, as an editor (or `sed -n Np`) does
-        # (but for a batch begun by a version that did not: ``counts_blank_lines``): it is what
-        # error lines and output lines cite. records counts the non-blank lines, the batch's
-        # size: a blank line is no record (JSONL convention) and gets no result.
+        # records counts the non-blank lines, the batch's size: a blank line is no record
+        # (JSONL convention) and gets no result; line_no is what results cite (``numbered``)
         pending_bytes = flushes = line_no = records = 0
-        for raw in lines:
+        for line_no, raw in numbered(lines, physical):
             if raw is IDLE:
                 if pending:
                     self._flush(batch_id, pending, records, line_no, report)
                     pending_bytes = 0
-                continue
-            blank = not raw.strip()
-            if blank and not physical:
-                continue
-            line_no += 1
-            if blank:
                 continue
             records += 1
             if line_no <= report.resumed_after:
@@ -169,16 +159,9 @@ class Producer:
         """
         from workers.ledger import BatchKeys
 
-        keys, pending, resent, line_no = BatchKeys(batch_id), [], 0, 0
-        physical = self.ledger.counts_blank_lines(batch_id)
-        for raw in lines:
+        keys, pending, resent = BatchKeys(batch_id), [], 0
+        for line_no, raw in numbered(lines, self.ledger.counts_blank_lines(batch_id)):
             if raw is IDLE:
-                continue
-            blank = not raw.strip()
-            if blank and not physical:
-                continue
-            line_no += 1  # as submit counted them
-            if blank:
                 continue
             try:
                 job = parse_line(raw, line_no, batch_id, self.config.limits)

@@ -11,7 +11,7 @@ from router.classifier import load_classifier
 from router.policy import TierPolicy
 from schemas.config import Config
 from schemas.errors import InputLineError
-from schemas.job import Job, parse_line
+from schemas.job import Job, numbered, parse_line
 
 #: Tokens assumed per answer when estimating a batch's cost before any model has run.
 ESTIMATED_COMPLETION_TOKENS = 256
@@ -27,9 +27,7 @@ def dry_run(config: Config, path: Path, out: TextIO) -> str:
     seen: dict[str, int] = {}  # custom_id → the line that owns it, as the producer's claim
     cost = frontier = 0.0
     with open(path, "rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):  # blank lines count, as in submit
-            if not raw.strip():
-                continue
+        for line_no, raw in numbered(handle):  # numbered as submit numbers them
             custom_id = None
             try:
                 job = parse_line(raw, line_no, "dry-run", config.limits)

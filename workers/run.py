@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from schemas.config import Config
 from schemas.errors import TurnoutError
-from workers.app import preflight
+from workers.app import configured_redis_url, preflight
 from workers.broker import EmbeddedRedis, check
 from workers.client import Client
 from workers.collector import POLL_S, PeriodicSpill, collect, summary
@@ -39,7 +39,7 @@ def run_batch(
         signal.signal(signal.SIGTERM, _stop_like_ctrl_c)  # kill, systemd, docker stop: stop as on Ctrl-C
     state_dir = Path(config.state_dir)
     embedded: EmbeddedRedis | None = None
-    url = os.environ.get("TURNOUT_REDIS_URL") or config.redis_url
+    url = configured_redis_url(config)
     if url:
         check(url)
     else:

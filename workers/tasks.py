@@ -159,6 +159,7 @@ def readable_jobs(runtime: Runtime, batch_id: str, raw_jobs: list[dict[str, Any]
             jobs.append(Job.model_validate(raw))
         except ValidationError as exc:
             custom_id = raw.get("custom_id") if isinstance(raw, dict) else None
+            custom_id = custom_id if isinstance(custom_id, str) and custom_id else None
             line = raw.get("line") if isinstance(raw, dict) else None
             problem = exc.errors()[0]
             where = ".".join(str(part) for part in problem["loc"]) or "job"
@@ -169,10 +170,9 @@ def readable_jobs(runtime: Runtime, batch_id: str, raw_jobs: list[dict[str, Any]
             info = TurnoutInfo(line=line if isinstance(line, int) else 0)
             # no id to key it by: a digest of the job, the same on every delivery, one per job
             digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
-            key = custom_id if isinstance(custom_id, str) and custom_id else f"@job:{digest}"
+            key = custom_id or f"@job:{digest}"
             log.error("job %s in batch %s is unreadable: %s", key, batch_id, message)
-            named = custom_id if isinstance(custom_id, str) else None
-            runtime.ledger.record_error(batch_id, key, error_line(batch_id, named, "unreadable_job", message, info))
+            runtime.ledger.record_error(batch_id, key, error_line(batch_id, custom_id, "unreadable_job", message, info))
     return jobs
 
 
