@@ -170,7 +170,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     from schemas.config import load_config
     from workers.app import CLASSIFY_QUEUE
     from workers.broker import EmbeddedRedis, connect
-    from workers.ledger import BatchKeys
+    from workers.ledger import BatchKeys, Ledger
     from workers.producer import BACKPRESSURE_EVERY
     from workers.supervisor import Supervisor
 
@@ -239,8 +239,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             spiller.join()
         info = redis.info("memory")
         keys = BatchKeys(batch_id)
-        ledger_bytes = {name: int(redis.memory_usage(key, samples=0) or 0)
-                        for name, key in (("ids", keys.ids), ("out", keys.out), ("events", keys.events))}
+        ledger_bytes = {name: int(redis.memory_usage(key, samples=0) or 0) for name, key in (("out", keys.out), ("events", keys.events))}
+        ledger_bytes["ids"] = Ledger(redis).id_bytes(batch_id)
         bound = args.high_water + BACKPRESSURE_EVERY * config.chunk_size
         active_s = max(1e-9, report["seconds"] - report["waited_s"])
         return {

@@ -374,8 +374,8 @@ def queued_memory(client: Any, jobs: int) -> dict[str, Any]:
     report = client.submit_report(job_lines("mem-", jobs), batch_id)
     after = int(redis.info("memory")["used_memory"])
     keys = BatchKeys(batch_id)
-    by_key = {name: int(redis.memory_usage(key, samples=0) or 0) for name, key in
-              (("queue", CLASSIFY_QUEUE), ("ids", keys.ids), ("meta", keys.meta))}
+    by_key = {name: int(redis.memory_usage(key, samples=0) or 0) for name, key in (("queue", CLASSIFY_QUEUE), ("meta", keys.meta))}
+    by_key["ids"] = client.ledger.id_bytes(batch_id)
     message = redis.lindex(CLASSIFY_QUEUE, 0) or b""
     result = {
         "jobs": report.enqueued,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +62,12 @@ class Client:
     def submit_report(
         self, source: Source, batch_id: str, on_progress: Callable[[SubmitReport], None] | None = None
     ) -> SubmitReport:
+        expected = len(source) if isinstance(source, Sized) and not isinstance(source, (str, bytes)) else None
         if isinstance(source, (str, Path)):  # where a waiting collector can find lines to send again
             path = Path(source).resolve()
             self.ledger.redis.hset(BatchKeys(batch_id).meta, mapping={"input_path": str(path), "input_size": path.stat().st_size})
-        return Producer(self.app, self.config, self.ledger).submit(_lines(source), batch_id, on_progress)
+            expected = estimate_lines(path)
+        return Producer(self.app, self.config, self.ledger).submit(_lines(source), batch_id, on_progress, expected)
 
     def input_path(self, batch_id: str) -> Path | None:
         """The input file the batch was submitted from, when it came from a file."""
@@ -96,6 +98,15 @@ class Client:
     def collect(self, batch_id: str, out_dir: str | Path) -> CollectReport:
         self.status(batch_id)
         return collect(self.ledger, batch_id, Path(out_dir))
+
+
+def estimate_lines(path: Path, sample_bytes: int = 1 << 20) -> int:
+    """About how many lines the file holds, from the line length of its first megabyte."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        sample = handle.read(sample_bytes)
+    lines = sample.count(b"\n") + (not sample.endswith(b"\n"))  # a last line may lack its newline
+    return round(size * lines / len(sample)) if sample else 0
 
 
 def _lines(source: Source) -> Iterable[bytes]:

@@ -4,8 +4,12 @@ one output or error line, whatever runs twice.
 Keys per batch (``turnout:batch:<id>:…``):
     meta    hash: submitted, done, failed, sealed, cost, frontier_cost, per-tier counters;
             spill_path/spill_size/spill_cursor/spilled when output lines are spilled to a file
-    ids     hash: custom_id → input line (duplicate detection, resumable submit); the line
-            gets a trailing "!" once its answer is spilled, which marks the job done
+    ids:<n> hashes: custom_id → input line (duplicate detection, resumable submit); the line
+            gets a trailing "!" once its answer is spilled, which marks the job done. The
+            ids are spread over ``id_buckets`` (in meta) small hashes by a digest of the id,
+            sized at ~64 ids each from the expected number of lines, so Redis keeps each as
+            a compact listpack: ~25 bytes an id instead of ~80 in one big hash. A batch begun
+            by an older version has no ``id_buckets`` and keeps one hash, ``ids``.
     out     hash: custom_id → output line (JSON), first write wins; a spilled line leaves it
             (the "!" in ids keeps a re-delivered job skipped; a line recorded without an id
             claim, as some tests do, keeps an empty value instead)
@@ -33,10 +37,35 @@ from schemas.result import BatchStatus, ResultLine, TierReport
 PREFIX = "turnout"
 BATCHES = f"{PREFIX}:batches"
 
+#: Ids per ``ids`` bucket a batch is sized for. Redis keeps a hash of at most 128 entries of
+#: at most 64 bytes as a listpack (its defaults); at 64 on average, the fullest of 65,536
+#: buckets stays near 100.
+IDS_PER_BUCKET = 64
+#: Buckets at most (a batch of ~16M lines); past that, buckets grow into plain hashes.
+MAX_ID_BUCKETS = 1 << 18
+#: Buckets for a batch of unknown size (a stream): ~260,000 lines at 64 a bucket.
+UNSIZED_ID_BUCKETS = 4096
+
+# Prepended to the scripts that touch a batch's ids: the hash an id lives in. Scripts name
+# the bucket keys themselves (the producer and the workers need not know the bucket count),
+# which Redis allows outside cluster mode; turnout's keys are not cluster-ready anyway.
+_IDS = """
+local function id_buckets(meta)
+  return tonumber(redis.call('HGET', meta, 'id_buckets') or '0')
+end
+local function ids_key(ids, n, custom_id)
+  if n == 0 then return ids end
+  return ids .. ':' .. (tonumber(string.sub(redis.sha1hex(custom_id), 1, 8), 16) % n)
+end
+local function owner(meta, ids, custom_id)
+  return redis.call('HGET', ids_key(ids, id_buckets(meta), custom_id), custom_id)
+end
+"""
+
 # KEYS: out, err, meta, events, deleted, ids   ARGV: key, line json, cost, tier, frontier cost
-_RECORD_OK = """
+_RECORD_OK = _IDS + """
 if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
-if string.sub(redis.call('HGET', KEYS[6], ARGV[1]) or '', -1) == '!' then return 0 end
+if string.sub(owner(KEYS[3], KEYS[6], ARGV[1]) or '', -1) == '!' then return 0 end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 if redis.call('HDEL', KEYS[2], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[3], 'failed', -1)
@@ -53,10 +82,10 @@ return 1
 """
 
 # KEYS: out, err, meta, events, deleted, ids   ARGV: key, line json, tier, now
-_RECORD_ERROR = """
+_RECORD_ERROR = _IDS + """
 if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
-if string.sub(redis.call('HGET', KEYS[6], ARGV[1]) or '', -1) == '!' then return 0 end
+if string.sub(owner(KEYS[3], KEYS[6], ARGV[1]) or '', -1) == '!' then return 0 end
 if redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 2 end
 redis.call('HINCRBY', KEYS[3], 'done', 1)
 redis.call('HINCRBY', KEYS[3], 'failed', 1)
@@ -66,17 +95,18 @@ redis.call('XADD', KEYS[4], '*', 'k', ARGV[1], 'ok', '0')
 return 1
 """
 
-# KEYS: ids   ARGV: JSON array of custom_ids, JSON array of their lines (two arguments, not
-# two per job: redis-py packs each argument in Python, which cost more than the script).
+# KEYS: ids, meta   ARGV: JSON array of custom_ids, JSON array of their lines (two arguments,
+# not two per job: redis-py packs each argument in Python, which cost more than the script).
 # Returns (position, owning line) pairs, flat, for the ids an earlier line owns: usually none,
 # so the reply stays small however big the chunk.
-_CLAIM = """
+_CLAIM = _IDS + """
 local ids, lines = cjson.decode(ARGV[1]), cjson.decode(ARGV[2])
+local n = id_buckets(KEYS[2])
 local taken = {}
 for i = 1, #ids do
-  local line = lines[i]
-  if redis.call('HSETNX', KEYS[1], ids[i], line) == 0 then
-    local owner = redis.call('HGET', KEYS[1], ids[i])
+  local line, key = lines[i], ids_key(KEYS[1], n, ids[i])
+  if redis.call('HSETNX', key, ids[i], line) == 0 then
+    local owner = redis.call('HGET', key, ids[i])
     if owner ~= line and owner ~= line .. '!' then  -- '!': its answer was spilled
       taken[#taken + 1] = i
       taken[#taken + 1] = (string.gsub(owner, '!$', ''))
@@ -90,18 +120,19 @@ return taken
 # Drops the spilled lines, marking their ids done ("!"; an empty value where no id was
 # claimed); -1 (and nothing done) unless this spiller still holds the lease, the file's
 # committed size is still the one it started from, and the batch still exists.
-_SPILL_COMMIT = """
+_SPILL_COMMIT = _IDS + """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
 if (redis.call('HGET', KEYS[2], 'spill_size') or '0') ~= ARGV[2] then return -1 end
-local n = 0
+local n, buckets = 0, id_buckets(KEYS[2])
 for i = 6, #ARGV do
   local value = redis.call('HGET', KEYS[1], ARGV[i])
   if value and string.len(value) > 0 then
-    local owner = redis.call('HGET', KEYS[4], ARGV[i])
+    local key = ids_key(KEYS[4], buckets, ARGV[i])
+    local owner = redis.call('HGET', key, ARGV[i])
     if owner then
       redis.call('HDEL', KEYS[1], ARGV[i])
-      if string.sub(owner, -1) ~= '!' then redis.call('HSET', KEYS[4], ARGV[i], owner .. '!') end
+      if string.sub(owner, -1) ~= '!' then redis.call('HSET', key, ARGV[i], owner .. '!') end
     else
       redis.call('HSET', KEYS[1], ARGV[i], "")
     end
@@ -111,6 +142,15 @@ end
 redis.call('HSET', KEYS[2], 'spill_cursor', ARGV[3], 'spill_size', ARGV[4], 'spill_path', ARGV[5])
 redis.call('HINCRBY', KEYS[2], 'spilled', n)
 return n
+"""
+
+# KEYS: meta, ids   ARGV: custom_id...   Each id's entry (its line, "!" once spilled), or nil.
+_OWNERS = _IDS + """
+local n, found = id_buckets(KEYS[1]), {}
+for i = 1, #ARGV do
+  found[i] = redis.call('HGET', ids_key(KEYS[2], n, ARGV[i]), ARGV[i])
+end
+return found
 """
 
 # KEYS: lock   ARGV: token, ttl ms (0: release)   1 when the caller holds the lease afterwards.
@@ -145,7 +185,11 @@ class BatchKeys:
 
     @property
     def ids(self) -> str:
+        """The one ids hash of a batch begun by an older version; the prefix of the buckets' keys."""
         return self.key("ids")
+
+    def id_bucket(self, n: int) -> str:
+        return f"{self.ids}:{n}"
 
     @property
     def out(self) -> str:
@@ -172,6 +216,13 @@ class BatchKeys:
         return [self.meta, self.ids, self.out, self.err, self.events, self.key("spill-lock")]
 
 
+def id_buckets_for(expected_lines: int | None) -> int:
+    """How many ids buckets a batch of about ``expected_lines`` lines gets (None: unknown)."""
+    if expected_lines is None:
+        return UNSIZED_ID_BUCKETS
+    return min(max(1, -(-expected_lines // IDS_PER_BUCKET)), MAX_ID_BUCKETS)
+
+
 def spilled(owner: bytes | None) -> bool:
     """Whether an ``ids`` value marks its job's answer as spilled (so the job is done)."""
     return owner is not None and owner.endswith(b"!")
@@ -186,14 +237,19 @@ class Ledger:
         self._error = client.register_script(_RECORD_ERROR)
         self._claim = client.register_script(_CLAIM)
         self._spill_commit = client.register_script(_SPILL_COMMIT)
+        self._owners = client.register_script(_OWNERS)
         self._spill_lease = client.register_script(_SPILL_LEASE)
 
     # --- the producer's side -------------------------------------------------------------
 
-    def open_batch(self, batch_id: str) -> None:
+    def open_batch(self, batch_id: str, expected_lines: int | None = None) -> None:
+        """Begin the batch, or go on with it; ``expected_lines`` (a guess will do) sizes a new
+        batch's ids buckets."""
         keys = BatchKeys(batch_id)
         now = time.time()
         self.redis.delete(keys.deleted)  # the id is in use again: a new batch, whatever was deleted
+        if not int(self.redis.hget(keys.meta, "enqueued_line") or 0):  # else begun: keep its layout
+            self.redis.hsetnx(keys.meta, "id_buckets", id_buckets_for(expected_lines))
         self.redis.hsetnx(keys.meta, "started_at", now)
         self.redis.hset(keys.meta, mapping={"sealed": 0, "updated_at": now})
         self.redis.zadd(BATCHES, {batch_id: now}, nx=True)
@@ -217,7 +273,8 @@ class Ledger:
         owners = [line for _, line in pairs]
         # lines as strings: Lua would print a number past 1e14 in exponent form
         args = [json.dumps([custom_id for custom_id, _ in pairs]), json.dumps([str(line) for line in owners])]
-        taken = self._claim(keys=[BatchKeys(batch_id).ids], args=args)
+        keys = BatchKeys(batch_id)
+        taken = self._claim(keys=[keys.ids, keys.meta], args=args)
         for position, owner in zip(taken[::2], taken[1::2]):
             owners[int(position) - 1] = int(owner)
         return owners
@@ -270,9 +327,21 @@ class Ledger:
         pipe = self.redis.pipeline(transaction=False)
         pipe.exists(batch.deleted)
         pipe.hmget(batch.out, keys)
-        pipe.hmget(batch.ids, keys)
+        self._owners(keys=[batch.meta, batch.ids], args=keys, client=pipe)
         deleted, values, owners = pipe.execute()
         return [bool(deleted) or value is not None or spilled(owner) for value, owner in zip(values, owners)]
+
+    def owners(self, batch_id: str, custom_ids: list[str]) -> list[bytes | None]:
+        """Each id's ids entry: the line that claimed it (with a "!" once its answer was spilled), or None."""
+        keys = BatchKeys(batch_id)
+        found: list[bytes | None] = self._owners(keys=[keys.meta, keys.ids], args=custom_ids) if custom_ids else []
+        return found
+
+    def id_keys(self, batch_id: str) -> list[str]:
+        """The keys the batch's ids may live in: its buckets, or its one older hash."""
+        keys = BatchKeys(batch_id)
+        n = int(self.redis.hget(keys.meta, "id_buckets") or 0)
+        return [keys.id_bucket(b) for b in range(n)] if n else [keys.ids]
 
     # --- the collector's side ------------------------------------------------------------
 
@@ -386,12 +455,22 @@ class Ledger:
         raw = self.redis.hget(keys.meta, "started_at")
         return float(raw) if raw is not None else None
 
+    def id_bytes(self, batch_id: str) -> int:
+        """What the batch's ids take in Redis (``MEMORY USAGE``), for the benchmarks."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in self.id_keys(batch_id):
+            pipe.memory_usage(key, samples=0)
+        return sum(int(n or 0) for n in pipe.execute())
+
     def delete(self, batch_id: str) -> None:
         """Drop the batch's lines and counters, leaving a tombstone (see the module docstring)."""
         keys = BatchKeys(batch_id)
+        ids = self.id_keys(batch_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(keys.deleted, 1, ex=DELETED_TTL_S)
         pipe.delete(*keys.all())
+        for start in range(0, len(ids), 10_000):
+            pipe.unlink(*ids[start : start + 10_000])
         pipe.zrem(BATCHES, batch_id)
         pipe.execute()
 

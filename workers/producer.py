@@ -67,13 +67,15 @@ class Producer:
         self._queues = [(CLASSIFY_QUEUE, config.chunk_size)] + [(t.queue, t.batch_size) for t in config.tiers]
 
     def submit(
-        self, lines: Iterable[bytes], batch_id: str, on_progress: Callable[[SubmitReport], None] | None = None
+        self, lines: Iterable[bytes], batch_id: str, on_progress: Callable[[SubmitReport], None] | None = None,
+        expected_lines: int | None = None,
     ) -> SubmitReport:
-        """Enqueue every line of ``lines`` under ``batch_id``; seals the batch at the end."""
+        """Enqueue every line of ``lines`` under ``batch_id``; seals the batch at the end.
+        ``expected_lines``, a guess, sizes the batch's bookkeeping in Redis (``Ledger.open_batch``)."""
         started = time.perf_counter()
         report = SubmitReport(batch_id=batch_id, resumed_after=self.ledger.enqueued_line(batch_id))
         physical = self.ledger.counts_blank_lines(batch_id)
-        self.ledger.open_batch(batch_id)
+        self.ledger.open_batch(batch_id, expected_lines)
         pending: list[WireJob] = []
         # records counts the non-blank lines, the batch's size: a blank line is no record
         # (JSONL convention) and gets no result; line_no is what results cite (``numbered``)
@@ -180,8 +182,8 @@ class Producer:
         pipe = self.ledger.redis.pipeline(transaction=False)
         pipe.hmget(keys.out, ids)
         pipe.hmget(keys.err, ids)
-        pipe.hmget(keys.ids, ids)
-        outs, errs, owners = pipe.execute()
+        outs, errs = pipe.execute()
+        owners = self.ledger.owners(batch_id, ids)
         missing = [
             job for job, out, err, owner in zip(jobs, outs, errs, owners)
             if out is None and err is None and owner is not None and not spilled(owner) and int(owner) == job.line

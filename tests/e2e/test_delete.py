@@ -69,5 +69,5 @@ def test_collect_wait_spill_moves_answers_out_of_redis_while_the_batch_runs(fres
     assert spilled and len(spilled) == len(set(spilled))
     held = fresh_fake.client.ledger.redis.hmget("turnout:batch:spilling:out", spilled)
     assert held == [None] * len(spilled)
-    marks = fresh_fake.client.ledger.redis.hmget("turnout:batch:spilling:ids", spilled)
+    marks = fresh_fake.client.ledger.owners("spilling", spilled)
     assert all(mark is not None and mark.endswith(b"!") for mark in marks)

@@ -7,7 +7,7 @@ import uuid
 import redis
 
 from schemas.result import ResultLine, TurnoutInfo, error_line
-from workers.ledger import Ledger
+from workers.ledger import BatchKeys, Ledger
 
 
 def ok_line(custom_id: str, cost: float) -> ResultLine:
@@ -97,3 +97,47 @@ def test_a_batch_remembers_the_config_it_was_first_run_with(redis_client: redis.
     assert ledger.first_config(batch, "aaaa") == "aaaa"  # a new batch takes this run's config
     assert ledger.first_config(batch, "aaaa") == "aaaa"  # a rerun under it: the same
     assert ledger.first_config(batch, "bbbb") == "aaaa"  # a rerun under another: the first is kept, to warn by
+
+
+def test_a_batch_spreads_its_ids_over_small_hashes_sized_by_its_expected_lines(redis_client: redis.Redis) -> None:
+    # Given a batch expected to hold 2,000 lines
+    ledger, batch = Ledger(redis_client), uuid.uuid4().hex
+    ledger.open_batch(batch, expected_lines=2000)
+
+    # When its 2,000 ids are claimed
+    assert ledger.claim_ids(batch, [(f"request-{i}", i) for i in range(1, 2001)]) == list(range(1, 2001))
+
+    # Then they sit in 32 hashes of about 64, each kept compact (a listpack; a ziplist before
+    # Redis 7), and none in one big hash
+    keys = ledger.id_keys(batch)
+    sizes = [redis_client.hlen(key) for key in keys]
+    assert len(keys) == 32 and sum(sizes) == 2000 and max(sizes) <= 128
+    assert {redis_client.object("encoding", key) for key in keys} <= {b"listpack", b"ziplist"}
+    assert not redis_client.exists(BatchKeys(batch).ids)
+    # And a duplicate id is still found by its first line
+    assert ledger.claim_ids(batch, [("request-7", 2001)]) == [7]
+    # And deleting the batch takes every bucket with it
+    ledger.delete(batch)
+    assert redis_client.keys(f"turnout:batch:{batch}:*") == [f"turnout:batch:{batch}:deleted".encode()]
+
+
+def test_a_batch_begun_with_one_ids_hash_keeps_it_when_resumed(redis_client: redis.Redis) -> None:
+    # Given a batch an older version began: ids a and b claimed in its one ids hash, line 2
+    # enqueued, no bucket count in its meta
+    ledger, batch = Ledger(redis_client), uuid.uuid4().hex
+    keys = BatchKeys(batch)
+    redis_client.hset(keys.meta, mapping={"started_at": 1.0, "submitted": 2, "enqueued_line": 2, "sealed": 0})
+    redis_client.hset(keys.ids, mapping={"a": "1", "b": "2"})
+
+    # When this version resumes it
+    ledger.open_batch(batch, expected_lines=10)
+    owners = ledger.claim_ids(batch, [("a", 1), ("c", 3), ("b", 4)])
+
+    # Then the old claims hold (b on line 4 is a duplicate) and the new one joins the same hash
+    assert owners == [1, 3, 2]
+    assert ledger.id_keys(batch) == [keys.ids]
+    assert redis_client.hgetall(keys.ids) == {b"a": b"1", b"b": b"2", b"c": b"3"}
+    # And a spilled answer's mark there still keeps a re-delivered job from running again
+    redis_client.hset(keys.ids, "a", "1!")
+    assert ledger.answered(batch, ["a", "c"]) == [True, False]
+    assert ledger.record_ok(batch, "a", ok_line("a", 0.5), frontier_cost=1.0) is False

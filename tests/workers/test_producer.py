@@ -19,6 +19,7 @@ from schemas.result import ResultLine, TurnoutInfo
 from tests.conftest import other_db
 from workers.app import create_app
 from workers.ledger import Ledger
+from workers.client import estimate_lines
 from workers.producer import Producer
 
 CONFIG = {
@@ -214,3 +215,16 @@ def test_a_batch_begun_counting_non_blank_lines_only_is_resumed_the_same_way(pro
     assert not list(producer.ledger.error_lines("old"))
     status = producer.ledger.status("old")
     assert status is not None and status.sealed and status.submitted == 12
+
+
+def test_a_files_lines_are_estimated_from_its_first_part(tmp_path: Path) -> None:
+    # Given a file of 5,000 lines of 20 to 200 bytes
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b"".join(b"x" * (20 + i % 181) + b"\n" for i in range(5000)))
+
+    # Then the estimate from its whole is exact, and from its first 20 KB within 10%
+    assert estimate_lines(path) == 5000
+    assert abs(estimate_lines(path, sample_bytes=20_000) - 5000) < 500
+    # And an empty file holds none
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    assert estimate_lines(tmp_path / "empty.jsonl") == 0

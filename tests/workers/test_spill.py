@@ -37,7 +37,7 @@ def record(ledger: Ledger, batch_id: str, ids: list[str], text: str = "an answer
     """Answers for ``ids``, claimed first by made-up input lines as a submit claims them
     (``claim=False``: recorded without a claim, as a line with no id entry would be)."""
     if claim:
-        taken = ledger.redis.hlen(BatchKeys(batch_id).ids)
+        taken = sum(map(ledger.redis.hlen, ledger.id_keys(batch_id)))
         ledger.claim_ids(batch_id, [(custom_id, taken + n) for n, custom_id in enumerate(ids, start=1)])
     ledger.record_ok_many(batch_id, [(i, ok_line(i, text), 0.01) for i in ids])
 
@@ -59,7 +59,7 @@ def test_spilled_lines_leave_redis_for_the_file_and_stay_answered(batch: tuple[L
     # Then the file holds the five answers, Redis only a done mark on their ids, and the error stays
     assert ids_in(path) == [f"a{i}" for i in range(5)]
     assert ledger.redis.hlen(BatchKeys(batch_id).out) == 0
-    assert all(v.endswith(b"!") for v in ledger.redis.hmget(BatchKeys(batch_id).ids, [f"a{i}" for i in range(5)]))
+    assert all(v is not None and v.endswith(b"!") for v in ledger.owners(batch_id, [f"a{i}" for i in range(5)]))
     assert [json.loads(v)["custom_id"] for v in ledger.error_lines(batch_id)] == ["bad"]
     # And a re-delivered job is still skipped, and records nothing
     assert ledger.answered(batch_id, ["a0", "a9"]) == [True, False]
@@ -289,7 +289,7 @@ def test_a_spilled_answer_leaves_only_a_mark_on_its_id_and_its_job_stays_done(ba
     # Then Redis keeps no answer and no marker for them, only a "!" on each id's line
     keys = BatchKeys(batch_id)
     assert ledger.redis.hlen(keys.out) == 0
-    assert ledger.redis.hgetall(keys.ids) == {b"a": b"1!", b"b": b"2!", b"c": b"3!"}
+    assert ledger.owners(batch_id, ids) == [b"1!", b"2!", b"3!"]
     # And the jobs stay done: a re-delivery is skipped and records nothing, not even an error
     assert ledger.answered(batch_id, ["a", "z"]) == [True, False]
     assert ledger.record_ok(batch_id, "a", ok_line("a"), 0.01) is False
