@@ -413,22 +413,30 @@ class Ledger:
 
     def error_lines(self, batch_id: str) -> Iterator[bytes]:
         """Error lines whose key has no output line (a replayed job's old error is dropped)."""
-        keys = BatchKeys(batch_id)
-        for key, value in self.redis.hscan_iter(keys.err, count=1000):
-            if not self.redis.hexists(keys.out, key):  # (a spilled job's error was dropped when it was answered)
-                yield value
+        keys, cursor = BatchKeys(batch_id), 0
+        while True:
+            cursor, page = self.redis.hscan(keys.err, cursor, count=1000)
+            pipe = self.redis.pipeline(transaction=False)
+            for key in page:
+                pipe.hexists(keys.out, key)  # (a spilled job's error was dropped when it was answered)
+            for value, answered in zip(page.values(), pipe.execute()):
+                if not answered:
+                    yield value
+            if not cursor:
+                return
 
     def follow(self, batch_id: str, block_ms: int = 1000, count: int = 500) -> Iterator[tuple[bool, bytes]]:
         """Each recorded line as it is recorded, from the first, until the batch is complete:
         (is an output line, the line). An output line already spilled comes as b"" (the
-        collector's ``follow`` reads it from the spill file). An error line that a replayed
-        job's answer replaced before it was read is left out; one read before that comes, and
-        so does the answer, later.
+        collector's ``follow`` reads it from the spill file). Lines are read from Redis with
+        their events, up to ``count`` in one round trip: an error line that a replayed job's
+        answer replaced before it was read is left out; one read before that comes, and so does
+        the answer, later.
 
         The batch's status is read before each read of its events: complete then (its
         counters and its events move in one script), and fewer events read than asked for,
         means every line was followed. Raises TurnoutError when the batch is deleted (or
-        deleted and submitted again) before that."""
+        deleted and submitted again) before that; lines read before the delete still come."""
         keys = BatchKeys(batch_id)
         last, started = "0-0", None
         while True:
@@ -438,13 +446,17 @@ class Ledger:
             started = status.started_at
             entries = self.redis.xread({keys.events: last}, count=count, block=None if status.complete else block_ms)
             for _, items in entries:
-                for entry_id, fields in items:
+                pipe = self.redis.pipeline(transaction=False)  # one round trip for the lines of up to ``count`` events
+                for _, fields in items:
+                    pipe.hget(keys.out if fields[b"ok"] == b"1" else keys.err, fields[b"k"])
+                values = pipe.execute()
+                oks = [fields[b"ok"] == b"1" for _, fields in items]
+                # an answer is never replaced: gone from Redis means spilled, or the batch deleted
+                if any(ok and value is None for ok, value in zip(oks, values)) and self._started_at(keys) != started:
+                    raise TurnoutError(f"batch {batch_id} was deleted while following it")
+                for (entry_id, _), ok, value in zip(items, oks, values):
                     last = entry_id
-                    ok = fields[b"ok"] == b"1"
-                    value = self.redis.hget(keys.out if ok else keys.err, fields[b"k"])
-                    if ok:  # an answer is never replaced: gone from Redis means spilled, or the batch deleted
-                        if value is None and self._started_at(keys) != started:
-                            raise TurnoutError(f"batch {batch_id} was deleted while following it")
+                    if ok:
                         yield ok, value or b""
                     elif value is not None:
                         yield ok, value
