@@ -14,7 +14,7 @@ waits forever at the high-water mark:
   pools answer, so a run of 1,000,000 lines takes as long as the pools need for them.
 - ``--drain delete``: a thread that removes classify messages at ``--drain-rate`` jobs/s
   (RPOP), i.e. a consumer that does no work. It measures the producer and the bound, not
-  the pools; the ledger's per-batch ``ids`` hash still grows with every line.
+  the pools; the ledger's per-batch ids (``id_buckets`` small hashes) still grow with every line.
 
 A sampler thread reads Redis every 0.1 s: used_memory, the queues' message counts (jobs
 queued, estimated like the producer does: messages × jobs per message) and the queues' own

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Sized
 from pathlib import Path
@@ -100,13 +101,23 @@ class Client:
         return collect(self.ledger, batch_id, Path(out_dir))
 
 
-def estimate_lines(path: Path, sample_bytes: int = 1 << 20) -> int:
-    """About how many lines the file holds, from the line length of its first megabyte."""
+def estimate_lines(path: Path, sample_bytes: int = 1 << 20) -> int | None:
+    """About how many lines the file holds, from the line length in three windows of
+    ``sample_bytes`` (its start, middle and end), the densest of them: too many costs the ids
+    buckets little, too few fills them past what Redis keeps compact. None for what is not a
+    regular file (a FIFO would lose what this read)."""
+    if not stat.S_ISREG(path.stat().st_mode):
+        return None
     size = path.stat().st_size
+    if size <= 3 * sample_bytes:
+        data = path.read_bytes()
+        return data.count(b"\n") + (bool(data) and not data.endswith(b"\n"))  # a last line may lack its newline
+    densest = 0
     with path.open("rb") as handle:
-        sample = handle.read(sample_bytes)
-    lines = sample.count(b"\n") + (not sample.endswith(b"\n"))  # a last line may lack its newline
-    return round(size * lines / len(sample)) if sample else 0
+        for start in (0, (size - sample_bytes) // 2, size - sample_bytes):
+            handle.seek(start)
+            densest = max(densest, handle.read(sample_bytes).count(b"\n"))
+    return round(size * densest / sample_bytes)
 
 
 def _lines(source: Source) -> Iterable[bytes]:

@@ -144,6 +144,15 @@ redis.call('HINCRBY', KEYS[2], 'spilled', n)
 return n
 """
 
+# KEYS: meta, ids   ARGV: bucket count   Gives a new batch its ids buckets; one an older version
+# began (ids claimed in its one hash, or lines enqueued) keeps that hash.
+_LAYOUT = """
+if redis.call('HEXISTS', KEYS[1], 'id_buckets') == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'enqueued_line') or '0') > 0 then return 0 end
+redis.call('HSET', KEYS[1], 'id_buckets', ARGV[1])
+return 1
+"""
+
 # KEYS: meta, ids   ARGV: custom_id...   Each id's entry (its line, "!" once spilled), or nil.
 _OWNERS = _IDS + """
 local n, found = id_buckets(KEYS[1]), {}
@@ -238,6 +247,7 @@ class Ledger:
         self._claim = client.register_script(_CLAIM)
         self._spill_commit = client.register_script(_SPILL_COMMIT)
         self._owners = client.register_script(_OWNERS)
+        self._layout = client.register_script(_LAYOUT)
         self._spill_lease = client.register_script(_SPILL_LEASE)
 
     # --- the producer's side -------------------------------------------------------------
@@ -248,8 +258,7 @@ class Ledger:
         keys = BatchKeys(batch_id)
         now = time.time()
         self.redis.delete(keys.deleted)  # the id is in use again: a new batch, whatever was deleted
-        if not int(self.redis.hget(keys.meta, "enqueued_line") or 0):  # else begun: keep its layout
-            self.redis.hsetnx(keys.meta, "id_buckets", id_buckets_for(expected_lines))
+        self._layout(keys=[keys.meta, keys.ids], args=[id_buckets_for(expected_lines)])
         self.redis.hsetnx(keys.meta, "started_at", now)
         self.redis.hset(keys.meta, mapping={"sealed": 0, "updated_at": now})
         self.redis.zadd(BATCHES, {batch_id: now}, nx=True)

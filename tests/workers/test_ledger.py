@@ -141,3 +141,21 @@ def test_a_batch_begun_with_one_ids_hash_keeps_it_when_resumed(redis_client: red
     redis_client.hset(keys.ids, "a", "1!")
     assert ledger.answered(batch, ["a", "c"]) == [True, False]
     assert ledger.record_ok(batch, "a", ok_line("a", 0.5), frontier_cost=1.0) is False
+
+
+def test_a_batch_an_older_version_claimed_ids_for_keeps_its_one_hash_before_any_progress_mark(redis_client: redis.Redis) -> None:
+    # Given a batch an older version began and died in before its first progress mark: ids
+    # claimed in its one hash, a's answer already spilled ("!"), nothing marked enqueued
+    ledger, batch = Ledger(redis_client), uuid.uuid4().hex
+    keys = BatchKeys(batch)
+    redis_client.hset(keys.meta, mapping={"started_at": 1.0, "sealed": 0})
+    redis_client.hset(keys.ids, mapping={"a": "1!", "b": "2"})
+
+    # When this version resumes it
+    ledger.open_batch(batch, expected_lines=2)
+
+    # Then it keeps that hash: a's answer stays done, b stays claimed by its line
+    assert ledger.id_keys(batch) == [keys.ids]
+    assert ledger.answered(batch, ["a"]) == [True]
+    assert ledger.record_ok(batch, "a", ok_line("a", 0.5), frontier_cost=1.0) is False
+    assert ledger.claim_ids(batch, [("b", 2), ("c", 3)]) == [2, 3]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import base64
+import os
 import json
 import threading
 import time
@@ -222,9 +223,21 @@ def test_a_files_lines_are_estimated_from_its_first_part(tmp_path: Path) -> None
     path = tmp_path / "big.jsonl"
     path.write_bytes(b"".join(b"x" * (20 + i % 181) + b"\n" for i in range(5000)))
 
-    # Then the estimate from its whole is exact, and from its first 20 KB within 10%
+    # Then the estimate from its whole is exact, and from three windows of 20 KB within 10%
     assert estimate_lines(path) == 5000
-    assert abs(estimate_lines(path, sample_bytes=20_000) - 5000) < 500
-    # And an empty file holds none
+    assert abs((estimate_lines(path, sample_bytes=20_000) or 0) - 5000) < 500
+    # And a huge first line does not hide the short ones after it
+    path.write_bytes(b"x" * 200_000 + b"\n" + b"".join(b"y" * 20 + b"\n" for _ in range(10_000)))
+    assert (estimate_lines(path, sample_bytes=20_000) or 0) >= 9_000
+    # And an empty file holds none, a file without a last newline counts its last line
     (tmp_path / "empty.jsonl").write_bytes(b"")
-    assert estimate_lines(tmp_path / "empty.jsonl") == 0
+    (tmp_path / "two.jsonl").write_bytes(b"a\r\nb")
+    assert (estimate_lines(tmp_path / "empty.jsonl"), estimate_lines(tmp_path / "two.jsonl")) == (0, 2)
+
+
+def test_a_fifo_is_not_read_ahead_to_estimate_its_lines(tmp_path: Path) -> None:
+    # Given a named pipe: what an estimate read from it would be gone for the producer
+    fifo = tmp_path / "jobs.fifo"
+    os.mkfifo(fifo)
+    # Then no estimate is made (it would block here, or eat the lines, if it read)
+    assert estimate_lines(fifo) is None
