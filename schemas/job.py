@@ -4,6 +4,7 @@ the routing decision the classifier attaches to it."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -113,6 +114,7 @@ def parse_wire(raw: str | bytes, line: int, batch_id: str, limits: Limits) -> Wi
     """``parse_line``, returned in queue form. The common simple line goes straight there
     without a Job model in between: the producer's hot path (a worker validates it anyway)."""
     _check_size(raw, limits)
+    _check_unicode(raw)
     simple = _simple_line(raw)
     if simple is None or simple.metadata is not None:  # metadata: pydantic's JSON form (inf → null)
         job = parse_line(raw, line, batch_id, limits)
@@ -133,6 +135,7 @@ def parse_wire(raw: str | bytes, line: int, batch_id: str, limits: Limits) -> Wi
 def parse_line(raw: str | bytes, line: int, batch_id: str, limits: Limits) -> Job:
     """Turn one input line into a Job, or raise InputLineError with a reason a person can act on."""
     _check_size(raw, limits)
+    _check_unicode(raw)
     fast = _simple_job(raw, line, batch_id)
     if fast is not None:
         _check_prompt(fast, limits)
@@ -156,6 +159,33 @@ class _SimpleLineSeen(SimpleLine):
     """SimpleLine keeping the fields it does not know, so the fast path can see a ``body``."""
 
     model_config = ConfigDict(extra="allow")
+
+
+#: A JSON escape of half a UTF-16 surrogate pair (``\\ud83d``): text only with its other half.
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE_BYTES = re.compile(_SURROGATE.pattern.encode())
+
+
+def _check_unicode(raw: str | bytes) -> None:
+    """Refuse a line whose escapes leave half a surrogate pair unpaired: JSON parsers accept
+    it, but it is not text, and no provider request or result line could be written with it."""
+    found = _SURROGATE_BYTES.search(raw) if isinstance(raw, bytes) else _SURROGATE.search(raw)
+    if found is None:  # the common line: no such escape at all
+        return
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return  # not JSON: the parse says so
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        half = f"\\u{ord(exc.object[exc.start]):04x}"
+        custom_id = data.get("custom_id") if isinstance(data, dict) else None
+        raise InputLineError(
+            "invalid_unicode", f"{half} is half of a UTF-16 surrogate pair with no other half, which is not text; "
+            "escape the whole character (both halves) or remove it",
+            custom_id if isinstance(custom_id, str) and _SURROGATE.search(json.dumps(custom_id)) is None else None,
+        ) from None
 
 
 def _check_size(raw: str | bytes, limits: Limits) -> None:

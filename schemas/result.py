@@ -4,9 +4,11 @@ object, and the per-batch report."""
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 from pydantic import BaseModel, Field
+from pydantic_core import PydanticSerializationError
 
 
 class TurnoutInfo(BaseModel):
@@ -52,6 +54,17 @@ class ResultLine(BaseModel):
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def json_text(model: BaseModel) -> str:
+    """``model.model_dump_json()``, with any unpaired UTF-16 surrogate (a model's broken
+    ``\\ud83d`` escape, which JSON parsers accept and UTF-8 cannot encode) replaced by U+FFFD,
+    where pydantic would raise: a paid answer must still be recorded, and readable."""
+    try:
+        return model.model_dump_json()
+    except PydanticSerializationError:
+        text = json.dumps(model.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":"))
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def request_id(batch_id: str, custom_id: str) -> str:

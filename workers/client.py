@@ -129,8 +129,8 @@ def _lines(source: Source) -> Iterable[bytes]:
 def _encode(item: Job | dict[str, Any] | str | bytes) -> bytes:
     if isinstance(item, bytes):
         return item
-    if isinstance(item, str):
-        return item.encode()
+    if isinstance(item, str):  # half a surrogate pair passes, for the line's error to name (not a crash here)
+        return item.encode("utf-8", "surrogatepass")
     if isinstance(item, Job):
         return json.dumps({"custom_id": item.custom_id, "body": {"model": item.model, "messages": item.messages}}).encode()
     return json.dumps(item).encode()

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from schemas.config import Config
 from schemas.job import Job
+from schemas.result import json_text
 from workers.ledger import PREFIX
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class DeadLetters:
             first_failed_at=now,
             last_failed_at=now,
         )
-        self.redis.hset(dlq_key(tier), letter.id, letter.model_dump_json())
+        self.redis.hset(dlq_key(tier), letter.id, json_text(letter))
         return letter
 
     def entries(self, tiers: list[str], batch_id: str | None = None) -> Iterator[DeadLetter]:

@@ -85,6 +85,9 @@ class FakeProviderOptions:
     hang_on: tuple[str, ...] = ()
     """Requests whose last user message contains one of these strings always hang ``hang_s``:
     a poison job, for tests of what happens when a job's worker dies every time."""
+    broken_unicode_on: tuple[str, ...] = ()
+    """Requests whose last user message contains one of these strings get a reply ending in
+    half a UTF-16 surrogate pair (the JSON escape ``\\ud83d``), as a model's output can."""
     context_limit: int | Mapping[str, int] | None = None
     """Prompt tokens above this get OpenAI's 400 ``context_length_exceeded``; per model if a mapping."""
     seed: int = 0
@@ -107,6 +110,7 @@ class FakeProviderOptions:
         object.__setattr__(self, "error_kinds", tuple(int(k) for k in self.error_kinds))
         object.__setattr__(self, "models", tuple(self.models))
         object.__setattr__(self, "hang_on", tuple(str(m) for m in self.hang_on))
+        object.__setattr__(self, "broken_unicode_on", tuple(str(m) for m in self.broken_unicode_on))
         object.__setattr__(self, "fail_models", {str(m): int(s) for m, s in self.fail_models.items()})
         for name in ("context_limit", "rate_limit_rpm", "bad_answer_rate"):
             value = getattr(self, name)
@@ -323,6 +327,8 @@ def completion_body(request: Mapping[str, Any], model: str, texts: list[str], la
     """OpenAI's chat.completion object answering this request."""
     text, bad = reply_text(model, texts, last_user, for_model(options.bad_answer_rate, model) or 0.0)
     content, completion_tokens, finish_reason = truncate(text, requested_max_tokens(request))
+    if any(marker in last_user for marker in options.broken_unicode_on):
+        content += "\ud83d"  # json.dumps sends it as the escape; a client's parser accepts it
     prompt_tokens = count_prompt_tokens(texts)
     choice: dict[str, Any] = {
         "index": 0,

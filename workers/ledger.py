@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import redis
 
 from schemas.errors import TurnoutError
-from schemas.result import BatchStatus, ResultLine, TierReport
+from schemas.result import BatchStatus, ResultLine, TierReport, json_text
 
 PREFIX = "turnout"
 BATCHES = f"{PREFIX}:batches"
@@ -318,14 +318,14 @@ class Ledger:
         pipe = self.redis.pipeline(transaction=False)
         now = time.time()
         for key, line, frontier_cost in items:
-            args = [key, line.model_dump_json(), repr(line.turnout.cost_usd), line.turnout.tier or NO_TIER]
+            args = [key, json_text(line), repr(line.turnout.cost_usd), line.turnout.tier or NO_TIER]
             self._ok(keys=keys.recording, args=args + [repr(frontier_cost), now], client=pipe)
         return [bool(result) for result in pipe.execute()]
 
     def record_error(self, batch_id: str, key: str, line: ResultLine) -> bool:
         """Record a failure unless the key already succeeded; a newer error replaces an older one."""
         keys = BatchKeys(batch_id)
-        args = [key, line.model_dump_json(), line.turnout.tier or NO_TIER, time.time()]
+        args = [key, json_text(line), line.turnout.tier or NO_TIER, time.time()]
         return bool(self._error(keys=keys.recording, args=args) == 1)
 
     def answered(self, batch_id: str, keys: list[str]) -> list[bool]:

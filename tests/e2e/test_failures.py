@@ -131,3 +131,25 @@ def test_a_rate_limit_holds_across_worker_processes_and_the_rest_spills_to_the_b
     assert stats["by_status"].get("429", 0) == 0
     by_deployment = {line["turnout"]["deployment"] for line in result["out"]}
     assert by_deployment == {"frontier-primary", "frontier-backup"}
+
+
+def test_half_a_surrogate_pair_in_an_answer_or_a_prompt_ends_as_one_line_not_a_stall(fresh_fake: Cluster) -> None:
+    # Given a model whose answer to one prompt ends in half a UTF-16 surrogate pair (a JSON
+    # escape UTF-8 cannot encode), and an input line whose prompt holds one
+    fresh_fake.fake(broken_unicode_on=["EMOJI"])
+    lines: list[Any] = [{"custom_id": f"u{i}", "prompt": f"What is {i}?", "model": "tier:cheap"} for i in range(4)]
+    lines[1]["prompt"] = "Draw an EMOJI"
+    lines.append('{"custom_id": "bad", "prompt": "a broken \\ud83d escape", "model": "tier:cheap"}')
+    try:
+        result = fresh_fake.run(lines, "surrogates", timeout=60)
+    finally:
+        fresh_fake.fake(broken_unicode_on=[])
+
+    # Then the answer is recorded once, the half pair replaced by U+FFFD, and the batch completes
+    answers = {line["custom_id"]: line for line in result["out"]}
+    assert sorted(answers) == ["u0", "u1", "u2", "u3"]
+    assert answers["u1"]["response"]["body"]["choices"][0]["message"]["content"].endswith("\ufffd")
+    # And the bad input line is one error line naming what is wrong
+    assert [(e["custom_id"], e["error"]["code"]) for e in result["err"]] == [("bad", "invalid_unicode")]
+    assert "\\ud83d" in result["err"][0]["error"]["message"]
+    assert fresh_fake.fake_stats()["by_status"].get("200") == 4  # each answer paid once

@@ -121,3 +121,20 @@ def test_size_errors_name_the_limit_and_the_actual_size() -> None:
         parse({"custom_id": "a", "prompt": "x" * 150})
     assert "150" in caught.value.message and "100" in caught.value.message
     assert caught.value.custom_id == "a"
+
+
+@pytest.mark.parametrize("parse_any", [parse_line, parse_wire])
+def test_half_a_surrogate_pair_is_refused_and_a_whole_one_or_an_escaped_backslash_is_not(parse_any: object) -> None:
+    def code(raw: str) -> str | None:
+        try:
+            parse_any(raw.encode(), 3, "b", Limits())  # type: ignore[operator]
+        except InputLineError as exc:
+            return f"{exc.code} {exc.custom_id}"
+        return None
+
+    assert code('{"custom_id": "a", "prompt": "broken \\ud83d here"}') == "invalid_unicode a"
+    assert code('{"custom_id": "a", "body": {"messages": [{"role": "system", "content": "\\uDC00"}, '
+                '{"role": "user", "content": "hi"}]}}') == "invalid_unicode a"
+    assert code('{"custom_id": "\\ud83d", "prompt": "x"}') == "invalid_unicode None"  # the id itself cannot be written
+    assert code('{"custom_id": "a", "prompt": "an emoji \\ud83d\\ude00"}') is None
+    assert code('{"custom_id": "a", "prompt": "the text \\\\ud83d, escaped"}') is None
