@@ -587,7 +587,12 @@ def dlq_replay(
 
     client, letters = _dead_letters(config_path)
     count = replay(client.app, client.config, letters, _tiers(client, tier), batch, ids or None)
-    err.print(f"replayed {count} dead letters; `turnout collect BATCH -o DIR --wait` writes the results")
+    from workers.app import configured_redis_url
+
+    if configured_redis_url(client.config):
+        err.print(f"replayed {count} dead letters; `turnout collect BATCH -o DIR --wait` writes the results once the pools answer them")
+    else:  # the embedded Redis of a stopped `turnout run`: its pools are gone with it
+        err.print(f"replayed {count} dead letters; run the same `turnout run FILE` again to answer them and write the results")
 
 
 @dlq_app.command("purge")

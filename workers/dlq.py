@@ -86,9 +86,12 @@ def replay(
 ) -> int:
     """Send dead letters back to their tier queues with fresh attempts; returns how many.
 
-    Idempotent: the tier task skips a job that already has an output line, and a success
-    replaces the job's error line in the batch.
+    Each job's error line is taken back first, so its batch counts the line as not done (and
+    `turnout run`, `collect --wait` and `status` wait for it) until the job records a line
+    again, an answer or a new error. Idempotent: the tier task skips a job that already has
+    an output line.
     """
+    from workers.ledger import Ledger
     from workers.tasks import send_tier
 
     chosen = [letters.get(tiers, i) for i in ids] if ids else list(letters.entries(tiers, batch_id))
@@ -97,6 +100,7 @@ def replay(
         if letter is None:
             continue
         job = letter.job.model_copy(update={"attempts": 0})
+        Ledger(letters.redis).reopen(job.batch_id, job.custom_id, letter.tier)  # before sending: a quick new error must stay
         send_tier(app, config.tier(letter.tier), job.batch_id, [job])
         letters.remove(letter)
         count += 1

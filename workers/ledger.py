@@ -95,6 +95,17 @@ redis.call('XADD', KEYS[4], '*', 'k', ARGV[1], 'ok', '0')
 return 1
 """
 
+# KEYS: err, meta, deleted   ARGV: key, tier   Takes back an error line (its job is sent again):
+# 1 when there was one, and the batch counts the line as not done until it is recorded anew.
+_REOPEN = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[2], 'done', -1)
+redis.call('HINCRBY', KEYS[2], 'failed', -1)
+redis.call('HINCRBY', KEYS[2], 'tier:' .. ARGV[2] .. ':failed', -1)
+return 1
+"""
+
 # KEYS: ids, meta   ARGV: JSON array of custom_ids, JSON array of their lines (two arguments,
 # not two per job: redis-py packs each argument in Python, which cost more than the script).
 # Returns (position, owning line) pairs, flat, for the ids an earlier line owns: usually none,
@@ -248,6 +259,7 @@ class Ledger:
         self._spill_commit = client.register_script(_SPILL_COMMIT)
         self._owners = client.register_script(_OWNERS)
         self._layout = client.register_script(_LAYOUT)
+        self._reopen = client.register_script(_REOPEN)
         self._spill_lease = client.register_script(_SPILL_LEASE)
 
     # --- the producer's side -------------------------------------------------------------
@@ -327,6 +339,12 @@ class Ledger:
         keys = BatchKeys(batch_id)
         args = [key, json_text(line), line.turnout.tier or NO_TIER, time.time()]
         return bool(self._error(keys=keys.recording, args=args) == 1)
+
+    def reopen(self, batch_id: str, key: str, tier: str) -> bool:
+        """Take back the error line of a job about to be sent again (a dead letter replayed):
+        the batch is not complete until the job records a line anew. False when there was none."""
+        keys = BatchKeys(batch_id)
+        return bool(self._reopen(keys=[keys.err, keys.meta, keys.deleted], args=[key, tier]))
 
     def answered(self, batch_id: str, keys: list[str]) -> list[bool]:
         """Which of these keys already have an output line (so a re-delivered job is skipped)."""

@@ -88,11 +88,15 @@ def test_dead_letters_are_replayed_into_a_whole_output(fresh_fake: Cluster, tmp_
     letters = DeadLetters(fresh_fake.client.ledger.redis)
     assert len(list(letters.entries(["cheap"], "outage"))) == 5
 
-    # When the provider comes back and the dead letters are replayed
-    fresh_fake.fake(fail_models={})
+    # When the provider comes back (slowly) and the dead letters are replayed
+    fresh_fake.fake(fail_models={}, latency_ms=500)
     assert replay(fresh_fake.client.app, fresh_fake.config, letters, ["cheap"], "outage", None) == 5
-    fresh_fake.client.wait("outage", timeout=60)
-    _wait_until_no_errors(fresh_fake, "outage")
+
+    # Then the batch counts their lines as not done until they are answered: waiting for it
+    # waits for the answers
+    status = fresh_fake.client.wait("outage", timeout=60)
+    assert status.complete and status.failed == 0 and list(fresh_fake.client.ledger.error_lines("outage")) == []
+    assert status.tiers["cheap"].failed == 0 and status.tiers["cheap"].jobs == 5
 
     # Then collect writes every job to the output and none to the errors
     env_config = ["-c", str(fresh_fake.config_path)]
@@ -106,13 +110,6 @@ def test_dead_letters_are_replayed_into_a_whole_output(fresh_fake: Cluster, tmp_
     assert (tmp_path / "errors.jsonl").read_text() == ""
     assert list(letters.entries(["cheap"], "outage")) == []
 
-
-def _wait_until_no_errors(cluster: Cluster, batch: str, timeout: float = 60) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while list(cluster.client.ledger.error_lines(batch)) and time.monotonic() < deadline:
-        time.sleep(0.2)
 
 
 def test_a_rate_limit_holds_across_worker_processes_and_the_rest_spills_to_the_backup(fresh_fake: Cluster) -> None:

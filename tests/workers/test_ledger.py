@@ -159,3 +159,27 @@ def test_a_batch_an_older_version_claimed_ids_for_keeps_its_one_hash_before_any_
     assert ledger.answered(batch, ["a"]) == [True]
     assert ledger.record_ok(batch, "a", ok_line("a", 0.5), frontier_cost=1.0) is False
     assert ledger.claim_ids(batch, [("b", 2), ("c", 3)]) == [2, 3]
+
+
+def test_a_reopened_error_line_counts_as_not_done_until_its_job_records_again(redis_client: redis.Redis) -> None:
+    # Given a sealed batch of two lines: one answered, one dead-lettered as an error
+    ledger, batch = Ledger(redis_client), uuid.uuid4().hex
+    ledger.open_batch(batch)
+    ledger.record_ok(batch, "a", ok_line("a", 0.5), frontier_cost=1.0)
+    ledger.record_error(batch, "b", error_line(batch, "b", "boom", "it failed", TurnoutInfo(tier="cheap")))
+    ledger.seal(batch, 2)
+    assert ledger.status(batch).complete  # type: ignore[union-attr]
+
+    # When b's job is sent again (a replay) and its error line taken back
+    assert ledger.reopen(batch, "b", "cheap") is True
+    assert ledger.reopen(batch, "b", "cheap") is False  # twice changes nothing more
+
+    # Then the batch waits for it
+    status = ledger.status(batch)
+    assert status is not None and not status.complete and (status.done, status.failed) == (1, 0)
+    assert status.tiers["cheap"].failed == 0
+    # And a new error completes it with the line counted once, as an answer would
+    ledger.record_error(batch, "b", error_line(batch, "b", "boom", "failed again", TurnoutInfo(tier="cheap")))
+    status = ledger.status(batch)
+    assert status is not None and status.complete and (status.done, status.failed) == (2, 1)
+    assert ledger.reopen(batch, "a", "cheap") is False  # an answered line is never taken back
