@@ -7,15 +7,18 @@ module turns it into what each library wants, and never prints a password.
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import redis
@@ -177,6 +180,40 @@ def redis_server_binary() -> str:
     return found
 
 
+#: How long a command waits for another to let go of the state directory (``lock_state_dir``):
+#: long enough for a `turnout status` reading a stopped run's batches to finish.
+STATE_LOCK_WAIT_S = 5.0
+
+
+def lock_state_dir(state_dir: Path, wait_s: float = STATE_LOCK_WAIT_S) -> IO[str]:
+    """Hold the state directory for this process, waiting up to ``wait_s``: its embedded Redis
+    is started and stopped by one holder at a time (a `turnout run`, or a command reading a
+    stopped run's batches), or the first to end would stop it under the other. The lock is
+    the open file returned; closing it, or exiting, lets go."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(state_dir / "lock", "a+")
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                handle.seek(0)
+                holder = handle.read().strip() or "another turnout command"
+                handle.close()
+                raise TurnoutError(
+                    f"{holder} is using {state_dir} and the embedded Redis it stops when it ends; wait for it to "
+                    f"finish, or give this command a state directory of its own (TURNOUT_STATE_DIR={state_dir}-2)"
+                ) from None
+            time.sleep(0.1)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"turnout {' '.join(sys.argv[1:2])} (pid {os.getpid()})".replace("  ", " "))
+    handle.flush()
+    return handle
+
+
 @dataclass
 class EmbeddedRedis:
     """A private redis-server on a unix socket under the state directory, append-only on.
@@ -196,9 +233,14 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"unix://{self.socket}"
 
+    @property
+    def answering(self) -> bool:
+        """Whether a server answers on the socket (this object's, or another's)."""
+        return self.socket.exists() and _answers(self.url)
+
     def start(self) -> str:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        if self.socket.exists() and _answers(self.url):
+        if self.answering:
             return self.url
         self.socket.unlink(missing_ok=True)
         data = self.state_dir.resolve() / "redis"
@@ -221,7 +263,7 @@ class EmbeddedRedis:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise BrokerError(f"the embedded redis-server exited at start; see {data / 'redis.log'}")
-            if self.socket.exists() and _answers(self.url):
+            if self.answering:
                 return self.url
             time.sleep(0.05)
         self.stop()

@@ -55,12 +55,23 @@ def _client(config_path: Path, after_run: bool = False) -> Any:
     if after_run and not configured_redis_url(config) and (state_dir / "redis").is_dir():
         import atexit
 
-        from workers.broker import EmbeddedRedis
+        from workers.broker import STATE_LOCK_WAIT_S, EmbeddedRedis, lock_state_dir
 
         embedded = EmbeddedRedis(state_dir)
-        url = embedded.start()
-        atexit.register(embedded.stop)  # only if this command started it: a running `turnout run` keeps its own
-        return Client(config, url)
+        deadline = time.monotonic() + STATE_LOCK_WAIT_S
+        while not embedded.answering:  # else a running `turnout run` serves it, and keeps it
+            try:
+                held = lock_state_dir(state_dir, wait_s=0)
+            except TurnoutError:
+                if time.monotonic() < deadline:  # a run starting, or another command like this one
+                    time.sleep(0.1)
+                    continue
+                raise
+            embedded.start()
+            atexit.register(held.close)
+            atexit.register(embedded.stop)  # runs first: stops what this command started, then lets go
+            break
+        return Client(config, embedded.url)
     return Client(config, redis_url_for(config))
 
 
@@ -641,6 +652,9 @@ def main() -> None:
         app()
     except TurnoutError as exc:
         err.print(f"turnout: error: {exc}", highlight=False, markup=False, soft_wrap=True)  # one line, however long
+        sys.exit(2)
+    except OSError as exc:  # a file or directory it cannot use: the errno's sentence names it
+        err.print(f"turnout: error: {exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("turnout: interrupted")

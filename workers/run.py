@@ -12,8 +12,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -21,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from schemas.config import Config
 from schemas.errors import TurnoutError
 from workers.app import configured_redis_url, preflight
-from workers.broker import EmbeddedRedis, check
+from workers.broker import EmbeddedRedis, check, lock_state_dir
 from workers.client import Client
 from workers.collector import POLL_S, PeriodicSpill, collect, summary
 from workers.producer import SubmitReport
@@ -38,13 +40,21 @@ def run_batch(
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _stop_like_ctrl_c)  # kill, systemd, docker stop: stop as on Ctrl-C
     state_dir = Path(config.state_dir)
+    for directory, what in ((out_dir, "output (-o)"), (state_dir, "state (state_dir)")):
+        _usable_dir(directory, what)  # before anything runs, not after every call was paid for
     embedded: EmbeddedRedis | None = None
+    held: IO[str] | None = None
     url = configured_redis_url(config)
     if url:
         check(url)
     else:
+        held = lock_state_dir(state_dir)  # a second run here would share, then lose, this one's Redis
         embedded = EmbeddedRedis(state_dir)
-        url = embedded.start()
+        try:
+            url = embedded.start()
+        except BaseException:
+            held.close()
+            raise
     env = dict(os.environ, TURNOUT_REDIS_URL=url, TURNOUT_CONFIG=str(config_path.resolve()))
     supervisor = Supervisor(config, config_path.resolve(), env, state_dir / "logs")
     try:
@@ -62,13 +72,45 @@ def run_batch(
         console.print(f"interrupted: run the same command again to resume batch {batch_id}")
         raise
     finally:
-        supervisor.stop()
-        if embedded is not None:
-            embedded.stop()
+        with _uninterrupted():  # pools first, so they hand their tasks back to a Redis still up
+            supervisor.stop()
+            if embedded is not None:
+                embedded.stop()
+            if held is not None:
+                held.close()
 
 
 def _stop_like_ctrl_c(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _usable_dir(directory: Path, what: str) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise TurnoutError(f"the {what} directory {directory} is a file; name a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TurnoutError(f"cannot make the {what} directory {directory}: {exc.strerror or exc}; name another") from None
+
+
+@contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Ctrl-C and SIGTERM are noted, not obeyed, while the run stops what it started: cut
+    short, the pools would die with Redis, their tasks unacknowledged until the visibility
+    timeout, and a rerun would wait that long for them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def note(signum: int, frame: object) -> None:
+        os.write(2, b"still stopping: the pools hand their tasks back, then Redis stops\n")
+
+    before = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _note_config_change(client: Client, config: Config, batch_id: str, console: Console) -> None:

@@ -19,6 +19,7 @@ from workers.broker import die_with_parent
 USER_ERROR = 2
 #: How long a child gets to stop after SIGTERM before it is killed.
 STOP_GRACE_S = 10.0
+FAKE_PROVIDER = "fake-provider"
 #: How long `turnout run` waits for the fake provider to listen.
 FAKE_START_TIMEOUT_S = 20.0
 
@@ -56,12 +57,21 @@ class Child:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
-        if not self.alive:
+        self.terminate()
+        self.wait(time.monotonic() + STOP_GRACE_S)
+
+    def terminate(self) -> None:
+        """SIGTERM to the child's whole group (Celery's pool children too): a warm shutdown."""
+        if self.alive:
+            assert self.process is not None
+            os.killpg(self.process.pid, signal.SIGTERM)
+
+    def wait(self, deadline: float) -> None:
+        """Wait for the child to exit until ``deadline`` (monotonic), then kill its group."""
+        if self.process is None:
             return
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGTERM)  # the whole group: Celery's pool children too
         try:
-            self.process.wait(timeout=STOP_GRACE_S)
+            self.process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
@@ -89,7 +99,7 @@ class Supervisor:
         argv += ["--latency-ms", str(fake.latency_ms), "--error-rate", str(fake.error_rate)]
         if fake.context_limit:
             argv += ["--context-limit", str(fake.context_limit)]
-        self._start(Child("fake-provider", argv, self.log_dir / "fake-provider.log"))
+        self._start(Child(FAKE_PROVIDER, argv, self.log_dir / "fake-provider.log"))
         port = self._wait_for_port(ready)
         url = f"http://127.0.0.1:{port}/v1"
         self.env["TURNOUT_FAKE_URL"] = url
@@ -116,8 +126,17 @@ class Supervisor:
         return restarted
 
     def stop(self) -> None:
-        for child in reversed(self.children):
-            child.stop()
+        """The pools all at once (each finishes its tasks or hands them back within
+        ``STOP_GRACE_S``), then the fake provider they may still be calling."""
+        pools = [c for c in self.children if c.name != FAKE_PROVIDER]
+        for child in pools:
+            child.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for child in pools:
+            child.wait(deadline)
+        for child in self.children:
+            if child.name == FAKE_PROVIDER:
+                child.stop()
 
     def _start(self, child: Child) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from workers.broker import EmbeddedRedis, _answers
+from workers.broker import EmbeddedRedis, _answers, connect
+from workers.producer import UNACKED
 
 
 def write_batch(path: Path, lines: int, seed: int = 3) -> int:
@@ -64,11 +65,12 @@ def test_run_keeps_the_ledger_on_a_thousand_lines_with_malformed_ones(tmp_path: 
 
 
 def test_sigterm_stops_run_as_ctrl_c_does_and_a_rerun_finishes_the_batch(tmp_path: Path, repo_root: Path) -> None:
-    # Given a run of a slow batch (the fake provider answers in 300 ms)
+    # Given a run of a slow batch (the fake provider answers in 2 s: stopping, a pool waits
+    # for its calls in flight)
     batch = tmp_path / "batch.jsonl"
     batch.write_text("".join(json.dumps({"custom_id": f"r{i}", "prompt": f"What is {i} + {i}?"}) + "\n" for i in range(300)))
     config = tmp_path / "turnout.yaml"
-    config.write_text((repo_root / "examples/turnout.yaml").read_text().replace("latency_ms: 20", "latency_ms: 300"))
+    config.write_text((repo_root / "examples/turnout.yaml").read_text().replace("latency_ms: 20", "latency_ms: 2000"))
     env = {k: v for k, v in os.environ.items() if k not in ("TURNOUT_REDIS_URL", "TURNOUT_FAKE_URL")}
     command = [sys.executable, "-m", "workers.cli", "run", str(batch), "-c", str(config), "-o", "out"]
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -78,14 +80,25 @@ def test_sigterm_stops_run_as_ctrl_c_does_and_a_rerun_finishes_the_batch(tmp_pat
         time.sleep(0.2)
     time.sleep(3)  # some lines answered, most not
 
-    # When it gets SIGTERM (kill, systemd, docker stop)
+    # When it gets SIGTERM (kill, systemd, docker stop), and an impatient Ctrl-C while it stops
     process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=45)
 
     # Then it stops as on Ctrl-C: its children and Redis stopped, the resume hint printed
     assert process.returncode == 130, output[-2000:]
     assert "run the same command again to resume" in " ".join(output.split())
+    assert "still stopping" in output  # the Ctrl-C was noted, not obeyed
     assert not _answers(redis_url)
+    # And the pools handed their tasks back before Redis stopped: none is left unacknowledged,
+    # for a rerun to wait the visibility timeout for
+    embedded = EmbeddedRedis(tmp_path / ".turnout")
+    try:
+        unacked = connect(embedded.start()).hlen(UNACKED)
+    finally:
+        embedded.stop()
+    assert unacked == 0
     # And the same command again finishes the batch, every line once
     rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
@@ -100,3 +113,31 @@ def test_sigterm_stops_run_as_ctrl_c_does_and_a_rerun_finishes_the_batch(tmp_pat
     batches = json.loads(shown.stdout)["batches"]
     assert [(b["submitted"], b["done"], b["complete"]) for b in batches] == [(300, 300, True)]
     assert not _answers(redis_url)
+
+
+def test_a_second_run_in_the_same_directory_is_refused_and_the_first_finishes(tmp_path: Path, repo_root: Path) -> None:
+    # Given a run of a slow batch under way in a directory
+    first_file, second_file = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first_file.write_text("".join(json.dumps({"custom_id": f"a{i}", "prompt": f"What is {i}?"}) + "\n" for i in range(200)))
+    second_file.write_text(json.dumps({"custom_id": "b0", "prompt": "What is 0?"}) + "\n")
+    config = tmp_path / "turnout.yaml"
+    config.write_text((repo_root / "examples/turnout.yaml").read_text().replace("latency_ms: 20", "latency_ms: 3000"))
+    env = {k: v for k, v in os.environ.items() if k not in ("TURNOUT_REDIS_URL", "TURNOUT_FAKE_URL")}
+    run = [sys.executable, "-m", "workers.cli", "run", "-c", str(config)]
+    first = subprocess.Popen([*run, str(first_file), "-o", "out-a"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (tmp_path / ".turnout/logs/pool-cheap.log").exists():
+        time.sleep(0.2)
+
+    # When a second run starts there, and another with -o naming a file
+    second = subprocess.run([*run, str(second_file), "-o", "out-b"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    (tmp_path / "a-file").write_text("")
+    third = subprocess.run([*run, str(second_file), "-o", "a-file"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+
+    # Then each is refused with one line saying why and what to do, and the first run finishes
+    assert second.returncode == 2 and "is using .turnout" in second.stderr and "TURNOUT_STATE_DIR" in second.stderr
+    assert third.returncode == 2 and "a-file is a file" in third.stderr
+    assert len([line for line in (second.stderr + third.stderr).splitlines() if line.strip()]) == 2
+    output, _ = first.communicate(timeout=240)
+    assert first.returncode == 0, output[-2000:]
+    assert len((tmp_path / "out-a/output.jsonl").read_text().splitlines()) == 200
