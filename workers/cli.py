@@ -568,10 +568,14 @@ def _tiers(client: Any, tiers: Optional[list[str]]) -> list[str]:
 def dlq_list(tier: TierOption = None, batch: BatchOption = None, config_path: ConfigOption = DEFAULT_CONFIG) -> None:
     """List dead letters: id, tier, error code, attempts and reason."""
     client, letters = _dead_letters(config_path)
+    found = list(letters.entries(_tiers(client, tier), batch))
     table = Table(show_edge=False)
-    for column in ("id", "tier", "code", "attempts", "reason"):
+    # the id whole, however narrow the terminal (`dlq show` and `replay` take it): the reason folds
+    table.add_column("id", no_wrap=True, min_width=max((len(letter.id) for letter in found), default=2))
+    for column in ("tier", "code", "attempts"):
         table.add_column(column)
-    for letter in letters.entries(_tiers(client, tier), batch):
+    table.add_column("reason", overflow="fold")
+    for letter in found:
         table.add_row(letter.id, letter.tier, letter.code, str(letter.job.attempts), letter.reason[:80])
     out.print(table)
 

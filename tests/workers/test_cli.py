@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
 
 COMMANDS = [
     "run", "submit", "worker", "status", "collect", "classify", "fake-provider", "train", "eval", "calibrate",
@@ -246,3 +247,24 @@ def test_a_malformed_redis_wait_is_one_sentence(repo_root: Path) -> None:
     result = turnout("worker", "--pool", "classify", "-c", str(repo_root / "examples/turnout.yaml"), env={"TURNOUT_REDIS_WAIT_S": "30s", "TURNOUT_REDIS_URL": "redis://127.0.0.1:1/0"})
     assert_one_clear_line(result, "TURNOUT_REDIS_WAIT_S", "'30s'")
 
+
+
+def test_dlq_list_shows_each_id_whole_at_80_columns(redis_url: str, repo_root: Path) -> None:
+    # Given a dead letter with a long id, in a database of its own
+    from schemas.job import Job
+    from tests.conftest import other_db
+    from workers.dlq import DeadLetters
+
+    url = other_db(redis_url, 9)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    job = Job(batch_id="run-f5928cf5bd7e0123", custom_id="request-000000042-with-a-long-name", line=42, messages=[{"role": "user", "content": "x"}])
+    DeadLetters(client).add("cheap", job, "service_unavailable_error", "the provider said no " * 8)
+
+    # When it is listed, piped (80 columns)
+    result = turnout("dlq", "list", "-c", str(repo_root / "examples/turnout.yaml"), env={"TURNOUT_REDIS_URL": url, "COLUMNS": "80"})
+    client.flushdb()
+
+    # Then the id is there whole, for `dlq show` and `dlq replay` to take
+    assert result.returncode == 0, result.stderr
+    assert "run-f5928cf5bd7e0123:request-000000042-with-a-long-name" in result.stdout
