@@ -95,13 +95,15 @@ def replay(
     from workers.tasks import send_tier
 
     chosen = [letters.get(tiers, i) for i in ids] if ids else list(letters.entries(tiers, batch_id))
-    count = 0
+    groups: dict[tuple[str, str], list[DeadLetter]] = {}
     for letter in chosen:
-        if letter is None:
-            continue
-        job = letter.job.model_copy(update={"attempts": 0})
-        Ledger(letters.redis).reopen(job.batch_id, job.custom_id, letter.tier)  # before sending: a quick new error must stay
-        send_tier(app, config.tier(letter.tier), job.batch_id, [job])
-        letters.remove(letter)
-        count += 1
-    return count
+        if letter is not None:
+            groups.setdefault((letter.tier, letter.job.batch_id), []).append(letter)
+    ledger = Ledger(letters.redis)
+    for (tier, batch), group in groups.items():  # in the tier's micro-batches, as the classifier sends them
+        for letter in group:
+            ledger.reopen(batch, letter.job.custom_id, tier)  # before sending: a quick new error must stay
+        send_tier(app, config.tier(tier), batch, [letter.job.model_copy(update={"attempts": 0}) for letter in group])
+        for letter in group:
+            letters.remove(letter)
+    return sum(map(len, groups.values()))

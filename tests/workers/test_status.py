@@ -60,3 +60,28 @@ def test_latency_quantiles_are_interpolated_within_their_bucket() -> None:
     assert quantile(counts, 0.2) == pytest.approx(0.1 + 0.15 * 20 / 50)
     # And a rank in the open-ended bucket reads as the last finite bound
     assert quantile(counts, 0.95) == 60.0
+
+
+def test_replayed_dead_letters_go_back_in_the_tiers_micro_batches_and_status_counts_them_right(broker: str) -> None:
+    # Given 20 dead letters of one batch on the cheap tier (micro-batches of 8), nothing consuming
+    from workers.dlq import DeadLetters, replay
+    from workers.scaling import snapshot
+
+    config = Config.model_validate({"tiers": [
+        {"name": "cheap", "batch_size": 8, "deployments": [{"model": "openai/x"}]},
+        {"name": "frontier", "min_score": 0.5, "deployments": [{"model": "openai/y"}]},
+    ]})  # fmt: skip
+    app = create_app(config, broker)
+    client = redis.Redis.from_url(broker)
+    letters = DeadLetters(client)
+    for job in jobs(20):
+        letters.add("cheap", job, "service_unavailable_error", "down")
+
+    # When they are replayed
+    assert replay(app, config, letters, ["cheap", "frontier"], "b", None) == 20
+
+    # Then they wait as 3 messages (8, 8, 4), not 20, and status and scale count 20 jobs queued, not 160
+    cheap = config.tier("cheap")
+    assert cheap.batch_size == 8 and client.llen(cheap.queue) == 3
+    assert snapshot(config, client).queued == {"cheap": 24, "frontier": 0}  # an estimate: full micro-batches
+    assert list(letters.entries(["cheap"], "b")) == []
