@@ -82,7 +82,7 @@ def _client(config_path: Path, after_run: bool = False) -> Any:
 def run(
     file: Annotated[Path, typer.Argument(help="JSONL input: OpenAI Batch lines or {custom_id, prompt} lines.")],
     config_path: ConfigOption = DEFAULT_CONFIG,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where output.jsonl, errors.jsonl and report.json go.")] = Path("turnout-out"),
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where output.jsonl, errors.jsonl, report.json and report.html go.")] = Path("turnout-out"),
     batch_id: Annotated[Optional[str], typer.Option(help="Batch id; default derives from the file, so a rerun resumes.")] = None,
     fresh: Annotated[bool, typer.Option(help="Start a new batch even if this file was run before.")] = False,
     timeout: Annotated[Optional[float], typer.Option(help="Give up after this many seconds.")] = None,
