@@ -161,31 +161,41 @@ class _SimpleLineSeen(SimpleLine):
     model_config = ConfigDict(extra="allow")
 
 
-#: A JSON escape of half a UTF-16 surrogate pair (``\\ud83d``): text only with its other half.
-_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-_SURROGATE_BYTES = re.compile(_SURROGATE.pattern.encode())
+#: Half a UTF-16 surrogate pair with no other half beside it: a JSON escape (``\\ud83d``) of
+#: a high half not followed by a low one, or of a low half not after a high one; in bytes
+#: also the half encoded raw (``ED A0 BD``: CESU-8, or Python's "surrogatepass"), and in a
+#: str the character itself. A whole pair, as ``json.dumps`` escapes an emoji, is text.
+_HALF = r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+_HALF_STR = re.compile(_HALF + "|[\ud800-\udfff]")
+_HALF_BYTES = re.compile(_HALF.encode() + rb"|\xed[\xa0-\xbf]")
 
 
 def _check_unicode(raw: str | bytes) -> None:
-    """Refuse a line whose escapes leave half a surrogate pair unpaired: JSON parsers accept
-    it, but it is not text, and no provider request or result line could be written with it."""
-    found = _SURROGATE_BYTES.search(raw) if isinstance(raw, bytes) else _SURROGATE.search(raw)
-    if found is None:  # the common line: no such escape at all
+    """Refuse a line holding half a surrogate pair: JSON parsers accept the escape, but it is
+    not text, and no provider request or result line could be written with it."""
+    found = _HALF_BYTES.search(raw) if isinstance(raw, bytes) else _HALF_STR.search(raw)
+    if found is None:  # the common line, emoji escaped in pairs included
         return
+    half = found.group()
+    shown = half.decode("ascii", "backslashreplace") if isinstance(half, bytes) else half.encode("ascii", "backslashreplace").decode()
+    data: Any = None
     try:
         data = json.loads(raw)
-    except ValueError:
-        return  # not JSON: the parse says so
-    try:
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as exc:
-        half = f"\\u{ord(exc.object[exc.start]):04x}"
-        custom_id = data.get("custom_id") if isinstance(data, dict) else None
-        raise InputLineError(
-            "invalid_unicode", f"{half} is half of a UTF-16 surrogate pair with no other half, which is not text; "
-            "escape the whole character (both halves) or remove it",
-            custom_id if isinstance(custom_id, str) and _SURROGATE.search(json.dumps(custom_id)) is None else None,
-        ) from None
+    except ValueError:  # not JSON, or not UTF-8 (a raw half, named as its bytes)
+        if shown.startswith("\\u"):
+            return  # the parse says what is wrong
+    else:
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+            return  # the match was an escaped backslash before "u": text after all
+        except UnicodeEncodeError as exc:
+            shown = f"\\u{ord(exc.object[exc.start]):04x}"
+    custom_id = data.get("custom_id") if isinstance(data, dict) else None
+    raise InputLineError(
+        "invalid_unicode", f"{shown} is half of a UTF-16 surrogate pair with no other half, which is not text; "
+        "write the whole character (both halves) or remove it",
+        custom_id if isinstance(custom_id, str) and _HALF_STR.search(json.dumps(custom_id)) is None else None,
+    )
 
 
 def _check_size(raw: str | bytes, limits: Limits) -> None:

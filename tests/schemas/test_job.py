@@ -136,5 +136,15 @@ def test_half_a_surrogate_pair_is_refused_and_a_whole_one_or_an_escaped_backslas
     assert code('{"custom_id": "a", "body": {"messages": [{"role": "system", "content": "\\uDC00"}, '
                 '{"role": "user", "content": "hi"}]}}') == "invalid_unicode a"
     assert code('{"custom_id": "\\ud83d", "prompt": "x"}') == "invalid_unicode None"  # the id itself cannot be written
+    assert code('{"custom_id": "a", "prompt": "a low half alone \\ude00"}') == "invalid_unicode a"
     assert code('{"custom_id": "a", "prompt": "an emoji \\ud83d\\ude00"}') is None
     assert code('{"custom_id": "a", "prompt": "the text \\\\ud83d, escaped"}') is None
+
+
+def test_half_a_surrogate_pair_written_raw_is_refused_too() -> None:
+    # As Python's "surrogatepass" or a CESU-8 writer puts it: bytes ED A0 BD, not an escape
+    raw = '{"custom_id": "a", "prompt": "raw \ud83d here"}'.encode("utf-8", "surrogatepass")
+    for parse_any in (parse_line, parse_wire):
+        with pytest.raises(InputLineError) as caught:
+            parse_any(raw, 3, "b", Limits())
+        assert (caught.value.code, caught.value.custom_id) == ("invalid_unicode", "a")
