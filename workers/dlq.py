@@ -35,6 +35,15 @@ class DeadLetter(BaseModel):
     last_failed_at: float
 
 
+# KEYS: dlq   ARGV: letter id, its last_failed_at as read   1 when removed
+_REMOVE_IF = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+if cjson.decode(raw)['last_failed_at'] ~= tonumber(ARGV[2]) then return 0 end
+return redis.call('HDEL', KEYS[1], ARGV[1])
+"""
+
+
 def dlq_key(tier: str) -> str:
     return f"{PREFIX}:dlq:{tier}"
 
@@ -44,6 +53,7 @@ class DeadLetters:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
+        self._remove_if = client.register_script(_REMOVE_IF)
 
     def add(self, tier: str, job: Job, code: str, reason: str) -> DeadLetter:
         now = time.time()
@@ -77,6 +87,11 @@ class DeadLetters:
     def remove(self, letter: DeadLetter) -> None:
         self.redis.hdel(dlq_key(letter.tier), letter.id)
 
+    def remove_unchanged(self, letter: DeadLetter) -> bool:
+        """Remove the letter unless its job failed again since it was read (a replayed job
+        that failed fast has a new letter under the same id, which must stay)."""
+        return bool(self._remove_if(keys=[dlq_key(letter.tier)], args=[letter.id, repr(letter.last_failed_at)]))
+
     def depth(self, tier: str) -> int:
         return int(self.redis.hlen(dlq_key(tier)))
 
@@ -105,5 +120,5 @@ def replay(
             ledger.reopen(batch, letter.job.custom_id, tier)  # before sending: a quick new error must stay
         send_tier(app, config.tier(tier), batch, [letter.job.model_copy(update={"attempts": 0}) for letter in group])
         for letter in group:
-            letters.remove(letter)
+            letters.remove_unchanged(letter)
     return sum(map(len, groups.values()))

@@ -458,7 +458,7 @@ class Ledger:
         collector's ``follow`` reads it from the spill file). Lines are read from Redis with
         their events, up to ``count`` in one round trip: an error line that a replayed job's
         answer replaced before it was read is left out; one read before that comes, and so does
-        the answer, later.
+        the job's new line, later (its answer, or a new error after ``reopen``).
 
         The batch's status is read before each read of its events: complete then (its
         counters and its events move in one script), and fewer events read than asked for,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -85,3 +86,23 @@ def test_replayed_dead_letters_go_back_in_the_tiers_micro_batches_and_status_cou
     assert cheap.batch_size == 8 and client.llen(cheap.queue) == 3
     assert snapshot(config, client).queued == {"cheap": 24, "frontier": 0}  # an estimate: full micro-batches
     assert list(letters.entries(["cheap"], "b")) == []
+
+
+def test_a_replayed_job_that_fails_again_at_once_keeps_its_new_dead_letter(broker: str) -> None:
+    # Given a dead letter, read for a replay
+    from workers.dlq import DeadLetters
+
+    letters = DeadLetters(redis.Redis.from_url(broker))
+    job = jobs(1)[0]
+    letters.add("cheap", job, "bad_request", "first failure")
+    [read] = list(letters.entries(["cheap"], "b"))
+
+    # When the job fails again before the replay removes the letter it read
+    time.sleep(0.01)
+    letters.add("cheap", job, "bad_request", "second failure")
+
+    # Then the new letter stays, and the one read is gone only when nothing replaced it
+    assert letters.remove_unchanged(read) is False
+    [left] = list(letters.entries(["cheap"], "b"))
+    assert left.reason == "second failure"
+    assert letters.remove_unchanged(left) is True and list(letters.entries(["cheap"], "b")) == []
