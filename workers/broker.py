@@ -185,7 +185,7 @@ def redis_server_binary() -> str:
 STATE_LOCK_WAIT_S = 5.0
 
 
-def lock_state_dir(state_dir: Path, wait_s: float = STATE_LOCK_WAIT_S) -> IO[str]:
+def lock_state_dir(state_dir: Path, wait_s: float = STATE_LOCK_WAIT_S, advice: str = "") -> IO[str]:
     """Hold the state directory for this process, waiting up to ``wait_s``: its embedded Redis
     is started and stopped by one holder at a time (a `turnout run`, or a command reading a
     stopped run's batches), or the first to end would stop it under the other. The lock is
@@ -199,19 +199,23 @@ def lock_state_dir(state_dir: Path, wait_s: float = STATE_LOCK_WAIT_S) -> IO[str
             break
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                handle.seek(0)
-                holder = handle.read().strip() or "another turnout command"
                 handle.close()
-                raise TurnoutError(
-                    f"{holder} is using {state_dir} and the embedded Redis it stops when it ends; wait for it to "
-                    f"finish, or give this command a state directory of its own (TURNOUT_STATE_DIR={state_dir}-2)"
-                ) from None
+                advice = advice or f"wait for it to finish, or give this run a state directory of its own (TURNOUT_STATE_DIR={state_dir}-2)"
+                raise TurnoutError(f"{state_dir_holder(state_dir)} is using {state_dir} and the embedded Redis it stops when it ends; {advice}") from None
             time.sleep(0.1)
     handle.seek(0)
     handle.truncate()
     handle.write(f"turnout {' '.join(sys.argv[1:2])} (pid {os.getpid()})".replace("  ", " "))
     handle.flush()
     return handle
+
+
+def state_dir_holder(state_dir: Path) -> str:
+    """Who holds (or last held) the state directory's lock, as it wrote itself there."""
+    try:
+        return (state_dir / "lock").read_text().strip() or "another turnout command"
+    except OSError:
+        return "another turnout command"
 
 
 @dataclass

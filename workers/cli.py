@@ -55,14 +55,16 @@ def _client(config_path: Path, after_run: bool = False) -> Any:
     if after_run and not configured_redis_url(config) and (state_dir / "redis").is_dir():
         import atexit
 
-        from workers.broker import STATE_LOCK_WAIT_S, EmbeddedRedis, lock_state_dir
+        from workers.broker import STATE_LOCK_WAIT_S, EmbeddedRedis, lock_state_dir, state_dir_holder
 
         embedded = EmbeddedRedis(state_dir)
         deadline = time.monotonic() + STATE_LOCK_WAIT_S
-        while not embedded.answering:  # else a running `turnout run` serves it, and keeps it
+        while True:
             try:
-                held = lock_state_dir(state_dir, wait_s=0)
+                held = lock_state_dir(state_dir, wait_s=0, advice="try again when it has finished")
             except TurnoutError:
+                if state_dir_holder(state_dir).startswith("turnout run") and embedded.answering:
+                    break  # a running `turnout run` serves it, and keeps it up
                 if time.monotonic() < deadline:  # a run starting, or another command like this one
                     time.sleep(0.1)
                     continue
@@ -577,7 +579,8 @@ def dlq_list(tier: TierOption = None, batch: BatchOption = None, config_path: Co
     table.add_column("reason", overflow="fold")
     for letter in found:
         table.add_row(letter.id, letter.tier, letter.code, str(letter.job.attempts), letter.reason[:80])
-    out.print(table)
+    needed = sum(max((len(getattr(letter, name)) for letter in found), default=0) for name in ("id", "tier", "code")) + 50
+    Console(width=max(out.width, needed)).print(table)  # wider than the terminal rather than cut
 
 
 @dlq_app.command("show")

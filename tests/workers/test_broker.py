@@ -80,3 +80,18 @@ def test_a_redis_that_never_comes_is_one_sentence_once_the_wait_is_over(tmp_path
     with pytest.raises(BrokerError, match="cannot reach Redis"):
         check(f"unix://{tmp_path / 'nobody.sock'}", wait_s=1.0)
     assert 1.0 <= time.monotonic() - started < 10
+
+
+def test_a_state_directory_is_held_by_one_command_at_a_time(tmp_path: Path) -> None:
+    from schemas.errors import TurnoutError
+    from workers.broker import lock_state_dir
+
+    # Given a command holding the state directory
+    held = lock_state_dir(tmp_path, wait_s=0)
+
+    # Then another waits for it, then names it and says what to do
+    with pytest.raises(TurnoutError, match=r"turnout .*\(pid \d+\) is using .*; try again when it has finished"):
+        lock_state_dir(tmp_path, wait_s=0.3, advice="try again when it has finished")
+    # And once it lets go, the next takes it
+    held.close()
+    lock_state_dir(tmp_path, wait_s=0).close()

@@ -258,7 +258,7 @@ def test_dlq_list_shows_each_id_whole_at_80_columns(redis_url: str, repo_root: P
     url = other_db(redis_url, 9)
     client = redis.Redis.from_url(url)
     client.flushdb()
-    job = Job(batch_id="run-f5928cf5bd7e0123", custom_id="request-000000042-with-a-long-name", line=42, messages=[{"role": "user", "content": "x"}])
+    job = Job(batch_id="run-f5928cf5bd7e0123", custom_id="request-000000042-with-a-long-name-and-a-variant-of-it", line=42, messages=[{"role": "user", "content": "x"}])
     DeadLetters(client).add("cheap", job, "service_unavailable_error", "the provider said no " * 8)
 
     # When it is listed, piped (80 columns)
@@ -267,4 +267,5 @@ def test_dlq_list_shows_each_id_whole_at_80_columns(redis_url: str, repo_root: P
 
     # Then the id is there whole, for `dlq show` and `dlq replay` to take
     assert result.returncode == 0, result.stderr
-    assert "run-f5928cf5bd7e0123:request-000000042-with-a-long-name" in result.stdout
+    assert "run-f5928cf5bd7e0123:request-000000042-with-a-long-name-and-a-variant-of-it" in result.stdout
+    assert "service_unavailable_error" in result.stdout  # and the other columns stay
