@@ -19,6 +19,7 @@ from workers.broker import die_with_parent
 USER_ERROR = 2
 #: How long a child gets to stop after SIGTERM before it is killed.
 STOP_GRACE_S = 10.0
+#: The fake provider's child: stopped after the pools, which may still be calling it.
 FAKE_PROVIDER = "fake-provider"
 #: How long `turnout run` waits for the fake provider to listen.
 FAKE_START_TIMEOUT_S = 20.0
