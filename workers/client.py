@@ -65,8 +65,16 @@ class Client:
     ) -> SubmitReport:
         expected = len(source) if isinstance(source, Sized) and not isinstance(source, (str, bytes)) else None
         if isinstance(source, (str, Path)):  # where a waiting collector can find lines to send again
-            path = Path(source).resolve()
-            self.ledger.redis.hset(BatchKeys(batch_id).meta, mapping={"input_path": str(path), "input_size": path.stat().st_size})
+            path, meta = Path(source).resolve(), BatchKeys(batch_id).meta
+            size = path.stat().st_size
+            before, before_size, enqueued = self.ledger.redis.hmget(meta, ["input_path", "input_size", "enqueued_line"])
+            if int(enqueued or 0) and before is not None and (before.decode(), int(before_size or 0)) != (str(path), size):
+                raise TurnoutError(
+                    f"batch {batch_id} was submitted from {before.decode()} ({int(before_size or 0):,} bytes); {path} "
+                    f"({size:,} bytes) is another file, and going on would skip its first lines. Give it another "
+                    f"--batch-id, or `turnout delete {batch_id}` first"
+                )
+            self.ledger.redis.hset(meta, mapping={"input_path": str(path), "input_size": size})
             expected = estimate_lines(path)
         return Producer(self.app, self.config, self.ledger).submit(_lines(source), batch_id, on_progress, expected)
 

@@ -174,7 +174,7 @@ return found
 """
 
 # KEYS: lock   ARGV: token, ttl ms (0: release)   1 when the caller holds the lease afterwards.
-_SPILL_LEASE = """
+_LEASE = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
 if ARGV[2] == '0' then
@@ -184,6 +184,9 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
+
+#: How long a producer's submit lease outlives its last renewal (it renews with every chunk).
+SUBMIT_LEASE_MS = 30_000
 
 #: How long a deleted batch's tombstone keeps late re-deliveries of its jobs from running.
 DELETED_TTL_S = 7 * 86_400
@@ -233,7 +236,7 @@ class BatchKeys:
         return [self.out, self.err, self.meta, self.events, self.deleted, self.ids]
 
     def all(self) -> list[str]:
-        return [self.meta, self.ids, self.out, self.err, self.events, self.key("spill-lock")]
+        return [self.meta, self.ids, self.out, self.err, self.events, self.key("spill-lock"), self.key("submitting")]
 
 
 def id_buckets_for(expected_lines: int | None) -> int:
@@ -260,7 +263,7 @@ class Ledger:
         self._owners = client.register_script(_OWNERS)
         self._layout = client.register_script(_LAYOUT)
         self._reopen = client.register_script(_REOPEN)
-        self._spill_lease = client.register_script(_SPILL_LEASE)
+        self._lease = client.register_script(_LEASE)
 
     # --- the producer's side -------------------------------------------------------------
 
@@ -433,10 +436,18 @@ class Ledger:
 
     def spill_lock(self, batch_id: str, token: str, ttl_ms: int = 60_000) -> bool:
         """Take or renew the batch's spill lease: one spiller (or reader of the spill file) at a time."""
-        return bool(self._spill_lease(keys=[BatchKeys(batch_id).key("spill-lock")], args=[token, ttl_ms]))
+        return bool(self._lease(keys=[BatchKeys(batch_id).key("spill-lock")], args=[token, ttl_ms]))
+
+    def submit_lease(self, batch_id: str, token: str, ttl_ms: int = SUBMIT_LEASE_MS) -> bool:
+        """Take or renew the batch's submit lease: one producer at a time, or two would each
+        claim the other's lines as their own and move the resume mark and size under it."""
+        return bool(self._lease(keys=[BatchKeys(batch_id).key("submitting")], args=[token, ttl_ms]))
+
+    def submit_release(self, batch_id: str, token: str) -> None:
+        self._lease(keys=[BatchKeys(batch_id).key("submitting")], args=[token, 0])
 
     def spill_unlock(self, batch_id: str, token: str) -> None:
-        self._spill_lease(keys=[BatchKeys(batch_id).key("spill-lock")], args=[token, 0])
+        self._lease(keys=[BatchKeys(batch_id).key("spill-lock")], args=[token, 0])
 
     def error_lines(self, batch_id: str) -> Iterator[bytes]:
         """Error lines whose key has no output line (a replayed job's old error is dropped)."""

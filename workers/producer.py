@@ -10,6 +10,7 @@ last line it knows was enqueued.
 from __future__ import annotations
 
 import queue
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,11 +21,11 @@ from celery import Celery
 
 from router.policy import TierPolicy
 from schemas.config import Config
-from schemas.errors import InputLineError
+from schemas.errors import InputLineError, TurnoutError
 from schemas.job import IDLE, Job, WireJob, numbered, parse_line, parse_wire
 from schemas.result import TurnoutInfo, error_line
 from workers.app import CLASSIFY_QUEUE
-from workers.ledger import Ledger, spilled
+from workers.ledger import SUBMIT_LEASE_MS, Ledger, spilled
 from workers.tasks import send_classify
 
 #: Check queue depth every this many chunks; each check is one Redis round trip.
@@ -65,6 +66,7 @@ class Producer:
         self.ledger = ledger
         self.policy = TierPolicy(config)
         self._queues = [(CLASSIFY_QUEUE, config.chunk_size)] + [(t.queue, t.batch_size) for t in config.tiers]
+        self._token = ""  # this producer's submit lease, while it submits
 
     def submit(
         self, lines: Iterable[bytes], batch_id: str, on_progress: Callable[[SubmitReport], None] | None = None,
@@ -72,6 +74,20 @@ class Producer:
     ) -> SubmitReport:
         """Enqueue every line of ``lines`` under ``batch_id``; seals the batch at the end.
         ``expected_lines``, a guess, sizes the batch's bookkeeping in Redis (``Ledger.open_batch``)."""
+        self._token = secrets.token_hex(8)
+        if not self.ledger.submit_lease(batch_id, self._token):
+            raise TurnoutError(
+                f"batch {batch_id} is being submitted by another producer; wait for it to finish (if it was killed, "
+                f"{SUBMIT_LEASE_MS // 1000} s after it died), or give this one another --batch-id"
+            )
+        try:
+            return self._submit(lines, batch_id, on_progress, expected_lines)
+        finally:
+            self.ledger.submit_release(batch_id, self._token)
+
+    def _submit(
+        self, lines: Iterable[bytes], batch_id: str, on_progress: Callable[[SubmitReport], None] | None, expected_lines: int | None
+    ) -> SubmitReport:
         started = time.perf_counter()
         report = SubmitReport(batch_id=batch_id, resumed_after=self.ledger.enqueued_line(batch_id))
         physical = self.ledger.counts_blank_lines(batch_id)
@@ -138,6 +154,7 @@ class Producer:
     def _flush(self, batch_id: str, pending: list[WireJob], records: int, line_no: int, report: SubmitReport) -> None:
         """Claim the chunk's custom_ids, send the unique ones, and move the resume mark: the
         batch holds ``records`` lines up to and with line ``line_no``."""
+        self._renew_lease(batch_id)
         if pending:
             owners = self.ledger.claim_ids(batch_id, [(job.custom_id, job.line) for job in pending])
             fresh = [job for job, owner in zip(pending, owners) if owner == job.line]
@@ -193,6 +210,11 @@ class Producer:
             send_classify(self.app, batch_id, missing)
         return len(missing)
 
+    def _renew_lease(self, batch_id: str) -> None:
+        if not self.ledger.submit_lease(batch_id, self._token):
+            raise TurnoutError(f"lost batch {batch_id}'s submit lease to another producer (this one stalled for "
+                               f"{SUBMIT_LEASE_MS // 1000} s); it goes on with the batch")
+
     def anything_pending(self) -> bool:
         """Any turnout task queued, or delivered and not yet acknowledged (waiting retries included)."""
         pipe = self.ledger.redis.pipeline(transaction=False)
@@ -212,6 +234,7 @@ class Producer:
         queued = self.queued_jobs()
         report.peak_queued = max(report.peak_queued, queued)
         while queued > self.config.high_water:
+            self._renew_lease(report.batch_id)
             time.sleep(BACKPRESSURE_SLEEP_S)
             report.waited_s += BACKPRESSURE_SLEEP_S
             queued = self.queued_jobs()

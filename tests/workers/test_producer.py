@@ -20,7 +20,8 @@ from schemas.result import ResultLine, TurnoutInfo
 from tests.conftest import other_db
 from workers.app import create_app
 from workers.ledger import Ledger
-from workers.client import estimate_lines
+from schemas.errors import TurnoutError
+from workers.client import Client, estimate_lines
 from workers.producer import Producer
 
 CONFIG = {
@@ -241,3 +242,41 @@ def test_a_fifo_is_not_read_ahead_to_estimate_its_lines(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     # Then no estimate is made (it would block here, or eat the lines, if it read)
     assert estimate_lines(fifo) is None
+
+
+def test_a_second_producer_of_a_batch_is_refused_while_the_first_submits(producer: Producer) -> None:
+    # Given a producer held at the high-water mark in the middle of batch "one"
+    first = threading.Thread(target=lambda: producer.submit(lines(300), "one"), daemon=True)
+    first.start()
+    time.sleep(1.0)
+
+    # When another producer submits the same batch
+    other = Producer(producer.app, producer.config, producer.ledger)
+    with pytest.raises(TurnoutError, match="being submitted by another producer"):
+        other.submit(lines(300), "one")
+
+    # Then the first goes on alone (its queue drained here) and seals the batch at its size
+    deadline = time.monotonic() + 30
+    while first.is_alive() and time.monotonic() < deadline:
+        producer.ledger.redis.delete("turnout.classify")
+        time.sleep(0.1)
+    status = producer.ledger.status("one")
+    assert not first.is_alive() and status is not None and status.sealed and status.submitted == 300
+
+
+def test_a_batch_id_in_use_for_another_file_is_refused(producer: Producer, redis_url: str, tmp_path: Path) -> None:
+    # Given batch "b" submitted from one file
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    one.write_bytes(b"\n".join(lines(5)) + b"\n")
+    two.write_bytes(b"\n".join(lines(9, start=100)) + b"\n")
+    client = Client(producer.config, other_db(redis_url, 13), producer.app)
+    client.submit_report(one, "b")
+
+    # When another file is submitted under the same id
+    with pytest.raises(TurnoutError, match=r"was submitted from .*one\.jsonl .* another file"):
+        client.submit_report(two, "b")
+
+    # Then the batch is untouched, and the same file again resumes it as before
+    status = client.status("b")
+    assert (status.submitted, status.sealed) == (5, True)
+    assert client.submit_report(one, "b").enqueued == 0
