@@ -129,7 +129,8 @@ def quantile(counts: dict[str, float], q: float) -> float:
 
 def render(data: dict[str, Any]) -> RenderableType:
     batches = Table(title="batches", show_edge=False)
-    for column in ("batch", "progress", "done", "failed", "jobs/s", "cost", "all-frontier"):
+    batches.add_column("batch", no_wrap=True, min_width=max((len(b["batch_id"]) for b in data["batches"]), default=5))  # whole: commands take it
+    for column in ("progress", "done", "failed", "jobs/s", "cost", "all-frontier"):
         batches.add_column(column)
     for b in data["batches"]:
         total = b["submitted"] or 1
