@@ -225,7 +225,12 @@ def spill(ledger: Ledger, batch_id: str, path: Path, per_round: int = 5000) -> i
     if not ledger.spill_lock(batch_id, token):
         return 0  # another collector is spilling this batch
     try:
-        known, _, _ = ledger.spill_state(batch_id)
+        known, spilled_bytes, _ = ledger.spill_state(batch_id)
+        if known and spilled_bytes and not Path(known).exists():  # not made here: an empty file would look cut
+            raise TurnoutError(
+                f"batch {batch_id}'s answers are spilled to {known} ({spilled_bytes:,} bytes), which is not on this "
+                "machine: collect or spill the batch on the machine that holds it (or restore the file, if it was removed)"
+            )
         path = Path(known) if known else _fresh(path.resolve())
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)

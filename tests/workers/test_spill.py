@@ -116,6 +116,11 @@ def test_a_spill_file_missing_here_is_a_clear_error(batch: tuple[Ledger, str], t
     (tmp_path / "spill.jsonl").unlink()
     with pytest.raises(TurnoutError, match="cannot be read here"):
         list(output_lines(ledger, batch_id))
+    # And a spill here (a collector on another machine) says where the file is, and makes none
+    record(ledger, batch_id, ["b"])
+    with pytest.raises(TurnoutError, match="which is not on this machine"):
+        spill(ledger, batch_id, tmp_path / "elsewhere.jsonl")
+    assert not (tmp_path / "spill.jsonl").exists() and not (tmp_path / "elsewhere.jsonl").exists()
 
 
 def test_spilling_frees_most_of_redis_memory_for_finished_lines(batch: tuple[Ledger, str], tmp_path: Path) -> None:
