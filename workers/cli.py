@@ -197,7 +197,7 @@ def worker(
 
 @app.command()
 def status(
-    batch_id: Annotated[Optional[str], typer.Argument(help="A batch id; default shows every batch.")] = None,
+    batch_id: Annotated[Optional[str], typer.Argument(help="A batch id; default shows every unfinished batch and the 10 newest complete ones.")] = None,
     config_path: ConfigOption = DEFAULT_CONFIG,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object and exit.")] = False,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Keep the view live until Ctrl-C.")] = False,

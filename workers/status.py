@@ -11,20 +11,27 @@ from rich.console import Group, RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
+from workers.app import CLASSIFY_QUEUE
 from workers.dlq import DeadLetters
 from workers.metrics import LATENCY_BUCKETS, STATS
 from workers.producer import UNACKED
 from workers.scaling import recommendations, snapshot
 
 _JOBS = re.compile(r"\bjobs=(\d+)")
+#: Complete batches `status` lists besides every unfinished one, newest first.
+SHOWN_BATCHES = 10
 
 
 
 def view(client: Any, batch_id: str | None, interval: float) -> dict[str, Any]:
     """Batches, tiers and in-flight tasks; throughput and arrivals are measured over ``interval``."""
     redis = client.ledger.redis
-    batches = [batch_id] if batch_id else client.ledger.batches()[:10]
-    before = {b: client.status(b) for b in batches}
+    if batch_id:
+        before = {batch_id: client.status(batch_id)}  # one that does not exist is an error
+    else:  # newest first
+        before = {b: status for b in client.ledger.batches() if (status := client.ledger.status(b)) is not None}
+    # every unfinished batch, and the 10 newest of the rest
+    batches = [b for n, b in enumerate(before) if n < SHOWN_BATCHES or not before[b].complete]
     first = snapshot(client.config, redis)
     import time
 
@@ -36,7 +43,9 @@ def view(client: Any, batch_id: str | None, interval: float) -> dict[str, Any]:
     held = in_flight(client.config, redis)
     return {
         "in_flight_tasks": int(redis.hlen(UNACKED)),
+        "classify_queued_jobs": int(redis.llen(CLASSIFY_QUEUE)) * client.config.chunk_size,  # an estimate: full chunks
         "batches": [_batch(client.status(b), before[b], interval) for b in batches],
+        "batches_not_shown": len(before) - len(batches),
         "tiers": [
             {
                 "tier": tier.name,
@@ -128,7 +137,8 @@ def quantile(counts: dict[str, float], q: float) -> float:
 
 
 def render(data: dict[str, Any]) -> RenderableType:
-    batches = Table(title="batches", show_edge=False)
+    hidden = data.get("batches_not_shown", 0)
+    batches = Table(title=f"batches ({hidden} older complete ones not shown)" if hidden else "batches", show_edge=False)
     batches.add_column("batch", no_wrap=True, min_width=max((len(b["batch_id"]) for b in data["batches"]), default=5))  # whole: commands take it
     for column in ("progress", "done", "failed", "jobs/s", "cost", "all-frontier"):
         batches.add_column(column)
@@ -140,7 +150,8 @@ def render(data: dict[str, Any]) -> RenderableType:
             b["batch_id"], bar, state, str(b["failed"]), f"{b['throughput_per_s']:.1f}",
             f"${b['cost_usd']:.4f}", f"${b['all_frontier_cost_usd']:.4f}",
         )  # fmt: skip
-    tiers = Table(title=f"tiers ({data['in_flight_tasks']} tasks in flight)", show_edge=False)
+    waiting = f"; ~{data['classify_queued_jobs']:,} jobs waiting to be classified" if data.get("classify_queued_jobs") else ""
+    tiers = Table(title=f"tiers ({data['in_flight_tasks']} tasks in flight{waiting})", show_edge=False)
     for column in ("tier", "queued jobs", "in flight", "retrying", "arrivals/s", "p50", "p95", "DLQ", "recommended processes"):
         tiers.add_column(column)
     for t in data["tiers"]:

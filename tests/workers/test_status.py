@@ -106,3 +106,33 @@ def test_a_replayed_job_that_fails_again_at_once_keeps_its_new_dead_letter(broke
     [left] = list(letters.entries(["cheap"], "b"))
     assert left.reason == "second failure"
     assert letters.remove_unchanged(left) is True and list(letters.entries(["cheap"], "b")) == []
+
+
+def test_status_lists_every_unfinished_batch_and_the_newest_complete_ones(broker: str) -> None:
+    # Given an unfinished batch begun first, then 12 complete ones, and a classify task waiting
+    from workers.client import Client
+    from workers.ledger import Ledger
+    from workers.status import SHOWN_BATCHES, view
+    from workers.tasks import send_classify
+
+    config = Config.model_validate(CONFIG)
+    app = create_app(config, broker)
+    client = Client(config, broker, app)
+    ledger = Ledger(redis.Redis.from_url(broker))
+    ledger.open_batch("old-unfinished")
+    ledger.seal("old-unfinished", 5)
+    for n in range(12):
+        time.sleep(0.002)  # each its own start time
+        ledger.open_batch(f"done-{n}")
+        ledger.seal(f"done-{n}", 0)
+    send_classify(app, "old-unfinished", jobs(3))
+
+    # When status is read
+    data = view(client, None, interval=0)
+
+    # Then the unfinished batch is there, with the 10 newest complete ones; 2 are said to be left out
+    shown = [b["batch_id"] for b in data["batches"]]
+    assert "old-unfinished" in shown and len(shown) == SHOWN_BATCHES + 1 and data["batches_not_shown"] == 2
+    assert "done-0" not in shown and "done-11" in shown
+    # And the jobs waiting to be classified are counted (as full chunks: an estimate)
+    assert data["classify_queued_jobs"] == config.chunk_size
