@@ -151,8 +151,8 @@ def submit(
             raise TurnoutError("--repair needs the batch's input FILE and its --batch-id")
         client.status(batch_id)
         producer = Producer(client.app, client.config, client.ledger)
-        if producer.anything_pending():
-            raise TurnoutError("tasks are still queued or in flight; --repair is for a batch that stopped short")
+        if producer.batch_pending(batch_id):
+            raise TurnoutError(f"tasks of batch {batch_id} are still queued or in flight; --repair is for a batch that stopped short")
         resent = producer.resend_missing(file_lines(file), batch_id)
         err.print(f"sent {resent} missing lines again")
         print(batch_id)

@@ -210,18 +210,22 @@ class Producer:
             send_classify(self.app, batch_id, missing)
         return len(missing)
 
+    def batch_pending(self, batch_id: str) -> bool:
+        """Any task of this batch queued, or delivered and not yet acknowledged (waiting
+        retries included), found by the batch in the argsrepr turnout gives every task. Reads
+        the queues whole: for a batch that looks stalled, not for every poll."""
+        needle = f"batch={batch_id!r}".encode()
+        redis = self.ledger.redis
+        for name, _ in self._queues:
+            for start in range(0, int(redis.llen(name)), 500):
+                if any(needle in message for message in redis.lrange(name, start, start + 499)):
+                    return True
+        return any(needle in held for held in redis.hvals(UNACKED))
+
     def _renew_lease(self, batch_id: str) -> None:
         if not self.ledger.submit_lease(batch_id, self._token):
             raise TurnoutError(f"lost batch {batch_id}'s submit lease to another producer (this one stalled for "
                                f"{SUBMIT_LEASE_MS // 1000} s); it goes on with the batch")
-
-    def anything_pending(self) -> bool:
-        """Any turnout task queued, or delivered and not yet acknowledged (waiting retries included)."""
-        pipe = self.ledger.redis.pipeline(transaction=False)
-        for name, _ in self._queues:
-            pipe.llen(name)
-        pipe.hlen(UNACKED)
-        return any(int(n) for n in pipe.execute())
 
     def queued_jobs(self) -> int:
         """Jobs waiting in turnout's queues, estimated from message counts × jobs per message."""

@@ -32,7 +32,8 @@ class StallWatch:
     batch_id: str
     input_path: Path | None
     say: Callable[[str], None]
-    since: float | None = None
+    since: float | None = None  # when the batch last made progress (or was first seen stalled)
+    done_at_since: int = 0
     warned: bool = field(default=False, repr=False)
     producer: Producer = field(init=False, repr=False)
 
@@ -40,16 +41,20 @@ class StallWatch:
         self.producer = Producer(self.client.app, self.client.config, self.client.ledger)
 
     def check(self, status: BatchStatus | None) -> int:
-        """Lines sent again (0 while no stall has lasted STALL_S)."""
-        if status is None or not status.sealed or status.complete or self.producer.anything_pending():
+        """Lines sent again (0 until the batch has made no progress for STALL_S with none of
+        its tasks queued or in flight; other batches' tasks do not hold it back)."""
+        if status is None or not status.sealed or status.complete:
             self.since = None
             return 0
         now = time.monotonic()
-        if self.since is None:
-            self.since = now
+        if self.since is None or status.done != self.done_at_since:
+            self.since, self.done_at_since = now, status.done
+            return 0
         if now - self.since < STALL_S:
             return 0
         self.since = None
+        if self.producer.batch_pending(self.batch_id):
+            return 0
         # one waiter repairs: `turnout run` and a `collect --wait` must not both send the lines
         if not self.client.ledger.redis.set(f"turnout:batch:{self.batch_id}:repair", 1, nx=True, ex=int(2 * STALL_S) + 1):
             return 0

@@ -280,3 +280,19 @@ def test_a_batch_id_in_use_for_another_file_is_refused(producer: Producer, redis
     status = client.status("b")
     assert (status.submitted, status.sealed) == (5, True)
     assert client.submit_report(one, "b").enqueued == 0
+
+
+def test_a_batch_is_pending_only_while_its_own_tasks_are_queued_or_held(producer: Producer) -> None:
+    # Given a task of batch "busy" queued, none of batch "stalled"
+    from schemas.job import Job
+    from workers.tasks import send_classify
+
+    send_classify(producer.app, "busy", [Job(batch_id="busy", custom_id="a", line=1, messages=[{"role": "user", "content": "hi"}])])
+
+    # Then "busy" is pending and "stalled" is not: another batch's work does not hold its repair back
+    assert producer.batch_pending("busy") and not producer.batch_pending("stalled")
+
+    # And a task a worker holds unacknowledged still counts
+    with producer.app.connection_for_write() as connection:
+        assert connection.default_channel.basic_get("turnout.classify", no_ack=False) is not None
+        assert producer.ledger.redis.llen("turnout.classify") == 0 and producer.batch_pending("busy")
