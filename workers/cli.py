@@ -274,6 +274,10 @@ def collect(
         _wait(client, batch_id, spill_)
     report = client.collect(batch_id, out_dir)
     err.print(f"wrote {report.output_lines} output and {report.error_lines} error lines to {out_dir}")
+    status = client.status(batch_id)
+    if not status.complete:
+        missing = f"{status.submitted - status.done} of {status.submitted}" if status.sealed else "some"
+        err.print(f"[yellow]batch {batch_id} is not complete ({missing} lines to come): these files are partial; --wait waits for it[/yellow]")
     if delete:
         _delete_batch(client, batch_id, force=False, drop_spill=True)  # its lines are in out_dir now
 
@@ -397,6 +401,8 @@ def worker_ping(
     from workers.app import create_app, redis_url_for
 
     config = _config(config_path)
+    if pool != "classify":
+        config.tier(pool)  # one sentence naming the tiers, not a wait for a worker that cannot exist
     node = (name or f"{pool}@%h").replace("%h", socket.gethostname())
     replies = create_app(config, redis_url_for(config)).control.ping(destination=[node], timeout=timeout)
     if not any(node in reply for reply in replies):

@@ -303,14 +303,17 @@ def summary(status: BatchStatus) -> dict[str, object]:
 def _write_lines(path: Path, lines: Iterable[bytes]) -> int:
     count = 0
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        for line in lines:
-            handle.write(line)
-            handle.write(b"\n")
-            count += 1
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            for line in lines:
+                handle.write(line)
+                handle.write(b"\n")
+                count += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a read that failed leaves no half file behind
     return count
 
 

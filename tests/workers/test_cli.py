@@ -269,3 +269,33 @@ def test_dlq_list_shows_each_id_whole_at_80_columns(redis_url: str, repo_root: P
     assert result.returncode == 0, result.stderr
     assert "run-f5928cf5bd7e0123:request-000000042-with-a-long-name-and-a-variant-of-it" in result.stdout
     assert "service_unavailable_error" in result.stdout  # and the other columns stay
+
+
+def test_worker_ping_of_a_pool_the_config_lacks_is_one_sentence(repo_root: Path) -> None:
+    result = turnout("worker-ping", "--pool", "nosuch", "-c", str(repo_root / "examples/turnout.yaml"))
+    assert result.returncode == 2 and "nosuch" in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
+
+
+def test_collect_of_an_unfinished_batch_says_its_files_are_partial(redis_url: str, repo_root: Path, tmp_path: Path) -> None:
+    # Given a sealed batch of 2 lines with 1 recorded, in a database of its own
+    from schemas.result import ResultLine, TurnoutInfo
+    from tests.conftest import other_db
+    from workers.ledger import Ledger
+
+    url = other_db(redis_url, 9)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    ledger = Ledger(client)
+    ledger.open_batch("half")
+    ledger.record_ok("half", "a", ResultLine(id="x", custom_id="a", turnout=TurnoutInfo(tier="cheap")), 0.0)
+    ledger.seal("half", 2)
+
+    # When it is collected without --wait
+    result = turnout("collect", "half", "-o", str(tmp_path / "out"), "-c", str(repo_root / "examples/turnout.yaml"), env={"TURNOUT_REDIS_URL": url})
+    client.flushdb()
+
+    # Then the files are written, and it says they are partial
+    assert result.returncode == 0, result.stderr
+    assert "not complete (1 of 2 lines to come)" in " ".join(result.stderr.split())
+    assert len((tmp_path / "out/output.jsonl").read_text().splitlines()) == 1

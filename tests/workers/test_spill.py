@@ -116,6 +116,9 @@ def test_a_spill_file_missing_here_is_a_clear_error(batch: tuple[Ledger, str], t
     (tmp_path / "spill.jsonl").unlink()
     with pytest.raises(TurnoutError, match="cannot be read here"):
         list(output_lines(ledger, batch_id))
+    with pytest.raises(TurnoutError, match="cannot be read here"):
+        collect(ledger, batch_id, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []  # no half-written output.jsonl.tmp left behind
     # And a spill here (a collector on another machine) says where the file is, and makes none
     record(ledger, batch_id, ["b"])
     with pytest.raises(TurnoutError, match="which is not on this machine"):
