@@ -607,12 +607,11 @@ def dlq_replay(
     config_path: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
     """Put dead letters back on their tier queue; a job that already has a result adds nothing."""
+    from workers.app import configured_redis_url
     from workers.dlq import replay
 
     client, letters = _dead_letters(config_path)
     count = replay(client.app, client.config, letters, _tiers(client, tier), batch, ids or None)
-    from workers.app import configured_redis_url
-
     if configured_redis_url(client.config):
         err.print(f"replayed {count} dead letters; `turnout collect BATCH -o DIR --wait` writes the results once the pools answer them")
     else:  # the embedded Redis of a stopped `turnout run`: its pools are gone with it

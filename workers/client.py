@@ -114,9 +114,10 @@ def estimate_lines(path: Path, sample_bytes: int = 1 << 20) -> int | None:
     ``sample_bytes`` (its start, middle and end), the densest of them: too many costs the ids
     buckets little, too few fills them past what Redis keeps compact. None for what is not a
     regular file (a FIFO would lose what this read)."""
-    if not stat.S_ISREG(path.stat().st_mode):
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
         return None
-    size = path.stat().st_size
+    size = info.st_size
     if size <= 3 * sample_bytes:
         data = path.read_bytes()
         return data.count(b"\n") + (bool(data) and not data.endswith(b"\n"))  # a last line may lack its newline

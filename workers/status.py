@@ -137,7 +137,7 @@ def quantile(counts: dict[str, float], q: float) -> float:
 
 
 def render(data: dict[str, Any]) -> RenderableType:
-    hidden = data.get("batches_not_shown", 0)
+    hidden = data["batches_not_shown"]
     batches = Table(title=f"batches ({hidden} older complete ones not shown)" if hidden else "batches", show_edge=False)
     batches.add_column("batch", no_wrap=True, min_width=max((len(b["batch_id"]) for b in data["batches"]), default=5))  # whole: commands take it
     for column in ("progress", "done", "failed", "jobs/s", "cost", "all-frontier"):
@@ -150,7 +150,7 @@ def render(data: dict[str, Any]) -> RenderableType:
             b["batch_id"], bar, state, str(b["failed"]), f"{b['throughput_per_s']:.1f}",
             f"${b['cost_usd']:.4f}", f"${b['all_frontier_cost_usd']:.4f}",
         )  # fmt: skip
-    waiting = f"; ~{data['classify_queued_jobs']:,} jobs waiting to be classified" if data.get("classify_queued_jobs") else ""
+    waiting = f"; ~{data['classify_queued_jobs']:,} jobs waiting to be classified" if data["classify_queued_jobs"] else ""
     tiers = Table(title=f"tiers ({data['in_flight_tasks']} tasks in flight{waiting})", show_edge=False)
     for column in ("tier", "queued jobs", "in flight", "retrying", "arrivals/s", "p50", "p95", "DLQ", "recommended processes"):
         tiers.add_column(column)
