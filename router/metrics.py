@@ -161,9 +161,16 @@ def routing_metrics(
     num_results: int = DEFAULT_NUM_RESULTS,
     prices: tuple[float, float] | None = None,
 ) -> RoutingMetrics:
-    """All the figures for one router on one labeled set; ``prices`` is (weak, strong) per call."""
+    """All the figures for one router on one labeled set; ``prices`` is (weak, strong) per call.
+
+    Raises ValueError when the strong model's mean quality is not above the weak one's: every
+    figure is a share of that gap, and there is none to recover.
+    """
     s, w, st = _arrays(scores, weak, strong)
     weak_q, strong_q = float(w.mean()), float(st.mean())
+    if not strong_q > weak_q:
+        raise ValueError(f"the strong model's mean quality ({strong_q:.4g}) is not above the weak one's ({weak_q:.4g}): "
+                         "there is no gap for a router to recover")
     curve = quality_curve(s, w, st, num_results)
     share95 = share_at_quality(curve, QUALITY_TARGET * strong_q)
     cost95 = cost_all = None

@@ -16,8 +16,10 @@ writes the model card ``<stem>.md`` beside it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,6 +226,9 @@ class TrainedClassifier(Classifier):
     model_name: str = "default"
     card: dict[str, Any] = field(default_factory=dict)
     name: str = "trained"
+    #: ``prompt_fingerprint`` of each training prompt, so ``turnout eval`` can tell in-sample
+    #: rows from held-out ones whatever file they come in (empty in files written before).
+    fingerprints: frozenset[str] = frozenset()
 
     def score(self, text: str) -> Score:
         return self.score_batch([text])[0]
@@ -277,6 +282,7 @@ class TrainedClassifier(Classifier):
             "idf": _rounded(self.vocabulary.idf),
             "domains": {kind: {"type": _type_name(model), **model.to_dict()} for kind, model in self.domains.items()},
             "card": self.card,
+            "prompt_fingerprints": sorted(self.fingerprints),
         }
 
     @classmethod
@@ -291,7 +297,8 @@ class TrainedClassifier(Classifier):
         if unknown:
             raise ValueError(f"it names unknown prompt kinds {sorted(unknown)}")
         domains = {kind: _domain_model(kind, m, len(vocabulary.terms)) for kind, m in data["domains"].items()}
-        return cls(vocabulary, domains, str(data["name"]), dict(data["card"]))
+        fingerprints = frozenset(str(f) for f in data.get("prompt_fingerprints", []))
+        return cls(vocabulary, domains, str(data["name"]), dict(data["card"]), fingerprints=fingerprints)
 
     @classmethod
     def load(cls, path: Path) -> TrainedClassifier:
@@ -301,6 +308,12 @@ class TrainedClassifier(Classifier):
     def save(self, path: Path) -> tuple[Path, Path]:
         """Write the model JSON and its card ``<stem>.md``; returns both paths."""
         return write_model_file(path, self.to_dict(), render_card(self.model_name, self.card))
+
+
+def prompt_fingerprint(prompt: str) -> str:
+    """A prompt's 32-bit fingerprint (8 hex digits): among the 10,000 prompts of a model's
+    training data, a new prompt matches one by chance about once in 400,000."""
+    return hashlib.sha1(prompt.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
 def _type_name(model: LinearModel | StackedModel) -> str:
@@ -325,10 +338,12 @@ def read_model_file(
     data = _read_json(Path(path), retrain)
     if data.get("format") != fmt:
         raise ModelFileError(f"Model file {path} is not a turnout {kind} (format {data.get('format')!r}).")
-    if data.get("version") != version:
+    found = data.get("version")
+    if found != version:
+        newer = isinstance(found, int) and found > version
         raise ModelFileError(
-            f"Model file {path} is {kind} version {data.get('version')!r} but this turnout reads version "
-            f"{version}; retrain it with {retrain}."
+            f"Model file {path} is {kind} version {found!r} but this turnout reads version {version}; "
+            + (f"upgrade turnout, or retrain it with {retrain}." if newer else f"retrain it with {retrain}.")
         )
     try:
         return build(data)
@@ -336,13 +351,30 @@ def read_model_file(
         raise ModelFileError(f"Model file {path} is corrupt: {exc or type(exc).__name__}.") from exc
 
 
-def write_model_file(path: Path, data: dict[str, Any], card: str) -> tuple[Path, Path]:
-    """Write a model's JSON and its card ``<stem>.md`` beside it; returns both paths."""
+def check_model_path(path: Path) -> Path:
+    """Refuse, before any training, an output path ``write_model_file`` could not use: a folder,
+    a ``.md`` name (its card would overwrite it), a place that cannot be written."""
     path = Path(path)
+    if path.suffix.lower() == ".md":
+        raise ModelFileError(f"-o {path}: the model card goes to {path.with_suffix('.md')}; give the model a .json name")
+    if path.is_dir():
+        raise ModelFileError(f"-o {path} is a folder; give a file path, such as {path / 'model.json'}")
+    existing = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise ModelFileError(f"-o {path}: cannot write in {existing}; give a path in a folder that is writable")
+    return path
+
+
+def write_model_file(path: Path, data: dict[str, Any], card: str) -> tuple[Path, Path]:
+    """Write a model's JSON and its card ``<stem>.md`` beside it; returns both paths. Each file is
+    written whole to a temporary name first: a worker never loads half a model."""
+    path = check_model_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, separators=(",", ":")) + "\n", encoding="utf-8")
     card_path = path.with_suffix(".md")
-    card_path.write_text(card, encoding="utf-8")
+    for target, text in ((path, json.dumps(data, separators=(",", ":")) + "\n"), (card_path, card)):
+        partial = target.with_name(f".{target.name}.tmp")
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(target)
     return path, card_path
 
 

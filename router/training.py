@@ -32,7 +32,7 @@ import numpy as np
 from router.classifier import Classifier, Score
 from router.features import DENSE_NAMES, SparseRows, Vocabulary, describe_batch, detect_domain, excerpt
 from router.metrics import DEFAULT_NUM_RESULTS, oracle_curve, quality_curve, routing_metrics
-from router.trained import LinearModel, StackedModel, TrainedClassifier
+from router.trained import LinearModel, StackedModel, TrainedClassifier, check_model_path, prompt_fingerprint
 from router.trees import BoostingSettings, fit_boosted_trees
 from schemas.errors import TurnoutError
 
@@ -132,17 +132,23 @@ def read_jsonl(path: Path, min_rows: int, what: str, build: Callable[[dict[str, 
     """``build`` applied to every JSON object line of ``path`` (blank lines skipped); raises
     TrainingDataError naming the file, and the line, for an unreadable file, a bad line or too few rows."""
     path = Path(path)
+    if path.is_dir():
+        raise TrainingDataError(f"{path} is a folder; give the JSONL files in it.", path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TrainingDataError(f"Cannot read labeled data {path}: {exc}.", path) from exc
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise TrainingDataError(f"Cannot read labeled data {path}: {exc.strerror or exc}.", path) from exc
     rows = [build(_json_object(path, n, line), path, n) for n, line in enumerate(lines, 1) if line.strip()]
     if len(rows) < min_rows:
         raise TrainingDataError(f"{path} holds {len(rows)} {what}; at least {min_rows} are needed.", path)
     return rows
 
 
-def _json_object(path: Path, n: int, line: str) -> dict[str, Any]:
+def _json_object(path: Path, n: int, raw: bytes) -> dict[str, Any]:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TrainingDataError(f"{path}:{n}: not UTF-8 (byte {exc.start + 1} of the line); save the file as UTF-8.", path, n) from exc
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -206,7 +212,8 @@ def fit(rows: Sequence[LabeledRow], settings: FitSettings = FitSettings(), name:
         else:
             target = np.clip(strong[picked] - weak[picked], -1.0, 1.0) / 2.0 + 0.5
             domains[kind] = fit_logistic(matrix, dense[picked], target, settings.l2.get(kind, 3e-3), settings)
-    return TrainedClassifier(vocabulary, domains, model_name=name)
+    fingerprints = frozenset(prompt_fingerprint(r.prompt) for r in rows)
+    return TrainedClassifier(vocabulary, domains, model_name=name, fingerprints=fingerprints)
 
 
 def fit_logistic(rows: SparseRows, dense: np.ndarray, target: np.ndarray, l2: float, settings: FitSettings) -> LinearModel:
@@ -386,7 +393,8 @@ def _two_loop(g: np.ndarray, steps: list[tuple[np.ndarray, np.ndarray]]) -> np.n
 
 
 def cross_validated_scores(
-    rows: Sequence[LabeledRow], folds: int = DEFAULT_FOLDS, seed: int = 0, settings: FitSettings = FitSettings()
+    rows: Sequence[LabeledRow], folds: int = DEFAULT_FOLDS, seed: int = 0, settings: FitSettings = FitSettings(),
+    log: Callable[[str], None] = lambda message: None,
 ) -> np.ndarray:
     """Each row's score from a model fitted without its fold; folds are drawn within each dataset."""
     rng = np.random.default_rng(seed)
@@ -395,7 +403,10 @@ def cross_validated_scores(
         members = np.array([i for i, r in enumerate(rows) if r.dataset == dataset])
         fold[members] = rng.permutation(len(members)) % folds
     scores = np.zeros(len(rows))
+    started = time.perf_counter()
     for k in range(folds):
+        if k:
+            log(f"  fold {k + 1} of {folds} (about {(time.perf_counter() - started) / k * (folds - k):.0f} s left)…")
         train_idx, test_idx = np.where(fold != k)[0], np.where(fold == k)[0]
         model = fit([rows[i] for i in train_idx], settings)
         scores[test_idx] = model.predict([rows[i].prompt for i in test_idx])
@@ -418,7 +429,10 @@ def metrics_by_dataset(
         weak = np.array([rows[i].weak for i in idx])
         strong = np.array([rows[i].strong for i in idx])
         priced = prices.get(name) if isinstance(prices, Mapping) else prices
-        result[name] = routing_metrics(scores[idx], weak, strong, num_results, priced).as_dict()
+        try:
+            result[name] = routing_metrics(scores[idx], weak, strong, num_results, priced).as_dict()
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
     return result
 
 
@@ -547,18 +561,38 @@ def train(
     ``folds`` of 0 or 1 skips the cross-validation (the card then says so).
     """
     started = time.perf_counter()
-    out = Path(out)
+    out = check_model_path(Path(out))
     per_file = {str(p): read_rows(Path(p)) for p in paths}
     rows = [row for file_rows in per_file.values() for row in file_rows]
+    check_learnable(rows, folds > 1)
     held_out: dict[str, dict[str, Any]] = {}
     if folds > 1:
         log(f"cross-validating on {len(rows):,} rows ({folds} folds)…")
-        held_out = metrics_by_dataset(cross_validated_scores(rows, folds, seed, settings), rows)
+        held_out = metrics_by_dataset(cross_validated_scores(rows, folds, seed, settings, log), rows)
     log(f"fitting on all {len(rows):,} rows…")
     model = fit(rows, settings, name or out.stem)
     model.card = _card(per_file, rows, model, held_out, folds, seed)
     model_path, card_path = model.save(out)
     return TrainReport(model_path, card_path, {p: len(r) for p, r in per_file.items()}, held_out, time.perf_counter() - started)
+
+
+def check_learnable(rows: Sequence[LabeledRow], held_out: bool) -> None:
+    """Refuse, before any fitting, data that would train nothing (no prompt kind with enough rows:
+    the "model" would be the heuristic alone) or, with ``held_out`` figures wanted, a file whose
+    strong model is on average no better than its weak one (no gap to measure a router by)."""
+    kinds = Counter(describe_batch([r.prompt for r in rows])[0])
+    if not any(kinds[kind] >= MIN_ROWS_PER_KIND for kind in LEARNED_KINDS):
+        found = ", ".join(f"{kind} {kinds[kind]}" for kind in LEARNED_KINDS)
+        raise TrainingDataError(
+            f"The training data has too few rows of a kind the router learns ({found}; a kind needs {MIN_ROWS_PER_KIND}): "
+            "the model would be the heuristic alone. Add multiple-choice or word-problem rows.", Path("."))
+    if held_out:
+        for dataset in sorted({r.dataset for r in rows}):
+            weak, strong = quality_targets([r for r in rows if r.dataset == dataset])
+            if not strong.mean() > weak.mean():
+                raise TrainingDataError(
+                    f"In {dataset}, the strong model's mean quality ({strong.mean():.4g}) is not above the weak one's "
+                    f"({weak.mean():.4g}), so held-out figures have no gap to measure; train with --folds 0.", Path(dataset))
 
 
 def _card(

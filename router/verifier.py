@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from router.features import Vocabulary
-from router.trained import LinearModel, read_model_file, write_model_file
-from router.training import FitSettings, check_fields, fit_logistic, read_jsonl
+from router.trained import LinearModel, check_model_path, read_model_file, write_model_file
+from router.training import FitSettings, TrainingDataError, check_fields, fit_logistic, read_jsonl
 from schemas.errors import TurnoutError
 
 #: What the ``format`` field of a verifier file must say.
@@ -445,7 +445,13 @@ def train_verifier(
 ) -> VerifierReport:
     """Cross-validate on ``paths`` for the card, fit on all of it, write ``out`` and its card."""
     started = time.perf_counter()
+    check_model_path(Path(out))
     per_file = {Path(p).name: read_answered_rows(Path(p)) for p in paths}
+    for name, file_rows in per_file.items():
+        wrong = next((r for r in file_rows if not (0 <= r.weak <= 1 and 0 <= r.strong <= 1)), None)
+        if wrong:
+            raise TrainingDataError(f"{name}: row {wrong.id!r} has weak {wrong.weak:g}, strong {wrong.strong:g}; the verifier "
+                                    "learns whether an answer is correct, 1 or 0 (a judge's grade: scale it to 0..1).", Path(name))
     rows = [row for file_rows in per_file.values() for row in file_rows]
     held_out: dict[str, Any] = {}
     if folds > 1:

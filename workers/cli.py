@@ -22,6 +22,7 @@ from rich.table import Table  # noqa: E402
 
 from schemas.config import Config, load_config  # noqa: E402
 from schemas.errors import TurnoutError  # noqa: E402
+from workers.paths import input_file  # noqa: E402
 
 app = typer.Typer(
     help="turnout: route batch LLM traffic to cheap or frontier models on per-tier Celery pools.",
@@ -98,8 +99,7 @@ def run(
     """
     from workers.run import run_batch
 
-    if not file.is_file():
-        raise TurnoutError(f"input file {file} not found; pass a JSONL file (examples/batch.jsonl is one)")
+    input_file(file, hint="pass a JSONL file (examples/batch.jsonl is one)")
     config = _config(config_path)
     batch = batch_id or _file_batch_id(file, fresh)
     summary = run_batch(config, config_path, file, out_dir, batch, timeout, err)
@@ -141,8 +141,8 @@ def submit(
     from workers.client import new_batch_id
     from workers.producer import stream_lines
 
-    if file != "-" and not Path(file).is_file():
-        raise TurnoutError(f"input file {file} not found; pass a JSONL file, or - for stdin")
+    if file != "-":
+        input_file(file, hint="pass a JSONL file, or - for stdin")
     client = _client(config_path)
     if repair:
         from workers.producer import Producer, file_lines
@@ -436,8 +436,7 @@ def classify(
     """Dry-run routing: one {custom_id, tier, score} line per input line, a summary on stderr."""
     from workers.routing import dry_run
 
-    if not file.is_file():
-        raise TurnoutError(f"input file {file} not found")
+    input_file(file)
     summary = dry_run(_config(config_path), file, sys.stdout)
     err.print(summary)
 
@@ -455,9 +454,13 @@ def train(
     """Train a router model (JSON weights, no pickle) and write its model card."""
     from router.training import train as train_model
 
+    from router.trained import check_model_path
+
+    check_model_path(out_path)
     for path in data:
-        if not path.is_file():
-            raise TurnoutError(f"training data {path} not found")
+        input_file(path, "training data")
+    if folds < 0:
+        raise TurnoutError(f"--folds {folds}: give 0 (no held-out figures) or a number of folds from 2")
     report = train_model(data, out_path, folds=folds, seed=seed, log=lambda message: err.print(message))
     for dataset, figures in report.held_out.items():
         cpt = figures["cpt"]
@@ -478,6 +481,7 @@ def evaluate(
         Optional[bool],
         typer.Option("--cost-aware/--plain", help="Weigh the cascade's scores by what escalating costs (default: as the config's cascade tier)."),
     ] = None,
+    verifier: Annotated[Optional[str], typer.Option(help="The cascade's verifier file (default: the config's cascade tier's, else the shipped one).")] = None,
 ) -> None:
     """RouteLLM's metrics for a router (CPT, APGR, cost at 95%), or with --policy cascade,
     quality against cost for the cascade, direct routing and random routing."""
@@ -485,13 +489,17 @@ def evaluate(
 
     if policy not in ("route", "cascade"):
         raise TurnoutError(f"--policy is route or cascade, not {policy!r}")
-    config = _config(config_path) if config_path.exists() else None
+    # the config is optional here (it gives prices), unless named
+    config = _config(config_path) if config_path.exists() or config_path != DEFAULT_CONFIG else None
     if policy == "cascade":
         tier = next((t for t in config.tiers if t.policy == "cascade" and t.scorer), None) if config else None
         kind = scorer or (tier.scorer.kind if tier and tier.scorer else "format+verifier")
         weigh = cost_aware if cost_aware is not None else bool(tier and tier.scorer and tier.scorer.cost_aware)
-        result = run_cascade_eval(data, kind, router_name, config, plot, err, weigh)
+        model = verifier or (tier.scorer.model_path if tier and tier.scorer else None)
+        result = run_cascade_eval(data, kind, router_name, config, plot, err, weigh, model)
     else:
+        if scorer or cost_aware is not None or verifier:
+            raise TurnoutError("--scorer, --cost-aware and --verifier are for --policy cascade")
         result = run_eval(data, router_name, config, plot, err)
     if as_json:
         print(json.dumps(result, indent=2))
@@ -526,11 +534,14 @@ def verify(
     file: Annotated[Path, typer.Argument(help='JSONL with "prompt" and "response" (and "custom_id") per line.')],
     scorer: Annotated[str, typer.Option(help="format, logprob, verifier, or format+<kind>.")] = "format+verifier",
     cost_aware: Annotated[bool, typer.Option("--cost-aware", help="Weigh each score by what escalating its answer would cost.")] = False,
+    verifier: Annotated[Optional[str], typer.Option(help="Verifier file for the verifier kinds (`turnout train-verifier`; default: the shipped one).")] = None,
 ) -> None:
     """Score answers: one {"custom_id", "score"} line each (higher = more likely good)."""
     from workers.evaluation import verify_lines
 
-    count = verify_lines(file, scorer, sys.stdout, cost_aware)
+    if cost_aware and scorer == "format":
+        raise TurnoutError("--cost-aware weighs a probability, and the format scorer gives pass or fail; pick another --scorer")
+    count = verify_lines(file, scorer, sys.stdout, cost_aware, verifier)
     err.print(f"scored {count} answers with {scorer}")
 
 
@@ -543,11 +554,18 @@ def train_verifier(
     """Train the answer verifier a cascade tier can score its answers with."""
     from router.verifier import train_verifier as train
 
+    from router.trained import check_model_path
+
+    check_model_path(out_path)
     for path in data:
-        if not path.is_file():
-            raise TurnoutError(f"training data {path} not found")
-    report = train(data, out_path, folds=folds)
-    out.print(f"wrote {out_path}: {report}")
+        input_file(path, "training data")
+    if folds < 0:
+        raise TurnoutError(f"--folds {folds}: give 0 (no held-out figures) or a number of folds from 2")
+    report = train(data, out_path, folds=folds, log=lambda message: err.print(message))
+    for answers, figures in report.held_out.items():
+        if isinstance(figures, dict) and figures.get("auc") is not None:
+            err.print(f"{answers:>8} answers: AUC {figures['auc']:.3f} held out")
+    out.print(f"wrote {report.model_path} and {report.card_path} in {report.seconds:.0f}s")
 
 
 # --- dead-letter queues ----------------------------------------------------------------------

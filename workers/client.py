@@ -29,6 +29,7 @@ from workers.app import create_app, redis_url_for
 from workers.broker import check
 from workers.collector import CollectReport, collect, follow, wait
 from workers.ledger import BatchKeys, Ledger
+from workers.paths import input_file
 from workers.producer import Producer, SubmitReport, file_lines
 
 Source = str | Path | Iterable[Job | dict[str, Any] | str | bytes]
@@ -65,7 +66,7 @@ class Client:
     ) -> SubmitReport:
         expected = len(source) if isinstance(source, Sized) and not isinstance(source, (str, bytes)) else None
         if isinstance(source, (str, Path)):  # where a waiting collector can find lines to send again
-            path, meta = Path(source).resolve(), BatchKeys(batch_id).meta
+            path, meta = input_file(source).resolve(), BatchKeys(batch_id).meta
             size = path.stat().st_size
             before, before_size, enqueued = self.ledger.redis.hmget(meta, ["input_path", "input_size", "enqueued_line"])
             if int(enqueued or 0) and before is not None and (before.decode(), int(before_size or 0)) != (str(path), size):

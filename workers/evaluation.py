@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from rich.table import Table
 from router.classifier import DEFAULT_MODEL_PATH, Classifier
 from schemas.config import Config, Tier
 from schemas.errors import ConfigError, TurnoutError
+from workers.paths import input_file
 
 #: Tokens per answer assumed when pricing a call for "cost at 95% of strong quality".
 ASSUMED_COMPLETION_TOKENS = 256
@@ -31,16 +34,30 @@ def load_router(name: str) -> Classifier:
     return TrainedClassifier.load(DEFAULT_MODEL_PATH if name == "default" else Path(name))
 
 
+#: Keys of ``run_eval``'s result beside the datasets' figures (``all``: the files pooled, when
+#: there are several): a data file may not be named so.
+RESULT_KEYS = ("all", "curves", "router", "plots")
+
+
 def run_eval(data: list[Path], router_name: str, config: Config | None, plot: Path, console: Console) -> dict[str, Any]:
     """Score the labeled rows, print RouteLLM's figures beside random and oracle, write the plots."""
     from router.metrics import plot_quality_vs_share
     from router.training import evaluate, read_rows
 
+    plot = plot_path(plot)
     rows = [row for path in data for row in read_rows(_existing(path))]
+    datasets = {row.dataset for row in rows}
+    taken = sorted(datasets & set(RESULT_KEYS) - ({"all"} if len(datasets) == 1 else set()))
+    if taken:
+        raise TurnoutError(f"eval names each file's figures by its name up to the first dot, and {taken[0]!r} names "
+                           f"a part of its output ({', '.join(RESULT_KEYS)}): rename that file")
     classifier = load_router(router_name)
-    _warn_if_trained_on(classifier, data, console)
+    _warn_if_trained_on(classifier, rows, data, console)
     prices = _call_prices(config, rows) if config else None
-    result = evaluate(classifier, rows, prices=prices)
+    try:
+        result = evaluate(classifier, rows, prices=prices)
+    except ValueError as exc:
+        raise TurnoutError(f"cannot evaluate on {exc}") from None
     result["router"] = router_name
     console.print(_table(result, router_name))
     result["plots"] = {}
@@ -54,15 +71,42 @@ def run_eval(data: list[Path], router_name: str, config: Config | None, plot: Pa
     return result
 
 
-def _existing(path: Path) -> Path:
-    if not path.is_file():
-        raise TurnoutError(f"labeled data {path} not found")
-    return path
+def plot_path(plot: Path) -> Path:
+    """``--plot`` checked before any work: a .png (one is added to a name without a suffix) in a
+    folder that exists and can be written."""
+    if not plot.suffix:
+        plot = plot.with_suffix(".png")
+    if plot.suffix.lower() != ".png":
+        raise TurnoutError(f"--plot {plot}: the plot is a PNG; give a path ending in .png")
+    folder = plot.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise TurnoutError(f"--plot {plot}: cannot write in {folder}; give a path in a folder that exists and is writable")
+    if plot.is_dir():
+        raise TurnoutError(f"--plot {plot} is a folder; give a file path ending in .png")
+    return plot
 
 
-def _warn_if_trained_on(classifier: Classifier, data: list[Path], console: Console) -> None:
+def _existing(path: Path, what: str = "labeled data") -> Path:
+    return input_file(path, what)
+
+
+def _warn_if_trained_on(classifier: Classifier, rows: list[Any], data: list[Path], console: Console) -> None:
+    """Warn when rows are among the model's training prompts (by fingerprint; by file name for a
+    model written before it kept them): their figures are in-sample."""
+    from router.trained import prompt_fingerprint
+
+    fingerprints = getattr(classifier, "fingerprints", None)
+    if fingerprints:
+        seen = sum(prompt_fingerprint(row.prompt) in fingerprints for row in rows)
+        if seen:
+            console.print(
+                f"[yellow]warning: {seen:,} of these {len(rows):,} prompts ({seen / len(rows):.0%}) are ones the model "
+                "was trained on: figures on them are in-sample. Evaluate on prompts it never saw; the model "
+                "card's held-out figures are the honest ones.[/yellow]"
+            )
+        return
     card = getattr(classifier, "card", None) or {}
-    trained_on = {str(entry.get("path")) for entry in card.get("files", []) if isinstance(entry, dict)}
+    trained_on = {Path(str(entry.get("path"))).name for entry in card.get("files", []) if isinstance(entry, dict)}
     overlap = trained_on & {path.name for path in data}
     if overlap:
         console.print(
@@ -129,7 +173,9 @@ def calibrate_config(
     from router.training import score_in_batches, thresholds_by_kind
 
     wanted = _wanted_shares(config, frontier_share, shares)
-    prompts = list(_prompts(_existing(data)))
+    prompts, skipped = _prompts(_existing(data, "prompt file"), config)
+    if not prompts:
+        raise TurnoutError(f"{data} holds no prompt to calibrate on ({_counted(skipped) or 'it is empty'})")
     classifier = load_classifier(config.classifier)
     scores = score_in_batches(classifier, prompts)
     separate = classifier.kinds_on_own_scale() if by_kind else set()
@@ -156,12 +202,35 @@ def calibrate_config(
                                "pick other shares, or calibrate on more varied prompts") from None
         config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     header = f"# calibrated on {len(prompts)} prompts of {data.name}: shares {dict(zip(names, wanted))}\n"
+    if skipped:
+        header += f"# left out: {_counted(skipped)} (the thresholds do not route them)\n"
+    header += _tie_note(scores, names, wanted, overall, own)
     counts = Counter(s.kind for s in scores if s.kind in separate)
     small = [f"{kind} ({n})" for kind, n in sorted(counts.items()) if kind not in own]
     if small:
         header += f"# fewer than {MIN_PROMPTS_PER_KIND} prompts, so on min_score: {', '.join(small)}\n"
     tiers = [config.tiers[0].name, *names]
     return header + _shares_by_kind(scores, tiers, overall, own) + yaml.safe_dump(fragment, sort_keys=False)
+
+
+def _counted(counts: Counter[str]) -> str:
+    return ", ".join(f"{n} {what}" for what, n in counts.most_common())
+
+
+#: Calibration says so when a tier's share on the calibration prompts is this far from the asked one.
+SHARE_TOLERANCE = 0.02
+
+
+def _tie_note(scores: list[Any], names: list[str], wanted: list[float], overall: list[float], own: dict[str, list[float]]) -> str:
+    """A comment line when tied scores keep the thresholds from giving a tier its share (many
+    copies of one prompt, or a heuristic with few distinct scores): the shares they do give."""
+    reached = Counter(bisect.bisect_right(own.get(s.kind or "", overall), s.value) for s in scores)
+    # tier i (above the cheapest) gets the prompts scoring at or above its threshold and below the next
+    got = [reached[i + 1] / len(scores) for i in range(len(names))]
+    if all(abs(g - w) <= SHARE_TOLERANCE for g, w in zip(got, wanted)):
+        return ""
+    shares = ", ".join(f"{name} {g:.1%} (asked {w:.0%})" for name, g, w in zip(names, got, wanted))
+    return f"# tied scores: on these prompts the thresholds give {shares}; no threshold splits a tie\n"
 
 
 def _calibrated_tier(name: str, overall: float, by_kind: dict[str, float]) -> dict[str, Any]:
@@ -173,8 +242,6 @@ def _calibrated_tier(name: str, overall: float, by_kind: dict[str, float]) -> di
 
 def _shares_by_kind(scores: list[Any], tiers: list[str], overall: list[float], own: dict[str, list[float]]) -> str:
     """Comment lines: where each kind of prompt goes, on its own thresholds or on min_score."""
-    import bisect
-
     routed: dict[str, Counter[str]] = {}
     for score in scores:
         kind = score.kind or "all"
@@ -211,52 +278,73 @@ def _wanted_shares(config: Config, frontier_share: float | None, shares: list[st
     return [given[name] for name in above]
 
 
-def _prompts(path: Path) -> Any:
-    """Prompt texts from labeled rows ({"prompt"}) or input lines (simple or OpenAI Batch)."""
+def _prompts(path: Path, config: Config) -> tuple[list[str], Counter[str]]:
+    """The prompts the thresholds will meet: labeled rows' ``prompt``, and input lines' (simple
+    or OpenAI Batch, content parts included) prompt text as the classify task reads it. Input
+    lines that pin a tier (the thresholds do not move them) or that a batch would turn into
+    error lines are left out, counted by why."""
+    from router.policy import TierPolicy
+    from schemas.errors import InputLineError
+    from schemas.job import numbered, parse_line
+
+    policy = TierPolicy(config)
+    prompts: list[str] = []
+    skipped: Counter[str] = Counter()
     with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
+        for number, raw in numbered(handle):
             try:
                 data = json.loads(raw)
             except ValueError:
-                raise TurnoutError(f"{path}:{number}: not valid JSON") from None
-            if isinstance(data.get("prompt"), str):
-                yield data["prompt"]
-            elif isinstance(data.get("body"), dict):
-                yield "\n".join(str(m.get("content", "")) for m in data["body"].get("messages", []))
+                data = None
+            if isinstance(data, dict) and isinstance(data.get("prompt"), str) and "custom_id" not in data:
+                prompts.append(data["prompt"])  # a labeled row: {"id", "prompt", "weak", "strong"}
+                continue
+            try:
+                job = parse_line(raw, number, "calibrate", config.limits)
+                pinned = policy.pinned_tier(job.model)
+            except InputLineError:
+                skipped["error lines"] += 1
+                continue
+            if pinned is not None:
+                skipped["pinned to a tier"] += 1
+                continue
+            prompts.append(job.prompt_text)
+    return prompts, skipped
 
 
 # --- the cascade -------------------------------------------------------------------------
 
 
 def run_cascade_eval(
-    data: list[Path], scorer_kind: str, router_name: str, config: Config | None, plot: Path, console: Console, cost_aware: bool = False
+    data: list[Path], scorer_kind: str, router_name: str, config: Config | None, plot: Path, console: Console, cost_aware: bool = False,
+    verifier: str | None = None,
 ) -> dict[str, Any]:
     """Quality against cost for the cascade, direct routing and random routing on answered rows.
 
     The cascade pays the cheap call on every prompt and the strong one on escalated ones;
     ``cost_aware`` ranks its answers by ``cost_weighted`` scores, as a tier with that setting does.
     Prices: the config's cheapest and strongest tiers' primaries, else RouteLLM's ($0.90/M, $20/M).
+    ``verifier``: the verifier file for the verifier kinds (default: the shipped one).
     """
     import numpy as np
 
     from router.cascade import CallCosts, Prices, cascade_curve, cascade_summary, plot_cost_curves, random_cost_curve, routing_cost_curve
-    from router.scorer import Candidate, cost_weighted, load_scorer
+    from router.scorer import Candidate, cost_weighted
     from router.verifier import read_answered_rows
 
+    scorer = offline_scorer(scorer_kind, verifier)
+    plot = plot_path(plot)
     rows = [row for path in data for row in read_answered_rows(_existing(path))]
     prices = _token_prices(config) if config else Prices()
     costs = CallCosts.from_texts(
         [r.prompt for r in rows], [r.weak_response for r in rows], [r.strong_response for r in rows],
         [r.weak for r in rows], [r.strong for r in rows], prices,
     )  # fmt: skip
-    scorer = load_scorer(scorer_kind)
     weak_scores = np.array([s.value for s in scorer.score_batch([Candidate(r.prompt, r.weak_response) for r in rows])])
     if cost_aware:
         weak_scores = cost_weighted(weak_scores, [r.prompt for r in rows], [r.weak_response for r in rows])
     router = load_router(router_name)
-    _warn_if_trained_on(router, data, console)
+    _warn_if_trained_on(router, rows, data, console)
     routing = routing_cost_curve(np.array([s.value for s in router.score_batch([r.prompt for r in rows])]), costs)
     cascade = cascade_curve(weak_scores, costs)
     curves = {f"cascade ({scorer_kind}{', cost-aware' if cost_aware else ''})": cascade, f"routing ({router_name})": routing, "random": random_cost_curve(costs)}
@@ -287,22 +375,39 @@ def _cascade_text(s: dict[str, Any], rows: int) -> str:
     )
 
 
-def verify_lines(path: Path, scorer_kind: str, out: Any, cost_aware: bool = False) -> int:
-    """Score ``{"custom_id", "prompt", "response"}`` lines; one ``{"custom_id", "score"}`` line each."""
-    from router.scorer import Candidate, cost_weighted, load_scorer
+def offline_scorer(kind: str, verifier: str | None = None) -> Any:
+    """The scorer ``kind`` for scoring answers already given; a kind that cannot (judge asks a
+    model) or that does not exist is one sentence."""
+    from router.scorer import SCORER_KINDS, load_scorer
 
-    scorer = load_scorer(scorer_kind)
+    if kind not in SCORER_KINDS:
+        raise TurnoutError(f"unknown scorer {kind!r}; choose one of {', '.join(SCORER_KINDS)}")
+    if kind.endswith("judge"):
+        raise TurnoutError(f"the {kind} scorer asks a model, which only a running cascade tier does; "
+                           "score answers here with format, logprob, verifier or format+<kind>")
+    return load_scorer(kind, verifier)
+
+
+def verify_lines(path: Path, scorer_kind: str, out: Any, cost_aware: bool = False, verifier: str | None = None) -> int:
+    """Score ``{"custom_id", "prompt", "response"}`` lines; one ``{"custom_id", "score"}`` line each
+    (a line without both as strings gets ``error`` instead)."""
+    from router.scorer import Candidate, cost_weighted
+
+    scorer = offline_scorer(scorer_kind, verifier)
     count = 0
-    with open(_existing(path), "rb") as handle:
+    with open(_existing(path, "answer file"), "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
             try:
                 data = json.loads(raw)
-                candidate = Candidate(str(data["prompt"]), str(data["response"]))
-            except (ValueError, KeyError, TypeError):
-                out.write(json.dumps({"custom_id": None, "line": number, "error": 'needs "prompt" and "response"'}) + "\n")
+            except ValueError:
+                data = None
+            if not (isinstance(data, dict) and isinstance(data.get("prompt"), str) and isinstance(data.get("response"), str)):
+                custom_id = data.get("custom_id") if isinstance(data, dict) else None
+                out.write(json.dumps({"custom_id": custom_id, "line": number, "error": 'needs "prompt" and "response" as strings'}) + "\n")
                 continue
+            candidate = Candidate(data["prompt"], data["response"])
             value = scorer.score_batch([candidate])[0].value
             if cost_aware:
                 value = float(cost_weighted([value], [candidate.prompt], [candidate.answer])[0])

@@ -1,0 +1,256 @@
+"""The routing tuner's commands at their edges: input as the workers read it, the files the
+user names, and data that has no figures to give, each one sentence before any work."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from router.training import LabeledRow, TrainingDataError, fit, read_rows
+from schemas.config import load_config
+from schemas.errors import TurnoutError
+from tests.workers.test_cli import assert_one_clear_line, turnout
+from workers.evaluation import calibrate_config, run_eval
+
+
+def _labeled(path: Path, rows: int, seed: int = 0, gap: bool = True, choice: bool = True) -> Path:
+    rng = random.Random(seed)
+    with open(path, "w") as handle:
+        for i in range(rows):
+            word = rng.choice(["metal", "gas", "planet"])
+            if choice:
+                prompt = f"Question {seed}-{i}: which is a {word} {'x' * rng.randrange(50)}?\nA. neon\nB. iron\nC. tin\nD. lead\nAnswer:"
+            else:  # open-ended: no numbers, no question
+                prompt = f"Write a note about a {word}{' and more' * (i % 7)}."
+            weak = rng.choice([0, 1])
+            handle.write(json.dumps({"id": f"r{i}", "prompt": prompt, "weak": weak, "strong": 1 if gap else weak}) + "\n")
+    return path
+
+
+def _config(tmp_path: Path, repo_root: Path) -> Path:
+    config = tmp_path / "turnout.yaml"
+    config.write_text((repo_root / "examples/turnout.yaml").read_text())
+    return config
+
+
+def test_calibrate_reads_openai_content_parts_as_the_workers_do_and_leaves_out_pinned_and_bad_lines(tmp_path: Path, repo_root: Path) -> None:
+    # Given the same 120 prompts as simple lines, and as OpenAI Batch lines whose content is a list of parts,
+    # the second file also holding a line pinned to a tier and two lines a batch would reject
+    prompts = [f"Question {i}: which is a metal?{' Think.' * (i % 7)}\nA. neon\nB. iron\nC. tin\nD. lead\nAnswer:" for i in range(60)]
+    prompts += [f"Write a {'very ' * (i % 9)}short poem about the number {i}." for i in range(60)]
+    simple, parts = tmp_path / "simple.jsonl", tmp_path / "parts.jsonl"
+    simple.write_text("".join(json.dumps({"custom_id": f"p{i}", "prompt": p}) + "\n" for i, p in enumerate(prompts)))
+    batch = [
+        {"custom_id": f"p{i}", "method": "POST", "url": "/v1/chat/completions",
+         "body": {"model": "auto", "messages": [{"role": "user", "content": [{"type": "text", "text": p}]}]}}
+        for i, p in enumerate(prompts)
+    ]  # fmt: skip
+    batch.append({"custom_id": "pinned", "prompt": "Hi", "model": "tier:frontier"})
+    parts.write_text("".join(json.dumps(line) + "\n" for line in batch) + "[1, 2]\nnull\n")
+    config_path = _config(tmp_path, repo_root)
+    config = load_config(config_path)
+
+    # When each is calibrated for 30% on the frontier
+    fragments = [calibrate_config(config, config_path, path, 0.3, [], write=False) for path in (simple, parts)]
+
+    # Then both give the same thresholds (the parts' text, not the list's repr, was scored)
+    def thresholds(fragment: str) -> list[str]:
+        return [line for line in fragment.splitlines() if not line.startswith("#")]
+
+    assert thresholds(fragments[0]) == thresholds(fragments[1])
+    # And the fragment says what it left out
+    assert "# left out: 2 error lines, 1 pinned to a tier" in fragments[1]
+    assert "left out" not in fragments[0]
+
+
+def test_calibrate_says_when_tied_scores_cannot_give_the_asked_share(tmp_path: Path, repo_root: Path) -> None:
+    # Given 100 prompts, 60 of them one and the same, scored by the heuristic
+    prompts = ["Prove that the sum of two odd numbers is even, step by step."] * 60
+    prompts += [f"Write a {'very ' * (i % 9)}short note number {i} about {'tea' if i % 2 else 'rain'}." for i in range(40)]
+    path = tmp_path / "ties.jsonl"
+    path.write_text("".join(json.dumps({"custom_id": f"p{i}", "prompt": p}) + "\n" for i, p in enumerate(prompts)))
+    config_path = _config(tmp_path, repo_root)
+    config = load_config(config_path)
+    config = config.model_copy(update={"classifier": config.classifier.model_copy(update={"kind": "heuristic"})})
+
+    # When the frontier is asked for 30%
+    fragment = calibrate_config(config, config_path, path, 0.3, [], write=False)
+
+    # Then the fragment says the share the thresholds really give: the 60 tied prompts go together
+    assert "# tied scores: on these prompts the thresholds give frontier 60.0% (asked 30%)" in fragment
+
+
+def test_a_calibration_file_with_no_prompt_is_one_sentence(tmp_path: Path, repo_root: Path) -> None:
+    path = tmp_path / "pinned.jsonl"
+    path.write_text(json.dumps({"custom_id": "a", "prompt": "Hi", "model": "tier:cheap"}) + "\n")
+    config_path = _config(tmp_path, repo_root)
+    with pytest.raises(TurnoutError, match="holds no prompt to calibrate on .1 pinned to a tier"):
+        calibrate_config(load_config(config_path), config_path, path, 0.3, [], write=False)
+
+
+def test_eval_warns_of_training_prompts_whatever_file_they_come_in(tmp_path: Path) -> None:
+    # Given a model trained on 120 rows, and an eval file (named unlike the training file) holding 30 of them
+    train = _labeled(tmp_path / "train.jsonl", 120, seed=1)
+    rows = read_rows(train)
+    model = fit(rows)
+    model.save(tmp_path / "m.json")
+    fresh = [json.loads(line) for line in _labeled(tmp_path / "other.jsonl", 90, seed=2).read_text().splitlines()]
+    held = tmp_path / "held.jsonl"
+    mixed = fresh + [json.loads(line) for line in train.read_text().splitlines()[:30]]
+    held.write_text("".join(json.dumps(row) + "\n" for row in mixed))
+
+    # When it is evaluated there
+    console = Console(file=io.StringIO(), width=300)
+    run_eval([held], str(tmp_path / "m.json"), None, tmp_path / "e.png", console)
+
+    # Then the warning counts the training prompts among them
+    assert "30 of these 120 prompts (25%) are ones the model was trained on" in console.file.getvalue()  # type: ignore[attr-defined]
+    # And a file of prompts it never saw gets no warning
+    quiet = Console(file=io.StringIO(), width=300)
+    run_eval([tmp_path / "other.jsonl"], str(tmp_path / "m.json"), None, tmp_path / "e.png", quiet)
+    assert "warning" not in quiet.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_eval_on_data_without_a_quality_gap_is_one_sentence(tmp_path: Path, repo_root: Path) -> None:
+    flat = _labeled(tmp_path / "flat.jsonl", 40, gap=False)
+    assert_one_clear_line(turnout("eval", str(flat), "--router", "heuristic", "--plot", str(tmp_path / "e.png")), "flat:", "no gap")
+
+
+@pytest.mark.parametrize(
+    ("plot", "fragment"), [("curve.txt", "give a path ending in .png"), ("nowhere/e.png", "cannot write in")]
+)
+def test_a_plot_path_that_cannot_be_a_png_is_one_sentence_before_any_work(plot: str, fragment: str, tmp_path: Path) -> None:
+    data = _labeled(tmp_path / "d.jsonl", 40)
+    assert_one_clear_line(turnout("eval", str(data), "--router", "heuristic", "--plot", str(tmp_path / plot)), "--plot", fragment)
+
+
+def test_a_plot_path_without_a_suffix_gets_png_and_says_so(tmp_path: Path) -> None:
+    data = _labeled(tmp_path / "d.jsonl", 40)
+    result = turnout("eval", str(data), "--router", "heuristic", "--plot", str(tmp_path / "curve"), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["plots"]["d"] == str(tmp_path / "curve.png") and (tmp_path / "curve.png").is_file()
+
+
+def test_a_data_file_named_like_a_part_of_evals_output_is_one_sentence(tmp_path: Path) -> None:
+    data = _labeled(tmp_path / "curves.jsonl", 40)
+    assert_one_clear_line(turnout("eval", str(data), "--router", "heuristic", "--plot", str(tmp_path / "e.png")), "'curves'", "rename")
+
+
+def test_eval_with_a_named_config_that_does_not_exist_is_one_sentence(tmp_path: Path) -> None:
+    data = _labeled(tmp_path / "d.jsonl", 40)
+    result = turnout("eval", str(data), "--router", "heuristic", "-c", str(tmp_path / "typo.yaml"), "--plot", str(tmp_path / "e.png"))
+    assert_one_clear_line(result, "typo.yaml")
+
+
+def _answered(tmp_path: Path) -> Path:
+    rows = tmp_path / "answered.jsonl"
+    good, bad = "3 + 4 = 7. The answer is 7.", "He has 12 apples."
+    rows.write_text("".join(
+        json.dumps({"id": f"r{i}", "prompt": "Tom has 3 apples and buys 4 more. How many now?", "weak_response": good if i % 2 else bad,
+                    "strong_response": good, "weak": float(i % 2), "strong": 1.0}) + "\n"
+        for i in range(20)
+    ))  # fmt: skip
+    return rows
+
+
+def test_the_cascade_eval_and_verify_use_the_verifier_file_they_are_given(tmp_path: Path, repo_root: Path) -> None:
+    # Given a config whose cascade tier names a verifier file that is corrupt
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"format": "turnout.router.verifier", "version": 1, "vocab')
+    config = tmp_path / "turnout.yaml"
+    scorer = f"    scorer: {{kind: format+verifier, threshold: 0.7, model_path: {broken}}}\n"
+    config.write_text((repo_root / "examples/turnout.yaml").read_text().replace("    models: [gpt-4o-mini]\n", "    models: [gpt-4o-mini]\n    policy: cascade\n" + scorer, 1))
+    rows = _answered(tmp_path)
+    # When the cascade is evaluated with that config, and answers are verified with that file
+    evaluated = turnout("eval", str(rows), "--policy", "cascade", "-c", str(config), "--plot", str(tmp_path / "p.png"))
+    verified = turnout("verify", str(rows), "--verifier", str(broken))
+    # Then each reads that file (and says it is corrupt), not the shipped verifier
+    assert_one_clear_line(evaluated, str(broken), "corrupt")
+    assert_one_clear_line(verified, str(broken), "corrupt")
+
+
+@pytest.mark.parametrize(("scorer", "fragment"), [("bogus", "unknown scorer 'bogus'"), ("format+judge", "asks a model")])
+def test_a_scorer_that_cannot_score_given_answers_is_one_sentence(scorer: str, fragment: str, tmp_path: Path) -> None:
+    rows = _answered(tmp_path)
+    assert_one_clear_line(turnout("verify", str(rows), "--scorer", scorer), fragment)
+    assert_one_clear_line(turnout("eval", str(rows), "--policy", "cascade", "--scorer", scorer, "--plot", str(tmp_path / "p.png")), fragment)
+
+
+def test_verify_gives_a_line_without_prompt_or_response_strings_an_error(tmp_path: Path) -> None:
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(json.dumps({"custom_id": "n", "prompt": None, "response": None}) + "\n[1]\n")
+    result = turnout("verify", str(answers), "--scorer", "format")
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.returncode == 0 and [(line["custom_id"], line["line"], "error" in line) for line in lines] == [("n", 1, True), (None, 2, True)]
+
+
+@pytest.mark.parametrize(("out", "fragment"), [("model.md", "give the model a .json name"), ("folder", "is a folder")])
+def test_train_refuses_an_output_path_it_could_not_write_before_fitting(out: str, fragment: str, tmp_path: Path) -> None:
+    (tmp_path / "folder").mkdir()
+    data = _labeled(tmp_path / "d.jsonl", 60)
+    for command in ("train", "train-verifier"):
+        result = turnout(command, str(data if command == "train" else _answered(tmp_path)), "-o", str(tmp_path / out), "--folds", "0")
+        assert_one_clear_line(result, fragment)
+        assert "fitting" not in result.stdout + result.stderr
+
+
+def test_training_data_that_would_train_nothing_is_one_sentence(tmp_path: Path) -> None:
+    # Given 60 open-ended rows: no kind the router learns
+    data = _labeled(tmp_path / "d.jsonl", 60, choice=False)
+    result = turnout("train", str(data), "-o", str(tmp_path / "m.json"), "--folds", "0")
+    assert_one_clear_line(result, "too few rows of a kind the router learns", "choice 0")
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_training_data_without_a_gap_is_refused_before_cross_validation(tmp_path: Path) -> None:
+    data = _labeled(tmp_path / "d.jsonl", 60, gap=False)
+    with pytest.raises(TrainingDataError, match="not above the weak one's.*--folds 0"):
+        from router.training import train
+
+        train([data], tmp_path / "m.json", folds=2)
+
+
+def test_a_labeled_line_that_is_not_utf8_is_named_by_its_line(tmp_path: Path) -> None:
+    data = _labeled(tmp_path / "d.jsonl", 40)
+    with open(data, "ab") as handle:
+        handle.write(b'{"id": "x", "prompt": "caf\xe9", "weak": 0, "strong": 1}\n')
+    with pytest.raises(TrainingDataError, match=r"d.jsonl:41: not UTF-8"):
+        read_rows(data)
+
+
+def test_train_verifier_reads_correctness_as_0_to_1_and_says_what_it_wrote(tmp_path: Path) -> None:
+    rows = _answered(tmp_path)
+    result = turnout("train-verifier", str(rows), "-o", str(tmp_path / "v.json"), "--folds", "0")
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {tmp_path / 'v.json'} and {tmp_path / 'v.md'}" in " ".join(result.stdout.split()) and "Report(" not in result.stdout
+    graded = tmp_path / "graded.jsonl"
+    graded.write_text(rows.read_text().replace('"weak": 1.0', '"weak": 7'))
+    assert_one_clear_line(turnout("train-verifier", str(graded), "-o", str(tmp_path / "g.json"), "--folds", "0"), "weak 7", "1 or 0")
+
+
+def test_a_model_from_a_newer_turnout_says_to_upgrade(tmp_path: Path) -> None:
+    from router.trained import MODEL_VERSION, TrainedClassifier
+    from schemas.errors import ModelFileError
+
+    model = fit([LabeledRow(f"r{i}", f"Question {i}?\nA. a\nB. b\nC. c\nD. d", i % 2, 1, "d") for i in range(60)])
+    data = model.to_dict() | {"version": MODEL_VERSION + 1}
+    (tmp_path / "m.json").write_text(json.dumps(data))
+    with pytest.raises(ModelFileError, match="upgrade turnout"):
+        TrainedClassifier.load(tmp_path / "m.json")
+
+
+def test_submitting_a_folder_is_one_sentence_and_leaves_no_batch(redis_url: str, repo_root: Path, tmp_path: Path) -> None:
+    from tests.conftest import other_db
+    from workers.client import Client
+    from schemas.config import load_config as load
+
+    client = Client(load(repo_root / "examples/turnout.yaml"), other_db(redis_url, 9))
+    client.ledger.redis.flushdb()
+    with pytest.raises(TurnoutError, match="is a folder"):
+        client.submit(tmp_path, batch_id="folder")
+    assert client.ledger.status("folder") is None
