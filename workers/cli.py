@@ -188,11 +188,27 @@ def worker(
     else:
         tier = config.tier(pool)
         queue, count = tier.queue, processes or tier.processes
+        _check_fake_provider_findable(config, tier)
         # import LiteLLM (seconds) once, before fork: a pool process that replaces a dead one
         # then answers at once instead of importing it again (it starts no threads at import)
         import workers.provider  # noqa: F401
     argv = ["worker", "-Q", queue, "-c", str(count), "-P", "prefork", "-n", name or f"{pool}@%h", "-l", loglevel]
     celery.worker_main(argv + ["--without-mingle", "--without-gossip", "-E"])
+
+
+def _check_fake_provider_findable(config: Config, tier: Any) -> None:
+    """A worker started on its own (not by `turnout run`, which starts the fake provider and says
+    where) must be told where an ``api_base: fake`` deployment's fake provider listens, or every
+    call fails and every job ends in the dead-letter queue."""
+    from schemas.config import FAKE_API_BASE
+
+    fake = [d.name or d.model for d in tier.deployments if d.api_base == FAKE_API_BASE]
+    if fake and not os.environ.get("TURNOUT_FAKE_URL") and not (config.fake_provider and config.fake_provider.port):
+        raise TurnoutError(
+            f"tier {tier.name}: deployment {fake[0]} has api_base fake (the offline fake provider) but no port to find it "
+            "on: set fake_provider.port to where `turnout fake-provider` listens (or TURNOUT_FAKE_URL), or give the tier "
+            "real providers (deploy/turnout.yaml is a config that does)"
+        )
 
 
 @app.command()

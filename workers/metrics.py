@@ -139,12 +139,16 @@ class TurnoutCollector(Collector):
 
 
 def serve(config: Config, client: redis.Redis, host: str, port: int) -> None:
-    """Serve /metrics until interrupted."""
-    import time
+    """Serve /metrics until SIGTERM or SIGINT. Handled, not left to the default: as a
+    container's PID 1 the process would otherwise ignore SIGTERM and wait to be killed."""
+    import signal
+    import threading
 
     from prometheus_client import REGISTRY, start_http_server
 
     REGISTRY.register(TurnoutCollector(config, client))
     start_http_server(port, addr=host)
-    while True:
-        time.sleep(3600)
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    stop.wait()

@@ -222,6 +222,17 @@ class Producer:
                     return True
         return any(needle in held for held in redis.hvals(UNACKED))
 
+    def restore_lost_deliveries(self) -> int:
+        """Put back on their queues the tasks delivered more than the visibility timeout ago and
+        never acknowledged (their worker died hard), as kombu in any running worker would; with
+        every pool scaled to zero, none is there to. Returns how many were due."""
+        with self.app.connection_for_write() as connection:
+            qos = connection.default_channel.qos
+            due = int(self.ledger.redis.zcount(qos.unacked_index_key, 0, time.time() - qos.visibility_timeout))
+            if due:
+                qos.restore_visible(num=due, interval=1)
+        return due
+
     def _renew_lease(self, batch_id: str) -> None:
         if not self.ledger.submit_lease(batch_id, self._token):
             raise TurnoutError(f"lost batch {batch_id}'s submit lease to another producer (this one stalled for "

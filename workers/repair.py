@@ -53,7 +53,10 @@ class StallWatch:
         if now - self.since < STALL_S:
             return 0
         self.since = None
-        if self.producer.batch_pending(self.batch_id):
+        restored = self.producer.restore_lost_deliveries()
+        if restored:
+            self.say(f"{restored} tasks held by workers that are gone were put back on their queues")
+        if restored or self.producer.batch_pending(self.batch_id):
             return 0
         # one waiter repairs: `turnout run` and a `collect --wait` must not both send the lines
         if not self.client.ledger.redis.set(f"turnout:batch:{self.batch_id}:repair", 1, nx=True, ex=int(2 * STALL_S) + 1):

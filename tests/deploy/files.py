@@ -25,6 +25,8 @@ README = DEPLOY / "README.md"
 SYSTEMD = DEPLOY / "systemd"
 SAMPLE_CONFIG = REPO / "examples" / "turnout.yaml"
 LOCAL_CONFIG = DEPLOY / "turnout.local.yaml"
+#: The cluster's turnout.yaml (kustomize's configMapGenerator makes it the ConfigMap turnout-config).
+CLUSTER_CONFIG = K8S / "turnout.yaml"
 
 
 @dataclass(frozen=True)
@@ -48,10 +50,11 @@ class Manifest:
 
 @cache
 def manifests() -> tuple[Manifest, ...]:
-    """Every object in deploy/k8s, the kustomization (not an object) left out."""
+    """Every object in deploy/k8s, the kustomization and the config it generates a ConfigMap
+    from (not objects) left out."""
     found: list[Manifest] = []
     for path in sorted(K8S.glob("*.yaml")):
-        if path.name == "kustomization.yaml":
+        if path in (K8S / "kustomization.yaml", CLUSTER_CONFIG):
             continue
         found += [Manifest(path.name, doc) for doc in yaml.safe_load_all(path.read_text()) if doc]
     return tuple(found)
@@ -73,9 +76,7 @@ def pools(config: Config) -> dict[str, str]:
 
 def cluster_config(tmp_path: Path) -> Config:
     """The turnout.yaml that the ConfigMap mounts into every pod."""
-    path = tmp_path / "turnout.yaml"
-    path.write_text(of_kind("ConfigMap")["turnout-config"].body["data"]["turnout.yaml"])
-    return load_config(path)
+    return load_config(CLUSTER_CONFIG)
 
 
 def longest_task_s(config: Config) -> float:

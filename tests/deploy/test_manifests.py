@@ -47,8 +47,11 @@ def test_the_kustomization_applies_every_manifest() -> None:
     import yaml
 
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    files = {path.name for path in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    files = {path.name for path in K8S.glob("*.yaml")} - {"kustomization.yaml", "turnout.yaml"}
     assert set(kustomization["resources"]) == files
+    # and the pods' ConfigMap is generated from turnout.yaml, under the name they mount
+    (generated,) = kustomization["configMapGenerator"]
+    assert generated["name"] == "turnout-config" and generated["files"] == ["turnout.yaml"]
 
 
 @pytest.mark.parametrize("pool", pools(sample_config()))

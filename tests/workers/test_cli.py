@@ -299,3 +299,48 @@ def test_collect_of_an_unfinished_batch_says_its_files_are_partial(redis_url: st
     assert result.returncode == 0, result.stderr
     assert "not complete (1 of 2 lines to come)" in " ".join(result.stderr.split())
     assert len((tmp_path / "out/output.jsonl").read_text().splitlines()) == 1
+
+
+def test_metrics_stops_cleanly_on_sigterm_as_a_container_stop_sends_it(redis_url: str, repo_root: Path) -> None:
+    # Given the exporter serving (as a container's PID 1 it would ignore an unhandled SIGTERM)
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, TURNOUT_REDIS_URL=redis_url)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "metrics", "--port", str(port), "-c", str(repo_root / "examples/turnout.yaml")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None, "the exporter did not start"
+                time.sleep(0.2)
+        # When it is sent SIGTERM
+        process.send_signal(signal.SIGTERM)
+        # Then it exits at once, of its own accord (0), not killed by the signal's default action
+        assert process.wait(timeout=10) == 0
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_worker_started_alone_on_a_fake_provider_it_cannot_find_is_one_sentence(redis_url: str, repo_root: Path) -> None:
+    # Given the sample config (api_base fake, port 0: `turnout run` starts the fake provider and says where)
+    env = {k: v for k, v in os.environ.items() if k != "TURNOUT_FAKE_URL"} | {"TURNOUT_REDIS_URL": redis_url}
+    # When a tier's worker is started on its own, as a systemd unit would start it
+    result = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "worker", "--pool", "cheap", "-c", str(repo_root / "examples/turnout.yaml")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    # Then it refuses at once, instead of sending every job to the dead-letter queue
+    assert_one_clear_line(result, "api_base fake", "fake_provider.port", "TURNOUT_FAKE_URL")

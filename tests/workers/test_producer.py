@@ -296,3 +296,26 @@ def test_a_batch_is_pending_only_while_its_own_tasks_are_queued_or_held(producer
     with producer.app.connection_for_write() as connection:
         assert connection.default_channel.basic_get("turnout.classify", no_ack=False) is not None
         assert producer.ledger.redis.llen("turnout.classify") == 0 and producer.batch_pending("busy")
+
+
+def test_a_task_held_past_the_visibility_timeout_by_a_worker_that_is_gone_is_put_back(producer: Producer) -> None:
+    # Given a task delivered and never acknowledged (its worker was killed), and no worker running to restore it
+    from schemas.job import Job
+    from workers.tasks import send_classify
+
+    send_classify(producer.app, "lost", [Job(batch_id="lost", custom_id="a", line=1, messages=[{"role": "user", "content": "hi"}])])
+    redis_client = producer.ledger.redis
+    with producer.app.connection_for_write() as connection:  # a worker's connection, never closed cleanly
+        assert connection.default_channel.basic_get("turnout.classify", no_ack=False) is not None
+        assert redis_client.llen("turnout.classify") == 0 and redis_client.hlen("unacked") == 1
+
+        # When it is not yet past the visibility timeout, nothing moves
+        assert producer.restore_lost_deliveries() == 0 and redis_client.hlen("unacked") == 1
+
+        # When it is (its delivery time pushed back past the timeout)
+        (tag,) = redis_client.zrange("unacked_index", 0, -1)
+        redis_client.zadd("unacked_index", {tag: time.time() - 10 * 3600})
+        assert producer.restore_lost_deliveries() == 1
+
+        # Then it is back on its queue, for a pool that scales on the queue's length to wake and run
+        assert redis_client.llen("turnout.classify") == 1 and redis_client.hlen("unacked") == 0
