@@ -487,7 +487,10 @@ def train(
 @app.command("eval")
 def evaluate(
     data: Annotated[list[Path], typer.Argument(help="Labeled JSONL files to evaluate on (prompts the router never saw).")],
-    router_name: Annotated[str, typer.Option("--router", help="heuristic, default (the shipped model) or a model file.")] = "default",
+    router_name: Annotated[
+        Optional[str],
+        typer.Option("--router", help="heuristic, default (the shipped model) or a model file; default: the config's classifier."),
+    ] = None,
     config_path: ConfigOption = DEFAULT_CONFIG,
     plot: Annotated[Path, typer.Option(help="PNG of quality against share of strong calls (one per dataset).")] = Path("eval.png"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
@@ -507,6 +510,9 @@ def evaluate(
         raise TurnoutError(f"--policy is route or cascade, not {policy!r}")
     # the config is optional here (it gives prices), unless named
     config = _config(config_path) if config_path.exists() or config_path != DEFAULT_CONFIG else None
+    if router_name is None:
+        chosen = config.classifier if config else None
+        router_name = "heuristic" if chosen and chosen.kind == "heuristic" else (chosen and chosen.model_path) or "default"
     if policy == "cascade":
         tier = next((t for t in config.tiers if t.policy == "cascade" and t.scorer), None) if config else None
         kind = scorer or (tier.scorer.kind if tier and tier.scorer else "format+verifier")

@@ -271,6 +271,9 @@ def _wanted_shares(config: Config, frontier_share: float | None, shares: list[st
             raise TurnoutError(f"--share wants TIER=SHARE with TIER one of {above} and SHARE a number, got {item!r}")
         given[name] = share
     if frontier_share is not None:
+        if above[-1] in given and given[above[-1]] != frontier_share:
+            raise TurnoutError(f"--frontier-share {frontier_share} and --share {above[-1]}={given[above[-1]]} both set "
+                               f"the top tier's share; give one")
         given[above[-1]] = frontier_share
     missing = [name for name in above if name not in given]
     if missing:
@@ -341,6 +344,9 @@ def run_cascade_eval(
         [r.weak for r in rows], [r.strong for r in rows], prices,
     )  # fmt: skip
     weak_scores = np.array([s.value for s in scorer.score_batch([Candidate(r.prompt, r.weak_response) for r in rows])])
+    if len(rows) > 1 and np.ptp(weak_scores) == 0:
+        console.print(f"[yellow]warning: the {scorer_kind} scorer gave every answer {weak_scores[0]:.3g}: it found nothing "
+                      "to tell them apart by (logprob needs each answer's token logprobs in the rows)[/yellow]")
     if cost_aware:
         weak_scores = cost_weighted(weak_scores, [r.prompt for r in rows], [r.weak_response for r in rows])
     router = load_router(router_name)

@@ -254,3 +254,27 @@ def test_submitting_a_folder_is_one_sentence_and_leaves_no_batch(redis_url: str,
     with pytest.raises(TurnoutError, match="is a folder"):
         client.submit(tmp_path, batch_id="folder")
     assert client.ledger.status("folder") is None
+
+
+def test_eval_scores_with_the_configs_classifier_unless_told_otherwise(tmp_path: Path, repo_root: Path) -> None:
+    data = _labeled(tmp_path / "d.jsonl", 40)
+    config = tmp_path / "turnout.yaml"
+    config.write_text((repo_root / "examples/turnout.yaml").read_text().replace("  kind: auto ", "  kind: heuristic ", 1))
+    named = turnout("eval", str(data), "-c", str(config), "--json", "--plot", str(tmp_path / "e.png"))
+    assert named.returncode == 0, named.stderr
+    assert json.loads(named.stdout)["router"] == "heuristic"
+    told = turnout("eval", str(data), "-c", str(config), "--router", "default", "--json", "--plot", str(tmp_path / "e.png"))
+    assert json.loads(told.stdout)["router"] == "default"
+
+
+def test_two_shares_for_the_top_tier_are_one_sentence(tmp_path: Path, repo_root: Path) -> None:
+    data = _labeled(tmp_path / "d.jsonl", 40)
+    result = turnout("calibrate", str(data), "--frontier-share", "0.3", "--share", "frontier=0.2", "-c", str(repo_root / "examples/turnout.yaml"))
+    assert_one_clear_line(result, "--frontier-share 0.3", "frontier=0.2", "give one")
+
+
+def test_a_cascade_scorer_that_tells_no_answer_apart_is_flagged(tmp_path: Path) -> None:
+    rows = _answered(tmp_path)  # no logprobs in them
+    result = turnout("eval", str(rows), "--policy", "cascade", "--scorer", "logprob", "--plot", str(tmp_path / "p.png"))
+    assert result.returncode == 0, result.stderr
+    assert "the logprob scorer gave every answer" in " ".join(result.stderr.split())
