@@ -533,7 +533,7 @@ def calibrate(
     frontier_share: Annotated[Optional[float], typer.Option(help="Share of traffic for the strongest tier.")] = None,
     share: Annotated[Optional[list[str]], typer.Option(help="TIER=SHARE for each tier above the cheapest (repeatable).")] = None,
     config_path: ConfigOption = DEFAULT_CONFIG,
-    write: Annotated[bool, typer.Option(help="Write the thresholds into the config file (its comments are lost).")] = False,
+    write: Annotated[bool, typer.Option(help="Write the thresholds into the config file (its comments and layout kept).")] = False,
     by_kind: Annotated[
         bool,
         typer.Option(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import io
 import json
 import math
 import os
@@ -188,19 +189,7 @@ def calibrate_config(
     names = [tier.name for tier in config.tiers[1:]]
     fragment = {"tiers": [_calibrated_tier(name, overall[i], {k: t[i] for k, t in own.items()}) for i, name in enumerate(names)]}
     if write:
-        raw = yaml.safe_load(config_path.read_text())
-        calibrated = {tier["name"]: tier for tier in fragment["tiers"]}
-        for tier in raw["tiers"]:
-            if tier["name"] in calibrated:
-                tier.pop("min_score_by_kind", None)
-                tier.update(calibrated[tier["name"]])
-        try:
-            Config.model_validate(raw)
-        except ValidationError as exc:  # e.g. scores piled up at 1.0 leave no room for a rising threshold
-            error = exc.errors()[0]
-            raise TurnoutError(f"cannot calibrate: the thresholds would break {config_path}: {error['msg']}; "
-                               "pick other shares, or calibrate on more varied prompts") from None
-        config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        _write_thresholds(config_path, {tier["name"]: tier for tier in fragment["tiers"]})
     header = f"# calibrated on {len(prompts)} prompts of {data.name}: shares {dict(zip(names, wanted))}\n"
     if skipped:
         header += f"# left out: {_counted(skipped)} (the thresholds do not route them)\n"
@@ -211,6 +200,36 @@ def calibrate_config(
         header += f"# fewer than {MIN_PROMPTS_PER_KIND} prompts, so on min_score: {', '.join(small)}\n"
     tiers = [config.tiers[0].name, *names]
     return header + _shares_by_kind(scores, tiers, overall, own) + yaml.safe_dump(fragment, sort_keys=False)
+
+
+def _write_thresholds(config_path: Path, calibrated: dict[str, dict[str, Any]]) -> None:
+    """Set the calibrated tiers' thresholds in the config file, its comments and layout kept
+    (a round trip through ruamel.yaml), and only if the result is a valid config."""
+    from ruamel.yaml import YAML
+
+    round_trip = YAML()
+    round_trip.indent(mapping=2, sequence=4, offset=2)  # the examples' layout: "  - name: cheap"
+    round_trip.width = 4096  # never fold a long line
+    raw = round_trip.load(config_path.read_text())
+    for tier in raw["tiers"]:
+        new = calibrated.get(tier["name"])
+        if new is None:
+            continue
+        tier.pop("min_score_by_kind", None)
+        tier["min_score"] = new["min_score"]
+        if "min_score_by_kind" in new:
+            tier.insert(list(tier).index("min_score") + 1, "min_score_by_kind", new["min_score_by_kind"])
+    try:
+        Config.model_validate(raw)
+    except ValidationError as exc:  # e.g. scores piled up at 1.0 leave no room for a rising threshold
+        error = exc.errors()[0]
+        raise TurnoutError(f"cannot calibrate: the thresholds would break {config_path}: {error['msg']}; "
+                           "pick other shares, or calibrate on more varied prompts") from None
+    text = io.StringIO()
+    round_trip.dump(raw, text)
+    partial = config_path.with_name(f".{config_path.name}.tmp")
+    partial.write_text(text.getvalue())
+    partial.replace(config_path)
 
 
 def _counted(counts: Counter[str]) -> str:

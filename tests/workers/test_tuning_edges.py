@@ -278,3 +278,24 @@ def test_a_cascade_scorer_that_tells_no_answer_apart_is_flagged(tmp_path: Path) 
     result = turnout("eval", str(rows), "--policy", "cascade", "--scorer", "logprob", "--plot", str(tmp_path / "p.png"))
     assert result.returncode == 0, result.stderr
     assert "the logprob scorer gave every answer" in " ".join(result.stderr.split())
+
+
+def test_calibrate_write_keeps_the_configs_comments_and_layout(tmp_path: Path, repo_root: Path) -> None:
+    # Given the sample config, comments and all, and prompts of both kinds
+    config_path = _config(tmp_path, repo_root)
+    before = config_path.read_text().splitlines()
+    prompts = [f"Question {i}: which is a metal?{' Think.' * (i % 7)}\nA. neon\nB. iron\nC. tin\nD. lead\nAnswer:" for i in range(60)]
+    prompts += [f"Write a {'very ' * (i % 9)}short poem about the number {i}." for i in range(60)]
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"custom_id": f"p{i}", "prompt": p}) + "\n" for i, p in enumerate(prompts)))
+
+    # When the thresholds are written into it
+    calibrate_config(load_config(config_path), config_path, data, 0.3, [], write=True)
+
+    # Then only the frontier tier's thresholds changed: every other line, comments included, is as it was
+    after = config_path.read_text().splitlines()
+    changed = [line for line in after if line not in before]
+    assert [line.split(":")[0].strip() for line in changed] == ["min_score", "min_score_by_kind", "general"], changed
+    assert [line for line in before if line not in after] == ["    min_score: 0.5"]
+    frontier = load_config(config_path).tiers[-1]
+    assert frontier.min_score != 0.5 and "general" in frontier.min_score_by_kind
