@@ -10,6 +10,7 @@ bytes per finished line instead of the line. The collector reads them back from 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -272,13 +273,32 @@ def _spill_locked(ledger: Ledger, batch_id: str, token: str, fd: int, path: Path
         if last is None:
             return moved
         data = b"".join(line + b"\n" for _, line in lines)
-        os.pwrite(fd, data, size)  # at the committed offset: what a dead spill left there is cut
-        os.fsync(fd)
+        _write_at(fd, data, size, path)  # at the committed offset: what a dead spill left there is cut
         committed = ledger.commit_spill(batch_id, token, size, last, size + len(data), str(path), [k for k, _ in lines])
         if committed < 0:
             return moved  # the lease was lost or the batch deleted: leave it to the next spill
         moved, size, cursor = moved + committed, size + len(data), last
     return moved
+
+
+def _write_at(fd: int, data: bytes, offset: int, path: Path) -> None:
+    """All of ``data`` at ``offset``, on disk, or a TurnoutError with the file cut back to
+    ``offset``: a short write (a full disk) must not be committed, or lines dropped from
+    Redis would be in no file."""
+    written = 0
+    try:
+        while written < len(data):
+            step = os.pwrite(fd, data[written:], offset + written)
+            if step <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written += step
+        os.fsync(fd)
+    except OSError as exc:
+        os.ftruncate(fd, offset)
+        raise TurnoutError(
+            f"cannot write the spill file {path}: {exc.strerror or exc}; nothing is lost (the lines stay in Redis "
+            "until a spill succeeds): free space there (or set state_dir elsewhere) and rerun the command"
+        ) from None
 
 
 def summary(status: BatchStatus) -> dict[str, object]:

@@ -324,3 +324,39 @@ def test_an_answer_recorded_without_an_id_claim_keeps_an_empty_marker_when_spill
     assert spill(ledger, batch_id, tmp_path / "spill.jsonl") == 1
     assert ledger.redis.hget(BatchKeys(batch_id).out, "x") == b""
     assert ledger.answered(batch_id, ["x"]) == [True] and ledger.record_ok(batch_id, "x", ok_line("x"), 0.01) is False
+
+
+def test_a_disk_that_fills_mid_spill_commits_nothing_and_loses_no_line(
+    batch: tuple[Ledger, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given two lines spilled, then three more, and a disk that takes only 40 more bytes (a short
+    # write, as os.pwrite makes on a full disk, then ENOSPC)
+    import errno
+    import os
+
+    ledger, batch_id = batch
+    path = tmp_path / "spill.jsonl"
+    record(ledger, batch_id, ["a", "b"])
+    spill(ledger, batch_id, path)
+    size = path.stat().st_size
+    record(ledger, batch_id, ["c", "d", "e"])
+    room = [40]
+
+    def full_disk(fd: int, data: bytes, offset: int) -> int:
+        if not room[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        taken, room[0] = min(room[0], len(data)), room[0] - min(room[0], len(data))
+        return os.pwrite(fd, data[:taken], offset)
+
+    monkeypatch.setattr(collector.os, "pwrite", full_disk)
+
+    # When the spill runs, it stops with one sentence saying nothing is lost
+    with pytest.raises(TurnoutError, match="No space left on device; nothing is lost"):
+        spill(ledger, batch_id, path)
+
+    # Then the file is as before (the partial line cut), the three lines are still in Redis
+    assert path.stat().st_size == size and ids_in(path) == ["a", "b"]
+    assert ledger.redis.hlen(BatchKeys(batch_id).out) == 3
+    # And with room again, the next spill moves them, each once
+    monkeypatch.undo()
+    assert spill(ledger, batch_id, path) == 3 and ids_in(path) == ["a", "b", "c", "d", "e"]
