@@ -17,6 +17,9 @@ from typing import Annotated, Any, Optional
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # or every import waits on the network
 
 import typer  # noqa: E402
+from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: E402
+from redis.exceptions import RedisError  # noqa: E402
+from redis.exceptions import TimeoutError as RedisTimeoutError  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -698,6 +701,17 @@ def fake_provider(
     serve(options, host, port, ready_file)
 
 
+def redis_problem(exc: RedisError) -> str:
+    """One sentence for a Redis failure mid-command, and what to do about it."""
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+        return (f"lost the connection to Redis ({exc}); what was recorded is kept there (with persistence on): once it "
+                "is back, run the same command again to go on")
+    if "MISCONF" in str(exc) or "OOM" in str(exc):
+        return (f"Redis refused a write ({exc}); free disk space or memory where it runs (for `turnout run`, the state "
+                "dir), then run the same command again to go on")
+    return f"Redis failed a command: {exc}"
+
+
 def main() -> None:
     """Entry point: run the CLI, turning turnout's errors into one line and exit status 2."""
     try:
@@ -707,6 +721,9 @@ def main() -> None:
         sys.exit(2)
     except OSError as exc:  # a file or directory it cannot use: the errno's sentence names it
         err.print(f"turnout: error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
+    except RedisError as exc:  # Redis went away, or refused a write, mid-command
+        err.print(f"turnout: error: {redis_problem(exc)}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("turnout: interrupted")

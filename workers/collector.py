@@ -332,8 +332,16 @@ def _write_lines(path: Path, lines: Iterable[bytes]) -> int:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise TurnoutError(
+            f"cannot write {path}: {exc.strerror or exc}; the batch's lines are safe where they were (Redis and the spill "
+            "file): free space there or pick another -o, and collect again"
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)  # a read that failed leaves no half file behind
+        close = getattr(lines, "close", None)
+        if close is not None:
+            close()  # a generator's own clean-up (a spill lease) runs now, while its Redis is up
     return count
 
 

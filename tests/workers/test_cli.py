@@ -344,3 +344,15 @@ def test_a_worker_started_alone_on_a_fake_provider_it_cannot_find_is_one_sentenc
     )
     # Then it refuses at once, instead of sending every job to the dead-letter queue
     assert_one_clear_line(result, "api_base fake", "fake_provider.port", "TURNOUT_FAKE_URL")
+
+
+def test_redis_failing_mid_command_is_one_sentence_saying_what_to_do() -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import ResponseError
+
+    from workers.cli import redis_problem
+
+    lost = redis_problem(RedisConnectionError("Error 111 connecting to /x/.turnout/redis.sock. Connection refused."))
+    full = redis_problem(ResponseError("MISCONF Errors writing to the AOF file: No space left on device"))
+    assert "lost the connection to Redis" in lost and "run the same command again" in lost
+    assert "No space left on device" in full and "free disk space" in full and "run the same command again" in full

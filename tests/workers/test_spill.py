@@ -360,3 +360,31 @@ def test_a_disk_that_fills_mid_spill_commits_nothing_and_loses_no_line(
     # And with room again, the next spill moves them, each once
     monkeypatch.undo()
     assert spill(ledger, batch_id, path) == 3 and ids_in(path) == ["a", "b", "c", "d", "e"]
+
+
+def test_a_full_output_disk_names_the_file_and_releases_the_spill_lease_at_once(
+    batch: tuple[Ledger, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a batch with answers, collected onto a disk that fills after the first line
+    import errno
+    import io
+
+    ledger, batch_id = batch
+    record(ledger, batch_id, ["a", "b", "c"])
+
+    class FullDisk(io.BytesIO):
+        def write(self, data: bytes) -> int:  # type: ignore[override]
+            if self.tell() > 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(data)
+
+    monkeypatch.setattr(collector, "open", lambda *args, **kwargs: FullDisk(), raising=False)
+
+    # When the output is written, it stops with one sentence naming the file
+    with pytest.raises(TurnoutError, match=r"cannot write .*output.jsonl: No space left on device; the batch's lines are safe"):
+        collect(ledger, batch_id, tmp_path)
+
+    # Then the spill lease the reading held is released now, not when the reader is collected
+    # later (by then `turnout run` may have stopped its Redis): a spill can run at once
+    assert ledger.redis.get(BatchKeys(batch_id).key("spill-lock")) is None
+    assert spill(ledger, batch_id, tmp_path / "spill.jsonl") == 3
