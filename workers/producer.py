@@ -222,12 +222,18 @@ class Producer:
                     return True
         return any(needle in held for held in redis.hvals(UNACKED))
 
-    def restore_lost_deliveries(self) -> int:
+    def restore_lost_deliveries(self, every: bool = False) -> int:
         """Put back on their queues the tasks delivered more than the visibility timeout ago and
         never acknowledged (their worker died hard), as kombu in any running worker would; with
-        every pool scaled to zero, none is there to. Returns how many were due."""
+        every pool scaled to zero, none is there to. ``every``: all held tasks, whatever their
+        age, for a caller that knows no live worker holds any. Returns how many were due."""
         with self.app.connection_for_write() as connection:
             qos = connection.default_channel.qos
+            if every:
+                tags = self.ledger.redis.zrange(qos.unacked_index_key, 0, -1)
+                for tag in tags:
+                    qos.restore_by_tag(tag)
+                return len(tags)
             due = int(self.ledger.redis.zcount(qos.unacked_index_key, 0, time.time() - qos.visibility_timeout))
             if due:
                 qos.restore_visible(num=due, interval=1)

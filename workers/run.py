@@ -58,10 +58,12 @@ def run_batch(
     env = dict(os.environ, TURNOUT_REDIS_URL=url, TURNOUT_CONFIG=str(config_path.resolve()))
     supervisor = Supervisor(config, config_path.resolve(), env, state_dir / "logs")
     try:
+        client = Client(config, url)
+        if embedded is not None:
+            _hand_back_held_tasks(client, console)
         supervisor.start_fake_provider()
         os.environ.update({k: v for k, v in env.items() if k == "TURNOUT_FAKE_URL"})
         supervisor.start_pools()
-        client = Client(config, url)
         _note_config_change(client, config, batch_id, console)
         _submit_and_wait(client, supervisor, file, batch_id, timeout, console, PeriodicSpill(client.ledger, batch_id, state_dir))
         report = collect(client.ledger, batch_id, out_dir)
@@ -111,6 +113,20 @@ def _uninterrupted() -> Iterator[None]:
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+def _hand_back_held_tasks(client: Client, console: Console) -> None:
+    """Put back on their queues the tasks an earlier run's pools held when they died with it or
+    with its Redis, before this run's pools start. Only this run uses this Redis (the state
+    dir is locked), so once no worker answers a ping nothing holds them; left alone, they
+    would wait out the visibility timeout (minutes) under a frozen progress bar. A pool of a
+    run killed outright may still be finishing its tasks: then they are left to it."""
+    from workers.producer import UNACKED, Producer
+
+    if not client.ledger.redis.hlen(UNACKED) or client.app.control.ping(timeout=1.0):
+        return
+    restored = Producer(client.app, client.config, client.ledger).restore_lost_deliveries(every=True)
+    console.print(f"{restored} tasks that an earlier run's pools held when they stopped were put back on their queues")
 
 
 def _note_config_change(client: Client, config: Config, batch_id: str, console: Console) -> None:

@@ -319,3 +319,30 @@ def test_a_task_held_past_the_visibility_timeout_by_a_worker_that_is_gone_is_put
 
         # Then it is back on its queue, for a pool that scales on the queue's length to wake and run
         assert redis_client.llen("turnout.classify") == 1 and redis_client.hlen("unacked") == 0
+
+
+def test_a_run_hands_back_tasks_held_by_pools_that_died_with_its_redis_without_waiting(producer: Producer, redis_url: str) -> None:
+    # Given a task held (delivered, unacknowledged) moments ago, and no worker alive to answer a ping
+    import io
+
+    from rich.console import Console
+
+    from schemas.job import Job
+    from workers.client import Client
+    from workers.run import _hand_back_held_tasks
+    from workers.tasks import send_classify
+
+    send_classify(producer.app, "cut", [Job(batch_id="cut", custom_id="a", line=1, messages=[{"role": "user", "content": "hi"}])])
+    redis_client = producer.ledger.redis
+    with producer.app.connection_for_write() as connection:
+        assert connection.default_channel.basic_get("turnout.classify", no_ack=False) is not None
+        client = Client(producer.config, other_db(redis_url, 13), producer.app)  # the producer fixture's database
+        console = Console(file=io.StringIO(), width=200)
+
+        # When `turnout run` starts on that Redis
+        _hand_back_held_tasks(client, console)
+
+        # Then the task is back on its queue at once, not after the visibility timeout, and it says so
+        assert redis_client.llen("turnout.classify") == 1 and redis_client.hlen("unacked") == 0
+        assert "1 tasks that an earlier run's pools held" in console.file.getvalue()  # type: ignore[attr-defined]
+
