@@ -22,7 +22,7 @@ from pathlib import Path
 
 from schemas.errors import TurnoutError
 from schemas.result import BatchStatus
-from workers.ledger import Ledger
+from workers.ledger import Ledger, gone_while
 
 #: How often a waiting collector re-reads the batch's counters.
 POLL_S = 0.25
@@ -47,7 +47,7 @@ def wait(
     while True:
         status = ledger.status(batch_id)
         if status is None and seen:
-            raise TurnoutError(f"batch {batch_id} was deleted while waiting for it")
+            raise TurnoutError(gone_while(batch_id, "waiting for"))
         seen = seen or status is not None
         if status is not None and on_progress:
             on_progress(status)
@@ -134,7 +134,7 @@ class _SpillReader:
         path, size, _ = self.ledger.spill_state(self.batch_id)
         if path is None or size <= self.offset:
             if self.ledger.status(self.batch_id) is None:
-                raise TurnoutError(f"batch {self.batch_id} was deleted while following it")
+                raise TurnoutError(gone_while(self.batch_id, "following"))
             raise TurnoutError(f"batch {self.batch_id}: an output line is spilled but not in its spill file's committed part")
         if self.fd is None:
             try:

@@ -251,6 +251,15 @@ def spilled(owner: bytes | None) -> bool:
     return owner is not None and owner.endswith(b"!")
 
 
+
+def gone_while(batch_id: str, doing: str) -> str:
+    """Why a batch vanished under a waiter or a follower, and what to do."""
+    return (
+        f"batch {batch_id} is gone from Redis while {doing} it: it was deleted (`turnout delete`), or Redis restarted without "
+        "persistence (deploy/README.md: appendonly yes) and lost it; `turnout submit FILE --batch-id "
+        f"{batch_id}` runs its lines again"
+    )
+
 class Ledger:
     """Reads and writes batches' state; one instance per process, thread-safe like redis-py."""
 
@@ -480,7 +489,7 @@ class Ledger:
         while True:
             status = self.status(batch_id)
             if status is None or (started is not None and status.started_at != started):
-                raise TurnoutError(f"batch {batch_id} was deleted while following it")
+                raise TurnoutError(gone_while(batch_id, "following"))
             started = status.started_at
             entries = self.redis.xread({keys.events: last}, count=count, block=None if status.complete else block_ms)
             for _, items in entries:
@@ -491,7 +500,7 @@ class Ledger:
                 oks = [fields[b"ok"] == b"1" for _, fields in items]
                 # an answer is never replaced: gone from Redis means spilled, or the batch deleted
                 if any(ok and value is None for ok, value in zip(oks, values)) and self._started_at(keys) != started:
-                    raise TurnoutError(f"batch {batch_id} was deleted while following it")
+                    raise TurnoutError(gone_while(batch_id, "following"))
                 for (entry_id, _), ok, value in zip(items, oks, values):
                     last = entry_id
                     if ok:
