@@ -94,12 +94,14 @@ class TierProvider:
         failed: list[str] = []
         errors: list[ProviderError] = []
         waits: list[float] = []
+        tried: list[str] = []  # each deployment and what it did, for the error if none answers
         for index, deployment in enumerate(self.tier.deployments):
             name = self.names[index]
             wait = await self.gate.admit(name, deployment.rpm, deployment.tpm, tokens)
             if wait > 0:  # cooling down or at its rate limit: passed over, like a failure
                 waits.append(wait)
                 failed.append(name)
+                tried.append(f"{name}: cooling down or at its rate limit")
                 continue
             started = time.perf_counter()
             try:
@@ -112,9 +114,10 @@ class TierProvider:
                 await self.gate.failed(name, retry_after, self.tier.cooldown_s)
                 failed.append(name)
                 errors.append(error)
+                tried.append(f"{name}: {error.code}: {error.message}")
                 continue
             return self._answer(response, index, failed, time.perf_counter() - started)
-        raise _exhausted(errors, waits)
+        raise _exhausted(errors, waits, tried)
 
     def _answer(self, response: Any, index: int, failed: list[str], latency_s: float) -> Answer:
         hidden = getattr(response, "_hidden_params", {}) or {}
@@ -140,17 +143,23 @@ def _request_at_fault(error: ProviderError) -> bool:
     return error.status_code not in (401, 403, 404)
 
 
-def _exhausted(errors: list[ProviderError], waits: list[float]) -> ProviderError:
-    """The error for a job no deployment answered: retry later unless all failed for good."""
+def _exhausted(errors: list[ProviderError], waits: list[float], tried: list[str]) -> ProviderError:
+    """The error for a job no deployment answered: retry later unless all failed for good.
+    Its message names every deployment and what it did, so a dead letter says which failed how."""
+    every = "; ".join(tried)
     retryable = [e for e in errors if isinstance(e, RetryableProviderError)]
     if waits or retryable:
         hints = [w for w in waits] + [e.retry_after for e in retryable if e.retry_after]
         last = retryable[-1] if retryable else None
         code = last.code if last else BUSY
-        message = last.message if last else "every deployment is cooling down or at its rate limit"
+        message = f"no deployment answered: {every}" if last else "every deployment is cooling down or at its rate limit"
         return RetryableProviderError(code, message, last.status_code if last else 429, min(hints) if hints else None)
     contexts = [e for e in errors if isinstance(e, ContextWindowError)]
-    return contexts[-1] if contexts else errors[-1]
+    final = contexts[-1] if contexts else errors[-1]
+    if len(tried) > 1:
+        final.message = f"no deployment answered: {every}"
+        final.args = (final.message,)
+    return final
 
 
 def classify(exc: BaseException) -> ProviderError:

@@ -290,3 +290,39 @@ def test_litellm_gets_the_reply_and_usage_back(provider: Callable[..., str]) -> 
     assert response.choices[0].finish_reason == "stop"
     assert response.usage.prompt_tokens == fetch_stats(url)["prompt_tokens"]
     assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens
+
+
+def test_a_job_no_deployment_answers_fails_naming_each_deployment_and_its_error(provider: Callable[..., str], redis_url: str) -> None:
+    import asyncio
+
+    from schemas.config import Tier
+    from schemas.errors import RetryableProviderError
+    from schemas.job import Job
+    from tests.conftest import other_db
+    from workers.gate import Gate
+    from workers.provider import TierProvider
+
+    # Given a tier of two deployments, both down (503 and 502)
+    url = provider(fail_models={"primary": 503, "backup": 502})
+    tier = Tier.model_validate({"name": "cheap", "deployments": [
+        {"model": "openai/primary", "name": "cheap-primary", "api_base": "fake"},
+        {"model": "openai/backup", "name": "cheap-backup", "api_base": "fake"},
+    ]})  # fmt: skip
+    job = Job(batch_id="b", custom_id="a", line=1, messages=[{"role": "user", "content": "hi"}])
+
+    # When a job is sent
+    async def call() -> None:
+        gate = Gate(other_db(redis_url, 12))
+        try:
+            await gate.redis.flushdb()
+            await TierProvider(tier, url, gate).complete(job)
+        finally:
+            await gate.redis.flushdb()
+            await gate.redis.aclose()
+
+    with pytest.raises(RetryableProviderError) as failed:
+        asyncio.run(call())
+
+    # Then its error (what the dead letter and the error line keep) says which deployment failed how
+    message = failed.value.message
+    assert message.startswith("no deployment answered: cheap-primary: ") and "; cheap-backup: " in message
