@@ -70,7 +70,8 @@ def main() -> None:
         boot = []
         for _ in range(1000):
             i = rng.integers(0, len(rows), len(rows))
-            boot.append(routing_metrics(scores[i], weak[i], strong[i]).apgr)
+            if strong[i].mean() > weak[i].mean():  # a resample with no gap has no APGR
+                boot.append(routing_metrics(scores[i], weak[i], strong[i]).apgr)
         by_category: dict[str, list[float]] = defaultdict(list)
         for row, score in zip(rows, scores):
             by_category[str(row["category"])].append(float(score))

@@ -373,8 +373,11 @@ def write_model_file(path: Path, data: dict[str, Any], card: str) -> tuple[Path,
     card_path = path.with_suffix(".md")
     for target, text in ((path, json.dumps(data, separators=(",", ":")) + "\n"), (card_path, card)):
         partial = target.with_name(f".{target.name}.tmp")
-        partial.write_text(text, encoding="utf-8")
-        partial.replace(target)
+        try:
+            partial.write_text(text, encoding="utf-8")
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
     return path, card_path
 
 

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Optional
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # or every import waits on the network
 
 import typer  # noqa: E402
+from kombu.exceptions import OperationalError  # noqa: E402
 from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: E402
 from redis.exceptions import RedisError  # noqa: E402
 from redis.exceptions import TimeoutError as RedisTimeoutError  # noqa: E402
@@ -210,7 +211,7 @@ def _check_fake_provider_findable(config: Config, tier: Any) -> None:
         raise TurnoutError(
             f"tier {tier.name}: deployment {fake[0]} has api_base fake (the offline fake provider) but no port to find it "
             "on: set fake_provider.port to where `turnout fake-provider` listens (or TURNOUT_FAKE_URL), or give the tier "
-            "real providers (deploy/turnout.yaml is a config that does)"
+            "real providers (deploy/k8s/turnout.yaml is a config that does)"
         )
 
 
@@ -513,9 +514,12 @@ def evaluate(
         raise TurnoutError(f"--policy is route or cascade, not {policy!r}")
     # the config is optional here (it gives prices), unless named
     config = _config(config_path) if config_path.exists() or config_path != DEFAULT_CONFIG else None
-    if router_name is None:
+    if router_name is None:  # as the workers choose: a model the config names, the shipped one, else the heuristic
+        from router.classifier import DEFAULT_MODEL_PATH
+
         chosen = config.classifier if config else None
-        router_name = "heuristic" if chosen and chosen.kind == "heuristic" else (chosen and chosen.model_path) or "default"
+        named = (chosen and chosen.model_path) or ("default" if DEFAULT_MODEL_PATH.exists() else "heuristic")
+        router_name = "heuristic" if chosen and chosen.kind == "heuristic" else named
     if policy == "cascade":
         tier = next((t for t in config.tiers if t.policy == "cascade" and t.scorer), None) if config else None
         kind = scorer or (tier.scorer.kind if tier and tier.scorer else "format+verifier")
@@ -701,9 +705,14 @@ def fake_provider(
     serve(options, host, port, ready_file)
 
 
-def redis_problem(exc: RedisError) -> str:
+#: Exit status for Redis lost or refusing writes mid-command: a passing fault, unlike a user's
+#: error (2), so `turnout run` restarts a pool that exits with it.
+BROKER_LOST = 3
+
+
+def redis_problem(exc: Exception) -> str:
     """One sentence for a Redis failure mid-command, and what to do about it."""
-    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OperationalError)):
         return (f"lost the connection to Redis ({exc}); what was recorded is kept there (with persistence on): once it "
                 "is back, run the same command again to go on")
     if "MISCONF" in str(exc) or "OOM" in str(exc):
@@ -722,9 +731,9 @@ def main() -> None:
     except OSError as exc:  # a file or directory it cannot use: the errno's sentence names it
         err.print(f"turnout: error: {exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
-    except RedisError as exc:  # Redis went away, or refused a write, mid-command
+    except (RedisError, OperationalError) as exc:  # Redis went away, or refused a write, mid-command
         err.print(f"turnout: error: {redis_problem(exc)}", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(2)
+        sys.exit(BROKER_LOST)  # not 2: `turnout run` restarts a pool that exits so, and stops on a user error
     except KeyboardInterrupt:
         err.print("turnout: interrupted")
         sys.exit(130)

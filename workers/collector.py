@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from redis.exceptions import RedisError
+
 from schemas.errors import TurnoutError
 from schemas.result import BatchStatus
 from workers.ledger import Ledger, gone_while
@@ -341,7 +343,10 @@ def _write_lines(path: Path, lines: Iterable[bytes]) -> int:
         tmp.unlink(missing_ok=True)  # a read that failed leaves no half file behind
         close = getattr(lines, "close", None)
         if close is not None:
-            close()  # a generator's own clean-up (a spill lease) runs now, while its Redis is up
+            try:
+                close()  # a generator's own clean-up (a spill lease) runs now, while its Redis is up
+            except RedisError:
+                pass  # the lease lapses on its own in a minute; the error that brought us here matters more
     return count
 
 

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -227,28 +228,36 @@ def _write_thresholds(config_path: Path, calibrated: dict[str, dict[str, Any]]) 
                            "pick other shares, or calibrate on more varied prompts") from None
     text = io.StringIO()
     round_trip.dump(raw, text)
-    partial = config_path.with_name(f".{config_path.name}.tmp")
-    partial.write_text(text.getvalue())
-    partial.replace(config_path)
+    target = config_path.resolve()  # a symlinked config stays a symlink
+    partial = target.with_name(f".{target.name}.tmp")
+    try:
+        partial.write_text(text.getvalue())
+        shutil.copymode(target, partial)  # e.g. 0640 for /etc/turnout/turnout.yaml
+        if os.geteuid() == 0:  # and its owner and group (root:turnout), where this may set them
+            os.chown(partial, target.stat().st_uid, target.stat().st_gid)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _counted(counts: Counter[str]) -> str:
     return ", ".join(f"{n} {what}" for what, n in counts.most_common())
 
 
-#: Calibration says so when a tier's share on the calibration prompts is this far from the asked one.
-SHARE_TOLERANCE = 0.02
-
-
 def _tie_note(scores: list[Any], names: list[str], wanted: list[float], overall: list[float], own: dict[str, list[float]]) -> str:
-    """A comment line when tied scores keep the thresholds from giving a tier its share (many
-    copies of one prompt, or a heuristic with few distinct scores): the shares they do give."""
+    """A comment line when tied scores (many copies of one prompt, or a heuristic with few
+    distinct scores) keep the thresholds from giving a tier the prompts a quantile would: the
+    shares they do give. A sample of n prompts allows shares in steps of 1/n; that is no tie."""
+    groups = Counter(s.kind if s.kind in own else None for s in scores)
+    above = [0.0]  # the share on tier i+1 and every dearer one, summed as score_thresholds sums it
+    for share in reversed(wanted):
+        above.insert(0, above[0] + share)
+    expected = [sum(min(round(above[i] * n), n) - min(round(above[i + 1] * n), n) for n in groups.values()) for i in range(len(names))]
     reached = Counter(bisect.bisect_right(own.get(s.kind or "", overall), s.value) for s in scores)
-    # tier i (above the cheapest) gets the prompts scoring at or above its threshold and below the next
-    got = [reached[i + 1] / len(scores) for i in range(len(names))]
-    if all(abs(g - w) <= SHARE_TOLERANCE for g, w in zip(got, wanted)):
+    got = [reached[i + 1] for i in range(len(names))]  # tier i+1: at or above its threshold, below the next
+    if got == expected:
         return ""
-    shares = ", ".join(f"{name} {g:.1%} (asked {w:.0%})" for name, g, w in zip(names, got, wanted))
+    shares = ", ".join(f"{name} {g / len(scores):.1%} (asked {w:.0%})" for name, g, w in zip(names, got, wanted))
     return f"# tied scores: on these prompts the thresholds give {shares}; no threshold splits a tie\n"
 
 

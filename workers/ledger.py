@@ -251,7 +251,6 @@ def spilled(owner: bytes | None) -> bool:
     return owner is not None and owner.endswith(b"!")
 
 
-
 def gone_while(batch_id: str, doing: str) -> str:
     """Why a batch vanished under a waiter or a follower, and what to do."""
     return (

@@ -53,7 +53,9 @@ class StallWatch:
         if now - self.since < STALL_S:
             return 0
         self.since = None
-        restored = self.producer.restore_lost_deliveries()
+        # a live worker restores these itself, by the cluster's visibility timeout (this client's
+        # config may hold another): only when none answers, as with every pool scaled to zero
+        restored = 0 if self.client.app.control.ping(timeout=1.0) else self.producer.restore_lost_deliveries()
         if restored:
             self.say(f"{restored} tasks held by workers that are gone were put back on their queues")
         if restored or self.producer.batch_pending(self.batch_id):

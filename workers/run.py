@@ -32,6 +32,10 @@ from workers.report import write_report
 from workers.supervisor import Supervisor
 
 
+#: How much longer than a tier's longest run a rerun waits for an earlier run's pools to finish.
+HAND_BACK_MARGIN_S = 30.0
+
+
 def run_batch(
     config: Config, config_path: Path, file: Path, out_dir: Path, batch_id: str, timeout: float | None, console: Console
 ) -> dict[str, Any]:
@@ -60,7 +64,7 @@ def run_batch(
     try:
         client = Client(config, url)
         if embedded is not None:
-            _hand_back_held_tasks(client, console)
+            _hand_back_held_tasks(client, state_dir, console)
         supervisor.start_fake_provider()
         os.environ.update({k: v for k, v in env.items() if k == "TURNOUT_FAKE_URL"})
         supervisor.start_pools()
@@ -115,18 +119,33 @@ def _uninterrupted() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _hand_back_held_tasks(client: Client, console: Console) -> None:
+def _hand_back_held_tasks(client: Client, state_dir: Path, console: Console) -> None:
     """Put back on their queues the tasks an earlier run's pools held when they died with it or
-    with its Redis, before this run's pools start. Only this run uses this Redis (the state
-    dir is locked), so once no worker answers a ping nothing holds them; left alone, they
-    would wait out the visibility timeout (minutes) under a frozen progress bar. A pool of a
-    run killed outright may still be finishing its tasks: then they are left to it."""
+    with its Redis, before this run's pools start; left alone, they would wait out the
+    visibility timeout (minutes) under a frozen progress bar. Only this run uses this Redis
+    (the state dir is locked), so the only holders can be that run's pools: a run killed
+    outright leaves them in a warm shutdown, still running their tasks. Their process groups
+    are waited for (up to a tier's longest run and a margin); if they outlast that, their
+    tasks are left to the visibility timeout. A worker started by hand on this Redis is
+    looked for with a ping."""
     from workers.producer import UNACKED, Producer
+    from workers.supervisor import live_groups
 
-    if not client.ledger.redis.hlen(UNACKED) or client.app.control.ping(timeout=1.0):
+    if not client.ledger.redis.hlen(UNACKED):
+        return
+    log_dir = state_dir / "logs"
+    deadline = time.monotonic() + max(tier.longest_run_s for tier in client.config.tiers) + HAND_BACK_MARGIN_S
+    if live_groups(log_dir):
+        console.print("waiting for the previous run's pools to finish their tasks…")
+        while live_groups(log_dir) and time.monotonic() < deadline:
+            time.sleep(1.0)
+    if live_groups(log_dir) or client.app.control.ping(timeout=1.0):
+        console.print("[yellow]workers of an earlier run still hold tasks; those go back on their queues when the "
+                      "visibility timeout has passed[/yellow]")
         return
     restored = Producer(client.app, client.config, client.ledger).restore_lost_deliveries(every=True)
-    console.print(f"{restored} tasks that an earlier run's pools held when they stopped were put back on their queues")
+    if restored:
+        console.print(f"{restored} tasks that an earlier run's pools held when they stopped were put back on their queues")
 
 
 def _note_config_change(client: Client, config: Config, batch_id: str, console: Console) -> None:

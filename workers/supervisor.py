@@ -23,6 +23,8 @@ STOP_GRACE_S = 10.0
 FAKE_PROVIDER = "fake-provider"
 #: How long `turnout run` waits for the fake provider to listen.
 FAKE_START_TIMEOUT_S = 20.0
+#: Beside each child's log, a file holding its process group while it runs.
+GROUP_SUFFIX = ".pgid"
 
 
 def cli_command(*args: str) -> list[str]:
@@ -44,6 +46,9 @@ class Child:
                 start_new_session=True,  # Ctrl-C reaches `turnout run` only, which stops pools in order
                 preexec_fn=die_with_parent,
             )
+        # its process group (the pool's processes), for a later run to see whether it outlived
+        # this one (`live_groups`); removed once it has stopped
+        self.log_path.with_suffix(GROUP_SUFFIX).write_text(str(self.process.pid))
 
     def last_words(self) -> str:
         """The last line of the child's log, where a turnout command says why it stopped."""
@@ -76,6 +81,23 @@ class Child:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        self.log_path.with_suffix(GROUP_SUFFIX).unlink(missing_ok=True)
+
+
+def live_groups(log_dir: Path) -> list[int]:
+    """The process groups of children an earlier run started here that are still alive: a
+    run killed outright (kill -9, the OOM killer) leaves its pools in a warm shutdown, still
+    running their tasks, which a new run must not hand out again meanwhile."""
+    alive = []
+    for marker in log_dir.glob(f"*{GROUP_SUFFIX}"):
+        try:
+            group = int(marker.read_text())
+            os.killpg(group, 0)
+        except (ValueError, OSError):  # unreadable, or no such group: it has ended
+            marker.unlink(missing_ok=True)
+            continue
+        alive.append(group)
+    return alive
 
 
 @dataclass

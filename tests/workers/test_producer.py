@@ -321,9 +321,13 @@ def test_a_task_held_past_the_visibility_timeout_by_a_worker_that_is_gone_is_put
         assert redis_client.llen("turnout.classify") == 1 and redis_client.hlen("unacked") == 0
 
 
-def test_a_run_hands_back_tasks_held_by_pools_that_died_with_its_redis_without_waiting(producer: Producer, redis_url: str) -> None:
-    # Given a task held (delivered, unacknowledged) moments ago, and no worker alive to answer a ping
+def test_a_run_hands_back_tasks_held_by_pools_that_died_with_its_redis_without_waiting(
+    producer: Producer, redis_url: str, tmp_path: Path
+) -> None:
+    # Given a task held (delivered, unacknowledged) moments ago, by an earlier run's pool that is
+    # still finishing it (a process group recorded beside its log, alive for 2 more seconds)
     import io
+    import subprocess
 
     from rich.console import Console
 
@@ -334,15 +338,23 @@ def test_a_run_hands_back_tasks_held_by_pools_that_died_with_its_redis_without_w
 
     send_classify(producer.app, "cut", [Job(batch_id="cut", custom_id="a", line=1, messages=[{"role": "user", "content": "hi"}])])
     redis_client = producer.ledger.redis
+    (tmp_path / "logs").mkdir()
+    # the group's leader exits at once and its sleeper is orphaned, as a dead run's pool is (init reaps it)
+    leader = subprocess.run(["sh", "-c", "sleep 2 >/dev/null 2>&1 & echo $$"], start_new_session=True, capture_output=True, text=True)
+    group = int(leader.stdout)
+    (tmp_path / "logs" / "pool-cheap.pgid").write_text(str(group))
     with producer.app.connection_for_write() as connection:
         assert connection.default_channel.basic_get("turnout.classify", no_ack=False) is not None
         client = Client(producer.config, other_db(redis_url, 13), producer.app)  # the producer fixture's database
         console = Console(file=io.StringIO(), width=200)
 
         # When `turnout run` starts on that Redis
-        _hand_back_held_tasks(client, console)
+        started = time.monotonic()
+        _hand_back_held_tasks(client, tmp_path, console)
 
-        # Then the task is back on its queue at once, not after the visibility timeout, and it says so
+        # Then it waits for that pool to end, not the visibility timeout (6 minutes here), then puts the task
+        # back on its queue, and says so
+        said = console.file.getvalue()  # type: ignore[attr-defined]
+        assert 1 < time.monotonic() - started < 60
+        assert "waiting for the previous run's pools" in said and "1 tasks that an earlier run's pools held" in said
         assert redis_client.llen("turnout.classify") == 1 and redis_client.hlen("unacked") == 0
-        assert "1 tasks that an earlier run's pools held" in console.file.getvalue()  # type: ignore[attr-defined]
-

@@ -340,13 +340,16 @@ def test_a_disk_that_fills_mid_spill_commits_nothing_and_loses_no_line(
     spill(ledger, batch_id, path)
     size = path.stat().st_size
     record(ledger, batch_id, ["c", "d", "e"])
-    room = [40]
+    room, grew = [40], []
+    real_pwrite = os.pwrite
 
     def full_disk(fd: int, data: bytes, offset: int) -> int:
         if not room[0]:
+            grew.append(os.fstat(fd).st_size)
             raise OSError(errno.ENOSPC, "No space left on device")
-        taken, room[0] = min(room[0], len(data)), room[0] - min(room[0], len(data))
-        return os.pwrite(fd, data[:taken], offset)
+        taken = min(room[0], len(data))
+        room[0] -= taken
+        return real_pwrite(fd, data[:taken], offset)
 
     monkeypatch.setattr(collector.os, "pwrite", full_disk)
 
@@ -354,7 +357,8 @@ def test_a_disk_that_fills_mid_spill_commits_nothing_and_loses_no_line(
     with pytest.raises(TurnoutError, match="No space left on device; nothing is lost"):
         spill(ledger, batch_id, path)
 
-    # Then the file is as before (the partial line cut), the three lines are still in Redis
+    # Then the file is as before (the 40 bytes of a partial line, written, are cut), the three lines still in Redis
+    assert grew == [size + 40]
     assert path.stat().st_size == size and ids_in(path) == ["a", "b"]
     assert ledger.redis.hlen(BatchKeys(batch_id).out) == 3
     # And with room again, the next spill moves them, each once

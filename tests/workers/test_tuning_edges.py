@@ -299,3 +299,33 @@ def test_calibrate_write_keeps_the_configs_comments_and_layout(tmp_path: Path, r
     assert [line for line in before if line not in after] == ["    min_score: 0.5"]
     frontier = load_config(config_path).tiers[-1]
     assert frontier.min_score != 0.5 and "general" in frontier.min_score_by_kind
+
+
+def test_calibrate_does_not_blame_ties_for_the_steps_a_small_sample_allows(tmp_path: Path, repo_root: Path) -> None:
+    # Given 10 prompts with 10 distinct heuristic scores: 25% of them is 2.5 prompts, so 2 or 3 go
+    prompts = [f"Write a {'very ' * i}short note about {'tea' if i % 2 else 'rain'}{', step by step' * (i % 3)}." for i in range(10)]
+    path = tmp_path / "few.jsonl"
+    path.write_text("".join(json.dumps({"custom_id": f"p{i}", "prompt": p}) + "\n" for i, p in enumerate(prompts)))
+    config_path = _config(tmp_path, repo_root)
+    config = load_config(config_path)
+    config = config.model_copy(update={"classifier": config.classifier.model_copy(update={"kind": "heuristic"})})
+    from router.heuristic import HeuristicClassifier
+
+    assert len({s.value for s in HeuristicClassifier().score_batch(prompts)}) == 10
+    # When the frontier is asked for 25%, then the fragment does not call that a tie
+    assert "tied scores" not in calibrate_config(config, config_path, path, 0.25, [], write=False)
+
+
+def test_calibrate_write_keeps_a_symlinked_configs_link_and_mode(tmp_path: Path, repo_root: Path) -> None:
+    import os
+    import stat
+
+    real = _config(tmp_path, repo_root)
+    real.chmod(0o640)
+    link = tmp_path / "link.yaml"
+    link.symlink_to(real)
+    data = _labeled(tmp_path / "d.jsonl", 60)
+    calibrate_config(load_config(link), link, data, 0.3, [], write=True)
+    assert link.is_symlink() and stat.S_IMODE(os.stat(real).st_mode) == 0o640
+    assert load_config(real).tiers[-1].min_score != 0.5
+    assert not list(tmp_path.glob(".*.tmp"))
