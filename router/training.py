@@ -565,6 +565,9 @@ def train(
     per_file = {str(p): read_rows(Path(p)) for p in paths}
     rows = [row for file_rows in per_file.values() for row in file_rows]
     check_learnable(rows, folds > 1)
+    smallest = min(Counter(r.dataset for r in rows).items(), key=lambda item: item[1])
+    if folds > smallest[1]:
+        raise TrainingDataError(f"--folds {folds} is more than the {smallest[1]} rows of {smallest[0]}; give fewer folds.", Path(smallest[0]))
     held_out: dict[str, dict[str, Any]] = {}
     if folds > 1:
         log(f"cross-validating on {len(rows):,} rows ({folds} folds)…")

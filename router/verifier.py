@@ -453,6 +453,8 @@ def train_verifier(
             raise TrainingDataError(f"{name}: row {wrong.id!r} has weak {wrong.weak:g}, strong {wrong.strong:g}; the verifier "
                                     "learns whether an answer is correct, 1 or 0 (a judge's grade: scale it to 0..1).", Path(name))
     rows = [row for file_rows in per_file.values() for row in file_rows]
+    if folds > len(rows):
+        raise TrainingDataError(f"--folds {folds} is more than the {len(rows)} prompts; give fewer folds.", Path(out))
     held_out: dict[str, Any] = {}
     if folds > 1:
         log(f"cross-validating on {len(rows):,} prompts ({folds} folds)…")

@@ -329,3 +329,9 @@ def test_calibrate_write_keeps_a_symlinked_configs_link_and_mode(tmp_path: Path,
     assert link.is_symlink() and stat.S_IMODE(os.stat(real).st_mode) == 0o640
     assert load_config(real).tiers[-1].min_score != 0.5
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_more_folds_than_rows_is_one_sentence(tmp_path: Path) -> None:
+    data = _labeled(tmp_path / "d.jsonl", 60)
+    assert_one_clear_line(turnout("train", str(data), "-o", str(tmp_path / "m.json"), "--folds", "1000"), "--folds 1000", "60 rows of d")
+    assert_one_clear_line(turnout("train-verifier", str(_answered(tmp_path)), "-o", str(tmp_path / "v.json"), "--folds", "1000"), "20 prompts")
