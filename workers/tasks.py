@@ -15,7 +15,7 @@ import logging
 import os
 import random
 from collections import defaultdict
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from celery import Celery, Task
@@ -43,6 +43,10 @@ RETRY_SLACK_S = 5.0
 MAX_DELIVERIES = 3
 #: At most this many custom_ids are listed in the task's argsrepr that Flower shows.
 ARGSREPR_IDS = 64
+#: While some calls of a route tier's micro-batch are still out, the answers it already has are
+#: recorded this often: a worker dying then loses only the calls in flight, not the answers
+#: that waited for the slowest call (and would be paid for again).
+EARLY_RECORD_S = 2.0
 
 T = TypeVar("T")
 _loop: asyncio.AbstractEventLoop | None = None
@@ -61,8 +65,24 @@ def run_on_loop(coroutine: Awaitable[T]) -> T:
     return _loop.run_until_complete(coroutine)
 
 
-async def _gather(calls: list[Awaitable[T]]) -> list[T | BaseException]:
-    return await asyncio.gather(*calls, return_exceptions=True)
+async def _gather(calls: list[Awaitable[T]], early: Callable[[list[tuple[int, T]]], None] | None = None) -> list[T | BaseException]:
+    """Every call's result or exception, in order. ``early``, if given, is handed the results
+    that came in (by index, each once) every ``EARLY_RECORD_S`` while others are still out."""
+    futures = [asyncio.ensure_future(call) for call in calls]
+    pending: set[asyncio.Future[T]] = set(futures)
+    handed: set[int] = set()
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=EARLY_RECORD_S if early else None)
+        if pending and early is not None:
+            ready = [(i, f.result()) for i, f in enumerate(futures) if i not in handed and f.done() and f.exception() is None]
+            if ready:
+                handed.update(i for i, _ in ready)
+                early(ready)
+    outcomes: list[T | BaseException] = []
+    for future in futures:
+        exception = future.exception()
+        outcomes.append(exception if exception is not None else future.result())
+    return outcomes
 
 
 def argsrepr(batch_id: str, jobs: Sequence[Job] | Sequence[WireJob]) -> str:
@@ -195,11 +215,26 @@ def complete_batch(task: Task, runtime: Runtime, tier: Tier, batch_id: str, raw_
     fresh = [job for job, done in zip(jobs, answered) if not done]
     provider = runtime.provider(tier.name)
     extra = {"logprobs": True} if tier.scorer is not None and "logprob" in tier.scorer.kind else {}
-    outcomes = run_on_loop(_gather([provider.complete(job, extra) for job in fresh]))
-    retry: list[tuple[Job, float]] = []
     stats = Stats(runtime.ledger.redis)
+    recorded_early: set[int] = set()
+
+    def record_early(ready: list[tuple[int, Answer]]) -> None:
+        for i, _ in ready:
+            fresh[i].attempts += 1
+        pairs = [(fresh[i], answer) for i, answer in ready]
+        for recorded, (_, answer) in zip(record_answers(runtime, tier, pairs), pairs):
+            if recorded:
+                _count_answer(stats, tier, answer)
+        recorded_early.update(i for i, _ in ready)
+
+    # a cascade tier scores its answers together before keeping any: it records at the end
+    early = record_early if tier.policy == "route" else None
+    outcomes = run_on_loop(_gather([provider.complete(job, extra) for job in fresh], early))
+    retry: list[tuple[Job, float]] = []
     answers: list[tuple[Job, Answer]] = []
-    for job, outcome in zip(fresh, outcomes):
+    for i, (job, outcome) in enumerate(zip(fresh, outcomes)):
+        if i in recorded_early:
+            continue
         job.attempts += 1
         if isinstance(outcome, Answer):
             answers.append((job, outcome))

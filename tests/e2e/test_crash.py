@@ -77,3 +77,39 @@ def test_killing_a_whole_worker_then_starting_a_new_one_loses_and_doubles_nothin
     # Then the tasks it held are delivered again and the ledger is whole, nothing doubled
     assert_ledger_whole(fresh_fake, result, ids, "kill-worker")
     assert pool(fresh_fake, "cheap").restarts >= 1
+
+
+def test_answers_waiting_on_a_slow_call_of_their_micro_batch_are_recorded_before_it_ends(fresh_fake: Cluster) -> None:
+    # Given a micro-batch of eight on the cheap tier, one of whose calls the provider holds 4.5 s
+    # (under the deployment's 5 s timeout: it is answered in the end)
+    fresh_fake.fake(hang_on=["SLOW"], hang_s=4.5)
+    ids = [f"s{i}" for i in range(8)]
+    lines = [{"custom_id": i, "prompt": f"What is {i}?", "model": "tier:cheap"} for i in ids]
+    lines[5]["prompt"] = "A SLOW one"
+    seen: list[tuple[int, bool]] = []  # (lines done, the slow one among them), as they change
+
+    def watch() -> None:
+        ledger = fresh_fake.client.ledger
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = ledger.status("slow")
+            done = status.done if status is not None else 0
+            if not seen or seen[-1][0] != done:
+                seen.append((done, ledger.answered("slow", ["s5"])[0]))
+            if done == 8:
+                return
+            time.sleep(0.02)
+
+    try:
+        watcher = threading.Thread(target=watch, daemon=True)
+        result = run_while(fresh_fake, lines, "slow", watcher.start)
+        watcher.join(timeout=10)
+    finally:
+        fresh_fake.fake(hang_on=[])
+
+    # Then the seven fast answers were recorded while the slow call was still out (a worker dying
+    # then would have lost only that call), and the slow one after, each once
+    assert (7, False) in seen, seen
+    assert seen[-1] == (8, True)
+    assert Counter(line["custom_id"] for line in result["out"]) == Counter(ids)
+    assert all(line["turnout"]["attempts"] == 1 for line in result["out"])
