@@ -1,6 +1,6 @@
 """Where a tier worker's CPU goes, piece by piece, in one process (no Celery).
 
-    python bench/call_costs.py [--calls 2000] [--inflight 128] [--latency-ms 0] [--rounds 3]
+    python bench/call_costs.py [--calls 2000] [--inflight 128] [--latency-ms 0] [--rounds 3] [--json]
 
 Against a fake provider subprocess, with one persistent event loop like a tier worker:
 
@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default="", help="comma-separated variant names")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args()
 
     import litellm
@@ -200,11 +201,13 @@ def main() -> None:
             pipe.execute()
         results["record (Lua, pipelined per batch)"] = [1000 * (cpu() - c0) / n]
         out = {k: statistics.median(v) for k, v in results.items()}
+        if args.json:
+            print(json.dumps(out))
+            return
         for k, v in out.items():
             if v is not None:
                 unit = "jobs/s" if k.endswith("jobs/s") else "ms CPU/job"
                 print(f"{k:40s} {v:9.3f} {unit}")
-        print(json.dumps(out))
     finally:
         embedded.stop()
         fake.terminate()

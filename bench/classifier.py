@@ -4,7 +4,7 @@ Three sets: the shared labeled data (multiple choice and word problems: the trai
 sub-models), the open-ended prompts of examples/batch.jsonl (chat, writing, code: the
 heuristic's kind), and those same prompts repeated to 4,000 characters (pasted documents).
 
-    python bench/classifier.py [--model router/models/default.json] [--data FILE ...] [--json OUT]
+    python bench/classifier.py [--model router/models/default.json] [--data FILE ...] [--json]
 
 Reads the shared labeled data at run time (never copied into the repository).
 """
@@ -68,7 +68,7 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
     parser.add_argument("--data", type=Path, nargs="*", default=sorted(SHARED_DATA.glob("*.jsonl")))
     parser.add_argument("--single", type=int, default=2000, help="prompts timed one at a time")
-    parser.add_argument("--json", type=Path, help="also write the figures as a JSON object here")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the lines")
     args = parser.parse_args()
 
     model = TrainedClassifier.load(args.model)
@@ -91,12 +91,13 @@ def main() -> int:
             "single_p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 3),
             "single_max_ms": round(latencies[-1], 3),
         }
-        print(
-            f"{name}: {len(prompts):,} prompts, batches of {BATCH}: {rate:,.0f} prompts/s; one at a time: "
-            f"p50 {statistics.median(latencies):.3f} ms, p99 {latencies[int(0.99 * (len(latencies) - 1))]:.3f} ms"
-        )
+        if not args.json:
+            print(
+                f"{name}: {len(prompts):,} prompts, batches of {BATCH}: {rate:,.0f} prompts/s; one at a time: "
+                f"p50 {statistics.median(latencies):.3f} ms, p99 {latencies[int(0.99 * (len(latencies) - 1))]:.3f} ms"
+            )
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        print(json.dumps(figures, indent=2))
     return 0
 
 

@@ -39,9 +39,11 @@ class TierPolicy:
             return name
         if model in self.by_model:
             return self.by_model[model]
+        known = sorted(self.by_model)
+        more = f" (and {len(known) - 8} more)" if len(known) > 8 else ""
         raise InputLineError(
             "unknown_model",
-            f"model {model!r} is not in the config; use auto, tier:<name> or one of {sorted(self.by_model)[:8]}",
+            f"model {model!r} is not in the config; use auto, tier:<name> or one of {known[:8]}{more}",
         )
 
     def tier_for_score(self, score: float, kind: str | None = None) -> str:

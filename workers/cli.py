@@ -354,8 +354,8 @@ def _delete_batch(client: Any, batch_id: str, force: bool, drop_spill: bool) -> 
         letters.remove(letter)
     spill_file, _, _ = client.ledger.spill_state(batch_id)
     client.ledger.delete(batch_id)
-    if spill_file and drop_spill:
-        Path(spill_file).unlink(missing_ok=True)
+    if spill_file and (drop_spill or (Path(spill_file).is_file() and not Path(spill_file).stat().st_size)):
+        Path(spill_file).unlink(missing_ok=True)  # collected, or empty: nothing in it to keep
     elif spill_file and Path(spill_file).exists():
         err.print(f"kept {spill_file}, which holds answers spilled out of Redis; remove it once you have them")
     err.print(f"deleted batch {batch_id} from Redis ({len(doomed)} dead letters with it)")
@@ -708,6 +708,21 @@ def fake_provider(
 #: Exit status for Redis lost or refusing writes mid-command: a passing fault, unlike a user's
 #: error (2), so `turnout run` restarts a pool that exits with it.
 BROKER_LOST = 3
+
+
+def _reflow_help(*typers: typer.Typer) -> None:
+    """Each command's docstring as paragraphs: Typer keeps a docstring's single line breaks, which
+    then break `--help`'s lines mid-sentence once it wraps them to the terminal."""
+    import inspect
+
+    for group in typers:
+        for command in group.registered_commands:
+            if command.callback is not None and command.callback.__doc__:
+                paragraphs = inspect.cleandoc(command.callback.__doc__).split("\n\n")
+                command.callback.__doc__ = "\n\n".join(" ".join(p.split("\n")) for p in paragraphs)
+
+
+_reflow_help(app, dlq_app)
 
 
 def redis_problem(exc: Exception) -> str:

@@ -228,7 +228,9 @@ def spill(ledger: Ledger, batch_id: str, path: Path, per_round: int = 5000) -> i
     if not ledger.spill_lock(batch_id, token):
         return 0  # another collector is spilling this batch
     try:
-        known, spilled_bytes, _ = ledger.spill_state(batch_id)
+        known, spilled_bytes, cursor = ledger.spill_state(batch_id)
+        if not known and ledger.unspilled(batch_id, cursor, 1)[0] is None:
+            return 0  # nothing to spill yet: no file, or an empty one would outlive a short batch
         if known and spilled_bytes and not Path(known).exists():  # not made here: an empty file would look cut
             raise TurnoutError(
                 f"batch {batch_id}'s answers are spilled to {known} ({spilled_bytes:,} bytes), which is not on this "

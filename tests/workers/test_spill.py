@@ -392,3 +392,11 @@ def test_a_full_output_disk_names_the_file_and_releases_the_spill_lease_at_once(
     # later (by then `turnout run` may have stopped its Redis): a spill can run at once
     assert ledger.redis.get(BatchKeys(batch_id).key("spill-lock")) is None
     assert spill(ledger, batch_id, tmp_path / "spill.jsonl") == 3
+
+
+def test_a_spill_with_nothing_to_move_makes_no_file(batch: tuple[Ledger, str], tmp_path: Path) -> None:
+    ledger, batch_id = batch
+    path = tmp_path / "spill.jsonl"
+    assert spill(ledger, batch_id, path) == 0 and not path.exists()  # an empty file would outlive a short batch
+    record(ledger, batch_id, ["a"])
+    assert spill(ledger, batch_id, path) == 1 and ids_in(path) == ["a"]
