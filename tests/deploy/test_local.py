@@ -140,3 +140,11 @@ def test_everything_the_image_copies_exists_in_the_repository() -> None:
             *sources, _ = shlex.split(args)
             for source in sources:
                 assert (REPO / source).exists(), f"COPY {source}: no such file"
+
+
+def test_compose_gives_the_provider_keys_to_the_tier_pools_only() -> None:
+    services = compose()["services"]
+    tiers = {tier["name"] for tier in yaml.safe_load(LOCAL_CONFIG.read_text())["tiers"]}
+    with_keys = {name for name, service in services.items() if "OPENAI_API_KEY" in (service.get("environment") or {})}
+    assert with_keys == tiers
+    assert all("ANTHROPIC_API_KEY" in services[name]["environment"] for name in tiers)
