@@ -204,10 +204,13 @@ def _check_fake_provider_findable(config: Config, tier: Any) -> None:
     """A worker started on its own (not by `turnout run`, which starts the fake provider and says
     where) must be told where an ``api_base: fake`` deployment's fake provider listens, or every
     call fails and every job ends in the dead-letter queue."""
+    from urllib.parse import urlsplit
+
     from schemas.config import FAKE_API_BASE
+    from workers.provider import fake_base_url
 
     fake = [d.name or d.model for d in tier.deployments if d.api_base == FAKE_API_BASE]
-    if fake and not os.environ.get("TURNOUT_FAKE_URL") and not (config.fake_provider and config.fake_provider.port):
+    if fake and urlsplit(fake_base_url(config)).port == 0:
         raise TurnoutError(
             f"tier {tier.name}: deployment {fake[0]} has api_base fake (the offline fake provider) but no port to find it "
             "on: set fake_provider.port to where `turnout fake-provider` listens (or TURNOUT_FAKE_URL), or give the tier "
@@ -474,18 +477,19 @@ def train(
     """Train a router model (JSON weights, no pickle) and write its model card."""
     from router.training import train as train_model
 
-    from router.trained import check_model_path
-
-    check_model_path(out_path)
-    for path in data:
-        input_file(path, "training data")
-    if folds < 0:
-        raise TurnoutError(f"--folds {folds}: give 0 (no held-out figures) or a number of folds from 2")
+    _check_training_inputs(data, folds)  # the output path: train_model checks it before it reads
     report = train_model(data, out_path, folds=folds, seed=seed, log=lambda message: err.print(message))
     for dataset, figures in report.held_out.items():
         cpt = figures["cpt"]
         err.print(f"{dataset:>8}: CPT20 {cpt['20%']:.1%}  CPT50 {cpt['50%']:.1%}  CPT80 {cpt['80%']:.1%}  APGR {figures['apgr']:.3f}")
     out.print(f"wrote {report.model_path} and {report.card_path} in {report.seconds:.0f}s")
+
+
+def _check_training_inputs(data: list[Path], folds: int) -> None:
+    for path in data:
+        input_file(path, "training data")
+    if folds < 0:
+        raise TurnoutError(f"--folds {folds}: give 0 (no held-out figures) or a number of folds from 2")
 
 
 @app.command("eval")
@@ -583,13 +587,7 @@ def train_verifier(
     """Train the answer verifier a cascade tier can score its answers with."""
     from router.verifier import train_verifier as train
 
-    from router.trained import check_model_path
-
-    check_model_path(out_path)
-    for path in data:
-        input_file(path, "training data")
-    if folds < 0:
-        raise TurnoutError(f"--folds {folds}: give 0 (no held-out figures) or a number of folds from 2")
+    _check_training_inputs(data, folds)
     report = train(data, out_path, folds=folds, log=lambda message: err.print(message))
     for answers, figures in report.held_out.items():
         if isinstance(figures, dict) and figures.get("auc") is not None:

@@ -47,7 +47,7 @@ def run_eval(data: list[Path], router_name: str, config: Config | None, plot: Pa
     from router.training import evaluate, read_rows
 
     plot = plot_path(plot)
-    rows = [row for path in data for row in read_rows(_existing(path))]
+    rows = [row for path in data for row in read_rows(input_file(path, "labeled data"))]
     datasets = {row.dataset for row in rows}
     taken = sorted(datasets & set(RESULT_KEYS) - ({"all"} if len(datasets) == 1 else set()))
     if taken:
@@ -86,10 +86,6 @@ def plot_path(plot: Path) -> Path:
     if plot.is_dir():
         raise TurnoutError(f"--plot {plot} is a folder; give a file path ending in .png")
     return plot
-
-
-def _existing(path: Path, what: str = "labeled data") -> Path:
-    return input_file(path, what)
 
 
 def _warn_if_trained_on(classifier: Classifier, rows: list[Any], data: list[Path], console: Console) -> None:
@@ -175,7 +171,7 @@ def calibrate_config(
     from router.training import score_in_batches, thresholds_by_kind
 
     wanted = _wanted_shares(config, frontier_share, shares)
-    prompts, skipped = _prompts(_existing(data, "prompt file"), config)
+    prompts, skipped = _prompts(input_file(data, "prompt file"), config)
     if not prompts:
         raise TurnoutError(f"{data} holds no prompt to calibrate on ({_counted(skipped) or 'it is empty'})")
     classifier = load_classifier(config.classifier)
@@ -365,7 +361,7 @@ def run_cascade_eval(
 
     scorer = offline_scorer(scorer_kind, verifier)
     plot = plot_path(plot)
-    rows = [row for path in data for row in read_answered_rows(_existing(path))]
+    rows = [row for path in data for row in read_answered_rows(input_file(path, "labeled data"))]
     prices = _token_prices(config) if config else Prices()
     costs = CallCosts.from_texts(
         [r.prompt for r in rows], [r.weak_response for r in rows], [r.strong_response for r in rows],
@@ -429,7 +425,7 @@ def verify_lines(path: Path, scorer_kind: str, out: Any, cost_aware: bool = Fals
 
     scorer = offline_scorer(scorer_kind, verifier)
     count = 0
-    with open(_existing(path, "answer file"), "rb") as handle:
+    with open(input_file(path, "answer file"), "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue

@@ -125,15 +125,20 @@ def test_verify_cost_aware_weighs_the_verifier_score_by_the_escalation_size(tmp_
     assert weighted < plain  # a short answer is cheap to escalate
 
 
-def test_eval_cascade_takes_the_scorer_and_its_cost_weighting_from_the_config(tmp_path: Path, repo_root: Path) -> None:
-    # Given answered rows and a config whose cheap tier cascades with a cost-aware verifier
-    rows = tmp_path / "answered.jsonl"
+def answered_rows(rows: Path) -> Path:
+    """20 answered word problems: the weak model right on every other one, the strong one on all."""
     good, bad = "3 + 4 = 7. The answer is 7.", "He has 12 apples."
     rows.write_text("".join(
         json.dumps({"id": f"r{i}", "prompt": "Tom has 3 apples and buys 4 more. How many now?", "weak_response": good if i % 2 else bad,
                     "strong_response": good, "weak": float(i % 2), "strong": 1.0}) + "\n"
         for i in range(20)
     ))  # fmt: skip
+    return rows
+
+
+def test_eval_cascade_takes_the_scorer_and_its_cost_weighting_from_the_config(tmp_path: Path, repo_root: Path) -> None:
+    # Given answered rows and a config whose cheap tier cascades with a cost-aware verifier
+    rows = answered_rows(tmp_path / "answered.jsonl")
     config = tmp_path / "turnout.yaml"
     text = (repo_root / "examples/turnout.yaml").read_text()
     config.write_text(text.replace("    models: [gpt-4o-mini]\n", "    models: [gpt-4o-mini]\n    policy: cascade\n    scorer: {kind: format+verifier, threshold: 0.7, cost_aware: true}\n", 1))

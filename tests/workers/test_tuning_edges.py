@@ -14,7 +14,7 @@ from rich.console import Console
 from router.training import LabeledRow, TrainingDataError, fit, read_rows
 from schemas.config import load_config
 from schemas.errors import TurnoutError
-from tests.workers.test_cli import assert_one_clear_line, turnout
+from tests.workers.test_cli import answered_rows, assert_one_clear_line, turnout
 from workers.evaluation import calibrate_config, run_eval
 
 
@@ -148,14 +148,7 @@ def test_eval_with_a_named_config_that_does_not_exist_is_one_sentence(tmp_path: 
 
 
 def _answered(tmp_path: Path) -> Path:
-    rows = tmp_path / "answered.jsonl"
-    good, bad = "3 + 4 = 7. The answer is 7.", "He has 12 apples."
-    rows.write_text("".join(
-        json.dumps({"id": f"r{i}", "prompt": "Tom has 3 apples and buys 4 more. How many now?", "weak_response": good if i % 2 else bad,
-                    "strong_response": good, "weak": float(i % 2), "strong": 1.0}) + "\n"
-        for i in range(20)
-    ))  # fmt: skip
-    return rows
+    return answered_rows(tmp_path / "answered.jsonl")
 
 
 def test_the_cascade_eval_and_verify_use_the_verifier_file_they_are_given(tmp_path: Path, repo_root: Path) -> None:
