@@ -88,11 +88,7 @@ def main() -> None:
         litellm.register_model({"openai/fake-registered": {
             "input_cost_per_token": INPUT_COST_PER_M / 1e6, "output_cost_per_token": OUTPUT_COST_PER_M / 1e6,
             "litellm_provider": "openai", "mode": "chat", "max_tokens": 4096}})
-        import workers.tasks as tasks_module
-
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        tasks_module._loop, tasks_module._loop_pid = loop, os.getpid()  # complete_batch runs on this loop too
+        from workers.tasks import run_on_loop  # complete_batch runs on this process loop too
 
         def messages(i: int) -> list[dict[str, str]]:
             return [{"role": "user", "content": prompt(i)}]
@@ -124,7 +120,7 @@ def main() -> None:
         only = set(filter(None, args.only.split(",")))
         for name, make in variants.items():  # warm each path
             if not only or name in only:
-                loop.run_until_complete(gathered(make, 50))
+                run_on_loop(gathered(make, 50))
 
         class FakeTask:
             class request:
@@ -142,14 +138,13 @@ def main() -> None:
                 FakeTask.request.id = f"{batch_id}-{start}"  # a fresh delivery count per task
                 complete_batch(FakeTask, runtime, tier, batch_id, raw[start : start + args.inflight])
 
-        # complete_batch uses workers.tasks.run_on_loop's own loop
         results: dict[str, list[float]] = {}
         for _ in range(args.rounds):
             for name, make in variants.items():
                 if only and name not in only:
                     continue
                 c0, t0 = cpu(), time.perf_counter()
-                loop.run_until_complete(gathered(make))
+                run_on_loop(gathered(make))
                 results.setdefault(name, []).append(1000 * (cpu() - c0) / args.calls)
                 results.setdefault(name + " jobs/s", []).append(args.calls / (time.perf_counter() - t0))
             if not only or "complete_batch" in only:

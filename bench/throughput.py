@@ -1,7 +1,8 @@
 """turnout end to end beside a bare ``litellm.acompletion`` loop, on the same fake provider.
 
     python bench/throughput.py [--latency-ms 0] [--jobs 5000] [--processes 2] [--inflight 256]
-                               [--repeat 3] [--classifier auto|heuristic|trained] [--json]
+                               [--slow-share 0] [--slow-s 3] [--repeat 3]
+                               [--classifier auto|heuristic|trained] [--json]
 
 One run starts, in a temp dir: the fake provider (a subprocess, at ``--latency-ms``), a
 private Redis (EmbeddedRedis), turnout's pools (workers.supervisor.Supervisor: the classify
@@ -16,6 +17,12 @@ backup deployment on ``api_base: fake``), and ``--processes`` bare-loop processe
 3. ``--repeat`` times, alternating: ``--jobs`` jobs through the whole pipeline (producer →
    classify → tier → ledger), then the same jobs through the bare loop. The table shows the
    median of the runs; a ratio is taken within one run, then the median of the ratios.
+
+Stragglers: with ``--slow-share`` above 0, that share of calls (on both sides) takes
+``--slow-s`` seconds longer than the rest (the fake provider's ``timeout_rate`` and ``hang_s``,
+set after the warm-up), as real calls with long answers do. A micro-batch then waits for its
+slowest call unless the tier hands its stragglers off (the tier's ``hand_off_after``;
+``--hand-off-after 0`` turns that off, to compare).
 
 Sizing: the same number of calls in flight on both sides (``--inflight``, split over the
 processes). turnout's tier batch_size = ceil(inflight / processes), and chunk_size (jobs per
@@ -271,6 +278,7 @@ def write_config(path: Path, args: argparse.Namespace, batch_size: int, fake_por
                 "min_score": 0.0,
                 "batch_size": batch_size,
                 "processes": args.processes,
+                **({} if args.hand_off_after is None else {"hand_off_after": args.hand_off_after or None}),
                 "models": ["gpt-4o-mini"],
                 "deployments": [
                     {"model": MODEL, "name": "cheap-primary", "api_base": "fake",
@@ -442,7 +450,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     from schemas.config import load_config
     from workers.broker import EmbeddedRedis
     from workers.client import Client
-    from workers.fake_provider import fetch_stats
+    from workers.fake_provider import configure, fetch_stats
     from workers.supervisor import Supervisor
 
     tmp = Path(tempfile.mkdtemp(prefix="turnout-bench-"))
@@ -475,6 +483,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         log(f"warm-up: {warm} jobs through turnout, {bare.per_process * 2} calls per bare process")
         turnout.run(warm, "bench-warm")
         bare.warm(bare.per_process * 2)
+        if args.slow_share > 0:
+            configure(fake_url, timeout_rate=args.slow_share, hang_s=args.slow_s)
+            log(f"stragglers: {args.slow_share:.0%} of calls take {args.slow_s:g} s longer")
 
         runs = []
         for r in range(args.repeat):
@@ -495,6 +506,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
              for k in runs[0]["turnout"]["cpu_ms_per_job_by_part"]}
     return {
         "latency_ms": args.latency_ms,
+        "slow_share": args.slow_share,
+        "slow_s": args.slow_s,
+        "hand_off_after": config.tiers[0].hand_off_after,
         "jobs": args.jobs,
         "processes": args.processes,
         "inflight": args.inflight,
@@ -533,7 +547,9 @@ def print_table(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     r = result
-    title = (f"{r['jobs']} jobs, {r['latency_ms']:g} ms provider latency, {r['processes']} processes, "
+    slow = f" ({r['slow_share']:.0%} of calls {r['slow_s']:g} s slower)" if r["slow_share"] else ""
+    slow += f", hand_off_after {r['hand_off_after']}"
+    title = (f"{r['jobs']} jobs, {r['latency_ms']:g} ms provider latency{slow}, {r['processes']} processes, "
              f"{r['inflight']} in flight, median of {r['repeat']}")
     table = Table(title=title, show_edge=False)
     for column in ("", "turnout", "bare acompletion", "turnout / bare"):
@@ -565,6 +581,10 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latency-ms", type=float, default=0.0, help="fake provider latency per call")
+    parser.add_argument("--slow-share", type=float, default=0.0, help="share of calls that are stragglers")
+    parser.add_argument("--slow-s", type=float, default=3.0, help="how much longer a straggler takes, seconds")
+    parser.add_argument("--hand-off-after", type=float, default=None,
+                        help="the tier's hand_off_after (default: the config's default; 0: off)")
     parser.add_argument("--jobs", type=int, default=5000, help="jobs per timed run")
     parser.add_argument("--processes", type=int, default=2, help="tier pool processes = bare-loop processes")
     parser.add_argument("--inflight", type=int, default=256, help="calls in flight in total, on each side")

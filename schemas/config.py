@@ -36,6 +36,8 @@ DEFAULT_CALL_TIMEOUT_S = 60.0
 FAKE_API_BASE = "fake"
 #: A set visibility timeout must exceed the longest tier's calls by this much (a retry waits in it too).
 VISIBILITY_SLACK_S = 10.0
+#: A tier task stops waiting for calls still out this many times as long as half its calls took.
+DEFAULT_HAND_OFF_AFTER = 2.0
 _SECRET_REF = re.compile(r"^(os\.environ/[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
 _NAME = r"^[a-z0-9][a-z0-9_-]*$"
 #: The kinds of prompt the trained router tells apart (multiple choice, word problems, the rest);
@@ -107,6 +109,14 @@ class Tier(_Strict):
     cooldown_s: float = Field(DEFAULT_COOLDOWN_S, ge=0, description="how long a failing deployment sits out")
     policy: Literal["route", "cascade"] = Field("route", description="cascade: escalate answers the scorer rejects")
     scorer: ScorerConfig | None = Field(None, description="for policy cascade")
+    hand_off_after: float | None = Field(
+        DEFAULT_HAND_OFF_AFTER,
+        ge=1.0,
+        description=(
+            "once half a micro-batch has answered, calls still out after this many times as long are handed to "
+            "the process's event loop and the task ends (route tiers; null waits for every call)"
+        ),
+    )
 
     @field_validator("min_score_by_kind")
     @classmethod

@@ -85,6 +85,9 @@ class FakeProviderOptions:
     hang_on: tuple[str, ...] = ()
     """Requests whose last user message contains one of these strings always hang ``hang_s``:
     a poison job, for tests of what happens when a job's worker dies every time."""
+    fail_on: Mapping[str, int] = field(default_factory=dict)
+    """Marker → status: requests whose last user message contains the marker get that status,
+    after the latency and any hang (a call that is slow and then fails)."""
     broken_unicode_on: tuple[str, ...] = ()
     """Requests whose last user message contains one of these strings get a reply ending in
     half a UTF-16 surrogate pair (the JSON escape ``\\ud83d``), as a model's output can."""
@@ -112,6 +115,7 @@ class FakeProviderOptions:
         object.__setattr__(self, "hang_on", tuple(str(m) for m in self.hang_on))
         object.__setattr__(self, "broken_unicode_on", tuple(str(m) for m in self.broken_unicode_on))
         object.__setattr__(self, "fail_models", {str(m): int(s) for m, s in self.fail_models.items()})
+        object.__setattr__(self, "fail_on", {str(m): int(s) for m, s in self.fail_on.items()})
         for name in ("context_limit", "rate_limit_rpm", "bad_answer_rate"):
             value = getattr(self, name)
             if isinstance(value, Mapping):
@@ -133,6 +137,8 @@ class FakeProviderOptions:
             raise ValueError("error_kinds must list HTTP error statuses (400-599)")
         if not all(400 <= s <= 599 for s in self.fail_models.values()):
             raise ValueError("fail_models must map models to HTTP error statuses (400-599)")
+        if not all(400 <= s <= 599 for s in self.fail_on.values()):
+            raise ValueError("fail_on must map markers to HTTP error statuses (400-599)")
 
     def patched(self, changes: Mapping[str, Any]) -> FakeProviderOptions:
         """A copy with ``changes`` applied; raises ValueError on an unknown or invalid field."""
@@ -470,6 +476,9 @@ class FakeProvider:
         if refused is not None:
             return refused
         await self._wait(options, last_user)
+        failing = next((status for marker, status in options.fail_on.items() if marker in last_user), None)
+        if failing is not None:
+            return error_response(failing, retry_after_s=options.retry_after_s)
         if options.error_rate and self._rng.random() < options.error_rate:
             return error_response(self._rng.choice(options.error_kinds), retry_after_s=options.retry_after_s)
         limit = for_model(options.context_limit, model)

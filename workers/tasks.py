@@ -14,11 +14,13 @@ import json
 import logging
 import os
 import random
+import threading
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from celery import Celery, Task
+from celery.signals import worker_process_shutdown
 from pydantic import ValidationError
 
 from router.classifier import Score
@@ -30,6 +32,7 @@ from workers.app import CLASSIFY_QUEUE, CLASSIFY_TASK, Runtime, visibility_timeo
 from workers.dlq import DeadLetters
 from workers.metrics import Stats
 from workers.answer import BUSY, Answer
+from workers.stragglers import GUARD_S, MIN_WAIT_S, OUT, current_stragglers, process_stragglers, states
 
 log = logging.getLogger("turnout.tasks")
 
@@ -53,33 +56,77 @@ _loop: asyncio.AbstractEventLoop | None = None
 _loop_pid = 0
 
 
-def run_on_loop(coroutine: Awaitable[T]) -> T:
-    """Run on this process's own event loop, made lazily after fork and kept for its life.
+def process_loop() -> asyncio.AbstractEventLoop:
+    """This process's event loop, running in a thread of its own, made lazily after fork and
+    kept for the process's life: calls a task handed off go on running on it between tasks.
 
-    asyncio.run per task would leak LiteLLM's cached HTTP sessions (one per loop).
+    A loop per task would leak LiteLLM's cached HTTP sessions (one per loop).
     """
     global _loop, _loop_pid
     if _loop is None or _loop_pid != os.getpid():
-        _loop = asyncio.new_event_loop()
-        _loop_pid = os.getpid()
-    return _loop.run_until_complete(coroutine)
+        loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, name="turnout-loop", daemon=True).start()
+        _loop, _loop_pid = loop, os.getpid()
+    return _loop
 
 
-async def _gather(calls: list[Awaitable[T]], early: Callable[[list[tuple[int, T]]], None] | None = None) -> list[T | BaseException]:
-    """Every call's result or exception, in order. ``early``, if given, is handed the results
-    that came in (by index, each once) every ``EARLY_RECORD_S`` while others are still out."""
+def run_on_loop(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run on this process's event loop and wait for the result."""
+    return asyncio.run_coroutine_threadsafe(coroutine, process_loop()).result()
+
+
+#: What ``_gather`` gives for a call it stopped waiting for: the call's future, still running.
+Handed = asyncio.Future
+
+
+async def _gather(
+    calls: list[Coroutine[Any, Any, T]],
+    early: Callable[[list[tuple[int, T]]], None] | None = None,
+    hand_off_after: float | None = None,
+    room: Callable[[], int] = lambda: 0,
+) -> list[T | BaseException | Handed[T]]:
+    """Every call's result or exception, in order.
+
+    ``early``, if given, is handed the results that came in (by index, each once) every
+    ``EARLY_RECORD_S`` while others are still out. With ``hand_off_after``, once half the
+    calls have answered and ``hand_off_after`` times as long has passed (at least
+    ``stragglers.MIN_WAIT_S``), the calls still out are left running and given as their
+    futures, if ``room()`` takes that many.
+    """
+    loop = asyncio.get_running_loop()
+    start = loop.time()
     futures = [asyncio.ensure_future(call) for call in calls]
     pending: set[asyncio.Future[T]] = set(futures)
-    handed: set[int] = set()
+    reported: set[int] = set()
+    next_early = start + EARLY_RECORD_S
+    cut_at: float | None = None
     while pending:
-        _, pending = await asyncio.wait(pending, timeout=EARLY_RECORD_S if early else None)
-        if pending and early is not None:
-            ready = [(i, f.result()) for i, f in enumerate(futures) if i not in handed and f.done() and f.exception() is None]
+        waiting_for_half = hand_off_after is not None and cut_at is None
+        deadlines = [t for t in (next_early if early else None, cut_at) if t is not None]
+        timeout = max(0.0, min(deadlines) - loop.time()) if deadlines else None
+        when = asyncio.FIRST_COMPLETED if waiting_for_half else asyncio.ALL_COMPLETED
+        _, pending = await asyncio.wait(pending, timeout=timeout, return_when=when)
+        now = loop.time()
+        if not pending:
+            break
+        if waiting_for_half and 2 * (len(futures) - len(pending)) >= len(futures):
+            assert hand_off_after is not None
+            cut_at = start + max(MIN_WAIT_S, hand_off_after * (now - start))
+        if early is not None and now >= next_early:
+            next_early = now + EARLY_RECORD_S
+            ready = [(i, f.result()) for i, f in enumerate(futures) if i not in reported and f.done() and f.exception() is None]
             if ready:
-                handed.update(i for i, _ in ready)
+                reported.update(i for i, _ in ready)
                 early(ready)
-    outcomes: list[T | BaseException] = []
+        if cut_at is not None and now >= cut_at:
+            if len(pending) <= room():
+                break
+            cut_at = now + 1.0  # this process holds as many handed calls as it may: look again soon
+    outcomes: list[T | BaseException | Handed[T]] = []
     for future in futures:
+        if not future.done():
+            outcomes.append(future)
+            continue
         exception = future.exception()
         outcomes.append(exception if exception is not None else future.result())
     return outcomes
@@ -102,13 +149,15 @@ def send_classify(app: Celery, batch_id: str, jobs: Sequence[Job] | Sequence[Wir
     app.send_task(CLASSIFY_TASK, args=[batch_id, bodies], queue=CLASSIFY_QUEUE, argsrepr=argsrepr(batch_id, jobs))
 
 
-def send_tier(app: Celery, tier: Tier, batch_id: str, jobs: Sequence[Job], countdown: float = 0) -> None:
-    """Send jobs to a tier's queue in micro-batches of the tier's batch size."""
+def send_tier(app: Celery, tier: Tier, batch_id: str, jobs: Sequence[Job], countdown: float = 0, guard: bool = False) -> None:
+    """Send jobs to a tier's queue in micro-batches of the tier's batch size (``guard``: as the
+    guard of calls handed off, see complete_batch)."""
     for start in range(0, len(jobs), tier.batch_size):
         piece = jobs[start : start + tier.batch_size]
         app.send_task(
             tier.task_name,
             args=[batch_id, dump(piece)],
+            kwargs={"guard": True} if guard else None,
             queue=tier.queue,
             countdown=countdown or None,
             argsrepr=argsrepr(batch_id, piece),
@@ -206,13 +255,19 @@ def reject_job(runtime: Runtime, job: Job, code: str, message: str) -> None:
 # --- complete --------------------------------------------------------------------------
 
 
-def complete_batch(task: Task, runtime: Runtime, tier: Tier, batch_id: str, raw_jobs: list[dict[str, Any]]) -> None:
-    """Answer a micro-batch: skip what is already answered, call the rest concurrently, record each."""
+def complete_batch(task: Task, runtime: Runtime, tier: Tier, batch_id: str, raw_jobs: list[dict[str, Any]], guard: bool = False) -> None:
+    """Answer a micro-batch: skip what is already answered, call the rest concurrently, record each.
+
+    ``guard``: these are jobs an earlier task handed off with their calls still out
+    (workers/stragglers.py); only those whose call no process holds or settled are run.
+    """
     jobs = readable_jobs(runtime, batch_id, raw_jobs)
     if not jobs or _split_if_poisoned(task, runtime, tier, batch_id, jobs):
         return
     answered = runtime.ledger.answered(batch_id, [job.custom_id for job in jobs])
     fresh = [job for job, done in zip(jobs, answered) if not done]
+    if guard:
+        fresh = _orphans(task.app, runtime, tier, batch_id, fresh)
     provider = runtime.provider(tier.name)
     extra = {"logprobs": True} if tier.scorer is not None and "logprob" in tier.scorer.kind else {}
     stats = Stats(runtime.ledger.redis)
@@ -228,28 +283,29 @@ def complete_batch(task: Task, runtime: Runtime, tier: Tier, batch_id: str, raw_
         recorded_early.update(i for i, _ in ready)
 
     # a cascade tier scores its answers together before keeping any: it records at the end
-    early = record_early if tier.policy == "route" else None
-    outcomes = run_on_loop(_gather([provider.complete(job, extra) for job in fresh], early))
+    route = tier.policy == "route"
+    stragglers = process_stragglers(runtime.ledger.redis)
+    calls = [provider.complete(job, extra) for job in fresh]
+    outcomes = run_on_loop(_gather(calls, record_early if route else None,
+                                   tier.hand_off_after if route else None, lambda: stragglers.room(tier.batch_size)))
     retry: list[tuple[Job, float]] = []
     answers: list[tuple[Job, Answer]] = []
+    handed: list[tuple[Job, Handed[Answer]]] = []
     for i, (job, outcome) in enumerate(zip(fresh, outcomes)):
         if i in recorded_early:
+            continue
+        if isinstance(outcome, asyncio.Future):
+            handed.append((job, outcome))
             continue
         job.attempts += 1
         if isinstance(outcome, Answer):
             answers.append((job, outcome))
-        elif isinstance(outcome, ProviderError):
-            delay = _handle_failure(task.app, runtime, tier, job, outcome)
-            stats.add("jobs", tier.name, "retried" if delay is not None else "failed")
-            if delay is not None:
-                retry.append((job, delay))
-        else:  # a bug of ours, not the provider's: log it, and let the job retry, then dead-letter
-            log.error("job %s failed unexpectedly: %r", job.custom_id, outcome, exc_info=outcome)
-            error = RetryableProviderError("internal_error", f"{type(outcome).__name__}: {outcome}")
-            delay = _handle_failure(task.app, runtime, tier, job, error)
-            stats.add("jobs", tier.name, "retried" if delay is not None else "failed")
-            if delay is not None:
-                retry.append((job, delay))
+            continue
+        delay = _failed(task.app, runtime, tier, job, outcome, stats)
+        if delay is not None:
+            retry.append((job, delay))
+    if handed:
+        _hand_off(task.app, runtime, tier, batch_id, handed)
     if tier.policy == "cascade" and answers:
         answers = _cascade(task.app, runtime, tier, answers, stats)
     for recorded, (_, answer) in zip(record_answers(runtime, tier, answers), answers):
@@ -259,7 +315,74 @@ def complete_batch(task: Task, runtime: Runtime, tier: Tier, batch_id: str, raw_
     if retry:
         again = [job for job, _ in retry]
         countdown = retry_countdown(runtime.config, tier, [d for _, d in retry])
-        task.retry(args=[batch_id, dump(again)], countdown=countdown, argsrepr=argsrepr(batch_id, again))
+        # kwargs={}: a guard's retried jobs are ordinary jobs again
+        task.retry(args=[batch_id, dump(again)], kwargs={}, countdown=countdown, argsrepr=argsrepr(batch_id, again))
+
+
+def _failed(app: Celery, runtime: Runtime, tier: Tier, job: Job, outcome: BaseException, stats: Stats) -> float | None:
+    """Take a failed call's job on its path; returns its retry delay, or None when it left this tier."""
+    if isinstance(outcome, ProviderError):
+        error = outcome
+    else:  # a bug of ours, not the provider's: log it, and let the job retry, then dead-letter
+        log.error("job %s failed unexpectedly: %r", job.custom_id, outcome, exc_info=outcome)
+        error = RetryableProviderError("internal_error", f"{type(outcome).__name__}: {outcome}")
+    delay = _handle_failure(app, runtime, tier, job, error)
+    stats.add("jobs", tier.name, "retried" if delay is not None else "failed")
+    return delay
+
+
+def _hand_off(app: Celery, runtime: Runtime, tier: Tier, batch_id: str, handed: list[tuple[Job, Handed[Answer]]]) -> None:
+    """Leave the calls still out to this process's loop, and send their guard before the task
+    is acknowledged (workers/stragglers.py)."""
+
+    def settler(job: Job) -> Callable[[object], None]:
+        return lambda outcome: _settle(app, runtime, tier, job, outcome)
+
+    stragglers = process_stragglers(runtime.ledger.redis)
+    calls: list[tuple[str, asyncio.Future[Any], Callable[[object], None]]] = [(job.custom_id, future, settler(job)) for job, future in handed]
+    run_on_loop(stragglers.adopt(batch_id, calls))
+    jobs = [job for job, _ in handed]
+    send_tier(app, tier, batch_id, jobs, countdown=min(GUARD_S, retry_ceiling(runtime.config, tier)), guard=True)
+    log.info("batch %s: handed %d calls still out to this process's loop, the task goes on", batch_id, len(jobs))
+
+
+def _settle(app: Celery, runtime: Runtime, tier: Tier, job: Job, outcome: object) -> None:
+    """A handed-off call ended: record its answer, or take its failure on its path, as its task would have."""
+    job.attempts += 1
+    stats = Stats(runtime.ledger.redis)
+    if isinstance(outcome, Answer):
+        if record_answers(runtime, tier, [(job, outcome)])[0]:
+            _count_answer(stats, tier, outcome)
+    else:
+        assert isinstance(outcome, BaseException)
+        delay = _failed(app, runtime, tier, job, outcome, stats)
+        if delay is not None:
+            send_tier(app, tier, job.batch_id, [job], countdown=retry_countdown(runtime.config, tier, [delay]))
+    stats.flush()
+
+
+def _orphans(app: Celery, runtime: Runtime, tier: Tier, batch_id: str, jobs: list[Job]) -> list[Job]:
+    """Of a guard's unanswered jobs, those whose handed-off call was lost with its process.
+
+    A job whose call is still out is guarded again later; a settled one is left alone. A lost
+    call counts as an attempt, so a job that kills its process each time ends in the DLQ.
+    """
+    leases = states(runtime.ledger.redis, batch_id, [job.custom_id for job in jobs])
+    still_out = [job for job, lease in zip(jobs, leases) if lease == OUT]
+    if still_out:
+        send_tier(app, tier, batch_id, still_out, countdown=min(GUARD_S, retry_ceiling(runtime.config, tier)), guard=True)
+    orphans = []
+    for job, lease in zip(jobs, leases):
+        if lease is not None:
+            continue
+        job.attempts += 1
+        job.errors.append(f"attempt {job.attempts} on {tier.name}: its worker stopped while the call was out")
+        if job.attempts >= tier.max_attempts:
+            message = f"the job's worker stopped {job.attempts} times while its call was out"
+            dead_letter(runtime, tier, job, "worker_lost", message)
+            continue
+        orphans.append(job)
+    return orphans
 
 
 def _count_answer(stats: Stats, tier: Tier, answer: Answer) -> None:
@@ -464,11 +587,23 @@ def register(app: Celery, config: Config) -> None:
 
     for tier in config.tiers:
         _register_tier(app, runtime, tier)
+    longest = max(tier.longest_run_s for tier in config.tiers)
+
+    @worker_process_shutdown.connect(weak=False, dispatch_uid="turnout.stragglers")
+    def finish_handed_calls(**_: Any) -> None:
+        """A pool process about to exit (a warm shutdown, a scale-down) waits for the calls it
+        handed off, as for a running task: cut, they would be paid for again by their guard."""
+        stragglers = current_stragglers()
+        if stragglers is not None and stragglers.out:
+            log.info("waiting up to %g s for %d handed-off calls before this process exits", longest, len(stragglers.out))
+            left = stragglers.drain(longest)
+            if left:
+                log.warning("%d handed-off calls still out at exit: their guard runs them again", left)
 
 
 def _register_tier(app: Celery, runtime: Runtime, tier: Tier) -> None:
     # max_retries=None: Celery would count a task's retries across all its jobs and, past 3,
     # fail it and drop them; each job's own attempts (tier.max_attempts) decide instead
     @app.task(name=tier.task_name, bind=True, max_retries=None)
-    def complete(self: Task, batch_id: str, jobs: list[dict[str, Any]]) -> None:
-        complete_batch(self, runtime, tier, batch_id, jobs)
+    def complete(self: Task, batch_id: str, jobs: list[dict[str, Any]], guard: bool = False) -> None:
+        complete_batch(self, runtime, tier, batch_id, jobs, guard)

@@ -128,6 +128,18 @@ def test_a_failed_model_answers_503_while_another_model_answers(provider: Callab
     assert stats["by_status"] == {"503": 1, "200": 1}
 
 
+def test_a_marked_prompt_fails_with_its_status_after_its_hang(provider: Callable[..., str]) -> None:
+    # Given prompts marked SLOWFAIL hang 0.3 s and then fail with 500
+    url = provider(hang_on=["SLOWFAIL"], hang_s=0.3, fail_on={"SLOWFAIL": 500})
+
+    # Then a marked prompt gets its 500 after the hang, and others are answered
+    assert chat(url, content="a SLOWFAIL one")[0] == 500
+    assert chat(url, content="a plain one")[0] == 200
+    stats = fetch_stats(url)
+    assert stats["hangs"] == 1
+    assert stats["by_status"] == {"500": 1, "200": 1}
+
+
 def test_a_model_over_its_rate_limit_gets_429_with_retry_after(provider: Callable[..., str]) -> None:
     # Given a limit of 2 requests a minute per model
     url = provider(rate_limit_rpm=2)

@@ -1,0 +1,138 @@
+"""A slow call does not hold its micro-batch's process: the task hands it off and goes on,
+and nothing is lost or paid twice when the process stops or dies with the call still out
+(workers/stragglers.py). The cluster's cheap pool has one process and micro-batches of 8."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import redis
+
+from tests.e2e.conftest import Cluster
+from tests.e2e.test_crash import assert_ledger_whole, pool, pool_children, run_while
+from workers.stragglers import OUT, lease_key
+
+
+def slow_batch(prefix: str, slow: int = 5) -> tuple[list[str], list[dict[str, Any]]]:
+    """Sixteen cheap jobs, two micro-batches; the first holds one call the provider keeps 4.5 s."""
+    ids = [f"{prefix}{i}" for i in range(16)]
+    lines = [{"custom_id": i, "prompt": f"What is {i}?", "model": "tier:cheap"} for i in ids]
+    lines[slow]["prompt"] = "A SLOW one"
+    return ids, lines
+
+
+def watch(cluster: Cluster, batch: str, slow_id: str, seen: list[tuple[int, bool]], until: int = 16) -> threading.Thread:
+    """Note (lines done, the slow one among them) each time the count changes."""
+
+    def run() -> None:
+        ledger = cluster.client.ledger
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            status = ledger.status(batch)
+            done = status.done if status is not None else 0
+            if not seen or seen[-1][0] != done:
+                seen.append((done, ledger.answered(batch, [slow_id])[0]))
+            if done >= until:
+                return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=run, daemon=True)
+    watcher.start()
+    return watcher
+
+
+def wait_for_lease(cluster: Cluster, batch: str, custom_id: str, timeout: float = 30) -> None:
+    client = redis.Redis.from_url(cluster.redis_url)
+    deadline = time.monotonic() + timeout
+    while client.get(lease_key(batch, custom_id)) != OUT:
+        assert time.monotonic() < deadline, "the slow call was never handed off"
+        time.sleep(0.02)
+
+
+def test_a_slow_call_does_not_hold_the_next_micro_batch(fresh_fake: Cluster) -> None:
+    # Given one cheap process and two micro-batches, the first with a call held 4.5 s
+    fresh_fake.fake(hang_on=["SLOW"], hang_s=4.5)
+    ids, lines = slow_batch("h")
+    seen: list[tuple[int, bool]] = []
+    try:
+        watcher: list[threading.Thread] = []
+        result = run_while(fresh_fake, lines, "handoff", lambda: watcher.append(watch(fresh_fake, "handoff", "h5", seen)))
+        watcher[0].join(timeout=10)
+    finally:
+        fresh_fake.fake(hang_on=[])
+
+    # Then the second micro-batch was answered while the slow call was still out (the process
+    # did not wait for it), the slow one after, each job once, each call made once
+    assert (15, False) in seen, seen
+    assert seen[-1] == (16, True)
+    assert_ledger_whole(fresh_fake, result, ids, "handoff")
+    assert all(line["turnout"]["attempts"] == 1 for line in result["out"])
+
+
+def test_a_stopping_worker_finishes_its_handed_off_calls_before_it_exits(fresh_fake: Cluster) -> None:
+    # Given a slow call handed off, and the rest of the batch answered
+    fresh_fake.fake(hang_on=["SLOW"], hang_s=4.5)
+    before = fresh_fake.fake_stats()["requests"]
+    ids, lines = slow_batch("t")
+    cheap = pool(fresh_fake, "cheap")
+    try:
+        # When the cheap worker is stopped (SIGTERM, a warm shutdown) with the call still out
+        def stop_worker() -> None:
+            wait_for_lease(fresh_fake, "stop", "t5")
+            fresh_fake.wait_for_done("stop", 15)
+            os.kill(cheap.process.pid, signal.SIGTERM)
+            cheap.process.wait(timeout=30)
+
+        result = run_while(fresh_fake, lines, "stop", stop_worker)
+    finally:
+        fresh_fake.fake(hang_on=[])
+        fresh_fake.supervisor.check()  # the pool back for the tests after this one
+
+    # Then it waited for the call and recorded its answer: nothing run or paid twice
+    assert_ledger_whole(fresh_fake, result, ids, "stop")
+    assert all(line["turnout"]["attempts"] == 1 for line in result["out"])
+    assert fresh_fake.fake_stats()["requests"] - before == 16
+
+
+def test_a_process_killed_with_a_handed_off_call_out_loses_nothing(fresh_fake: Cluster) -> None:
+    # Given a slow call handed off
+    fresh_fake.fake(hang_on=["SLOW"], hang_s=4.5)
+    ids, lines = slow_batch("x")
+    try:
+        # When the pool process holding it is killed -9 before the call ends
+        def kill_pool_process() -> None:
+            wait_for_lease(fresh_fake, "orphan", "x5")
+            for child in pool_children(pool(fresh_fake, "cheap").process.pid):
+                os.kill(child, signal.SIGKILL)
+
+        result = run_while(fresh_fake, lines, "orphan", kill_pool_process)
+    finally:
+        fresh_fake.fake(hang_on=[])
+
+    # Then its lease lapses, the guard runs the job again, and the ledger is whole: the lost
+    # call counts as an attempt
+    assert_ledger_whole(fresh_fake, result, ids, "orphan")
+    attempts = Counter(line["turnout"]["attempts"] for line in result["out"] if line["custom_id"] == "x5")
+    assert attempts == Counter({2: 1})
+
+
+def test_a_handed_off_call_that_fails_takes_its_retries_once_not_again_by_its_guard(fresh_fake: Cluster) -> None:
+    # Given a call that both deployments hold 1.5 s and then fail with a 500, handed off
+    fresh_fake.fake(hang_on=["SLOW"], hang_s=1.5, fail_on={"SLOW": 500})
+    before = fresh_fake.fake_stats()["requests"]
+    ids, lines = slow_batch("f")
+    try:
+        result = run_while(fresh_fake, lines[:8], "failing", lambda: None)
+    finally:
+        fresh_fake.fake(hang_on=[], fail_on={})
+
+    # Then it ends as one error line after its 3 attempts on both deployments, and no more calls
+    assert Counter(line["custom_id"] for line in result["out"]) == Counter(ids[:8]) - Counter(["f5"])
+    assert [line["custom_id"] for line in result["err"]] == ["f5"]
+    assert result["err"][0]["turnout"]["attempts"] == 3
+    assert fresh_fake.fake_stats()["requests"] - before == 7 + 3 * 2
