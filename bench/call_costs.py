@@ -72,7 +72,8 @@ def main() -> None:
         os.environ["TURNOUT_FAKE_URL"] = url
         config = Config.model_validate({
             "fake_provider": {"port": 0},
-            "tiers": [{"name": "cheap", "batch_size": args.inflight, "deployments": [
+            # hand_off_after null: every call of complete_batch is timed inside it (and FakeTask has no app to send a guard)
+            "tiers": [{"name": "cheap", "batch_size": args.inflight, "hand_off_after": None, "deployments": [
                 {"model": MODEL, "name": "cheap-primary", "api_base": "fake",
                  "input_cost_per_million": INPUT_COST_PER_M, "output_cost_per_million": OUTPUT_COST_PER_M},
                 {"model": "openai/fake-cheap-backup", "name": "cheap-backup", "api_base": "fake",

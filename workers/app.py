@@ -128,7 +128,9 @@ def create_app(config: Config, redis_url: str) -> Celery:
         task_ignore_result=True,  # results go to the ledger, idempotently, not to a result backend
         task_acks_late=True,  # a task lost with its worker is delivered again ...
         task_reject_on_worker_lost=True,  # ... also when the pool process is killed -9
-        task_acks_on_failure_or_timeout=False,  # a task that raised is delivered again, never dropped
+        # a task that raised is rejected, not acknowledged; Celery rejects it without requeue (on
+        # Redis: deleted), so every task puts itself back on its queue (tasks.requeued_on_error)
+        task_acks_on_failure_or_timeout=False,
         worker_prefetch_multiplier=1,  # a slow tier task must not hold others hostage
         task_default_queue=CLASSIFY_QUEUE,
         task_queues=[Queue(CLASSIFY_QUEUE)] + [Queue(tier.queue) for tier in config.tiers],

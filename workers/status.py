@@ -65,7 +65,7 @@ def view(client: Any, batch_id: str | None, interval: float) -> dict[str, Any]:
 
 def in_flight(config: Any, redis: Any) -> dict[str, dict[str, int]]:
     """Jobs per tier in tasks a worker holds unacknowledged: running now, or waiting out a
-    retry countdown. Read from kombu's ``unacked`` hash: each entry is [message, exchange,
+    retry countdown (a guard's jobs count as running: their handed-off calls are out). Read from kombu's ``unacked`` hash: each entry is [message, exchange,
     routing key], the job count from the argsrepr turnout gives every tier task."""
     queues = {tier.queue: tier.name for tier in config.tiers}
     held = {tier.name: {"running": 0, "waiting_retry": 0} for tier in config.tiers}
@@ -79,7 +79,9 @@ def in_flight(config: Any, redis: Any) -> dict[str, dict[str, int]]:
         if queue not in queues:
             continue
         found = _JOBS.search(str(headers.get("argsrepr") or ""))
-        state = "waiting_retry" if _in_future(headers.get("eta")) else "running"
+        # a guard (workers/stragglers.py) waits on calls a process still has out: they are in flight
+        guard = "guard" in str(headers.get("kwargsrepr") or "")
+        state = "waiting_retry" if _in_future(headers.get("eta")) and not guard else "running"
         held[queues[queue]][state] += int(found.group(1)) if found else 1
     return held
 

@@ -9,11 +9,15 @@ the task records what it has and hands those calls to this process's loop, which
 each when it ends as the task would have (answer recorded, failure retried or
 dead-lettered), and the process takes its next task.
 
-Nothing is lost if the process dies meanwhile. Each handed call has a lease in Redis, kept
-alive every few seconds while the call is out and marked settled when it ends; before the
-task is acknowledged it sends a guard, a task for the same jobs delivered after a countdown.
-The guard skips answered and settled jobs, waits again for leased ones, and runs the rest:
-their process died with the call out, so that attempt counts as spent.
+Nothing is lost if the process dies meanwhile. Before the task is acknowledged it sends a
+guard, a task for the same jobs delivered after a countdown, carrying a token; then each
+handed call gets two keys in Redis: a mark naming the token (kept a day) and a lease (renewed
+every few seconds while the call is out, lapsing when the process dies). Settling a call
+deletes both. The guard skips a job whose mark is gone or names another token (settled, or
+handed off again), waits again while the lease lives, and otherwise claims the job (deleting
+the mark, atomically) and runs it: its process died with the call out, so that attempt counts
+as spent. Any other task skips a marked job, as a guard owns it: so a task re-delivered
+because its process died before it was acknowledged does not run the call a second time.
 """
 
 from __future__ import annotations
@@ -34,22 +38,34 @@ log = logging.getLogger("turnout.stragglers")
 LEASE_S = 15
 #: How often a process renews the leases of its calls still out.
 RENEW_S = 3.0
-#: How long a settled call's mark is kept for its guard to read.
-SETTLED_S = 86_400
+#: How long a handed call's mark is kept for its guard to read.
+MARK_S = 86_400
 #: The guard's countdown: by then a dead process's leases have lapsed.
 GUARD_S = LEASE_S + RENEW_S
 #: A task never hands off sooner than this after its calls went out: below it a guard costs
 #: more than the wait it saves.
 MIN_WAIT_S = 0.5
 
-OUT = b"out"
-SETTLED = b"settled"
+#: A guard's verdict on one of its jobs.
+NOT_MINE, CLAIMED, STILL_OUT = 0, 1, 2
+
+# KEYS: the mark, the lease. ARGV: the guard's token.
+_CLAIM = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
 
 Settle = Callable[[object], None]
 
 
+def mark_key(batch_id: str, custom_id: str) -> str:
+    return f"turnout:handed:{batch_id}:{custom_id}"
+
+
 def lease_key(batch_id: str, custom_id: str) -> str:
-    return f"turnout:straggler:{batch_id}:{custom_id}"
+    return f"turnout:lease:{batch_id}:{custom_id}"
 
 
 class Stragglers:
@@ -58,69 +74,88 @@ class Stragglers:
 
     def __init__(self, redis_client: redis.Redis) -> None:
         self.redis = redis_client
-        self.out: dict[str, asyncio.Future[Any]] = {}
+        #: (lease key, token) of each call out or being settled → when to stop renewing its lease
+        self.out: dict[tuple[str, str], float] = {}
         self._renewing: asyncio.Task[None] | None = None
 
     def room(self, limit: int) -> int:
         """How many more calls this process may hand off, holding at most ``limit`` out."""
         return max(0, limit - len(self.out))
 
-    async def adopt(self, batch_id: str, calls: list[tuple[str, asyncio.Future[Any], Settle]]) -> None:
-        """Lease each call and settle it when it ends: ``settle`` gets its result or exception."""
+    async def adopt(self, batch_id: str, token: str, deadline: float,
+                    calls: list[tuple[str, asyncio.Future[Any], Settle]]) -> None:
+        """Mark and lease each call, and settle it when it ends: ``settle`` gets its result or
+        exception. Past ``deadline`` (monotonic; a call's every timeout run out) a lease is no
+        longer renewed: a call stuck beyond its timeouts is left to the guard."""
         pipe = self.redis.pipeline(transaction=False)
         for custom_id, _, _ in calls:
-            pipe.set(lease_key(batch_id, custom_id), OUT, ex=LEASE_S)
+            pipe.set(mark_key(batch_id, custom_id), token, ex=MARK_S)
+            pipe.set(lease_key(batch_id, custom_id), token, ex=LEASE_S)
         pipe.execute()
         for custom_id, future, settle in calls:
-            key = lease_key(batch_id, custom_id)
-            self.out[key] = future
-            future.add_done_callback(partial(self._settled, key, settle))
+            self.out[(lease_key(batch_id, custom_id), token)] = deadline
+            future.add_done_callback(partial(self._settled, batch_id, custom_id, token, settle))
         if self._renewing is None or self._renewing.done():
             self._renewing = asyncio.ensure_future(self._renew())
 
-    def _settled(self, key: str, settle: Settle, future: asyncio.Future[Any]) -> None:
-        self.out.pop(key, None)
-        if future.cancelled():  # the loop is closing: its lease lapses and the guard runs the job
-            return
-        outcome: object = future.exception() or future.result()
+    def _settled(self, batch_id: str, custom_id: str, token: str, settle: Settle, future: asyncio.Future[Any]) -> None:
         try:
-            settle(outcome)
-        except Exception:  # its lease lapses and the guard runs the job again
-            log.exception("a handed-off call ended but could not be settled; its guard will run it again")
-            return
-        try:
-            self.redis.set(key, SETTLED, ex=SETTLED_S)
-        except redis.RedisError:  # the guard finds it answered, or dead-lettered, or runs it once more
-            log.exception("could not mark a handed-off call settled")
+            if future.cancelled():  # the loop is closing: its lease lapses and the guard runs the job
+                return
+            outcome: object = future.exception() or future.result()
+            try:
+                settle(outcome)
+            except Exception:  # its lease lapses and the guard runs the job again
+                log.exception("a handed-off call ended but could not be settled; its guard will run it again")
+                return
+            try:
+                self.redis.delete(mark_key(batch_id, custom_id), lease_key(batch_id, custom_id))
+            except redis.RedisError:  # the guard finds it answered, or runs it once more
+                log.exception("could not clear a settled call's mark")
+        finally:  # only now: drain() waits for settling too
+            self.out.pop((lease_key(batch_id, custom_id), token), None)
 
     async def _renew(self) -> None:
         while self.out:
             await asyncio.sleep(RENEW_S)
-            if not self.out:
-                return
+            now = time.monotonic()
+            live = [(key, token) for (key, token), deadline in self.out.items() if deadline > now]
+            if not live:
+                continue
             pipe = self.redis.pipeline(transaction=False)
-            for key in self.out:
-                pipe.set(key, OUT, ex=LEASE_S)
+            for key, token in live:
+                pipe.set(key, token, ex=LEASE_S)
             try:
                 pipe.execute()
             except redis.RedisError:
-                log.warning("could not renew %d leases of handed-off calls; trying again in %g s", len(self.out), RENEW_S)
+                log.warning("could not renew %d leases of handed-off calls; trying again in %g s", len(live), RENEW_S)
 
     def drain(self, timeout: float) -> int:
-        """Wait (from another thread) up to ``timeout`` seconds for the calls still out to end;
-        returns how many are left. A process about to exit calls it, so its calls are not cut."""
+        """Wait (from another thread) up to ``timeout`` seconds for the calls still out to end
+        and be settled; returns how many are left. A process about to exit calls it, so its
+        calls are not cut."""
         deadline = time.monotonic() + timeout
         while self.out and time.monotonic() < deadline:
             time.sleep(0.1)
         return len(self.out)
 
 
-def states(redis_client: redis.Redis, batch_id: str, custom_ids: list[str]) -> list[bytes | None]:
-    """Each job's lease: OUT (a process has its call out), SETTLED, or None (none, or lapsed)."""
+def marked(redis_client: redis.Redis, batch_id: str, custom_ids: list[str]) -> list[bool]:
+    """Which of these jobs a guard owns (their call was handed off and is not settled)."""
     if not custom_ids:
         return []
-    values: list[bytes | None] = redis_client.mget([lease_key(batch_id, custom_id) for custom_id in custom_ids])
-    return values
+    return [bool(v) for v in redis_client.mget([mark_key(batch_id, custom_id) for custom_id in custom_ids])]
+
+
+def claim(redis_client: redis.Redis, batch_id: str, token: str, custom_ids: list[str]) -> list[int]:
+    """A guard's verdict on each job: NOT_MINE (settled, or handed off again: another guard's),
+    STILL_OUT (its process still has the call out), or CLAIMED (the lease lapsed: the guard now
+    runs it, as an ordinary job)."""
+    script = redis_client.register_script(_CLAIM)
+    pipe = redis_client.pipeline(transaction=False)
+    for custom_id in custom_ids:
+        script(keys=[mark_key(batch_id, custom_id), lease_key(batch_id, custom_id)], args=[token], client=pipe)
+    return [int(v) for v in pipe.execute()] if custom_ids else []
 
 
 _stragglers: Stragglers | None = None

@@ -15,11 +15,15 @@ import logging
 import os
 import random
 import threading
+import time
+import uuid
 from collections import defaultdict
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from celery import Celery, Task
+from celery.exceptions import Ignore, Reject, Retry
 from celery.signals import worker_process_shutdown
 from pydantic import ValidationError
 
@@ -32,7 +36,7 @@ from workers.app import CLASSIFY_QUEUE, CLASSIFY_TASK, Runtime, visibility_timeo
 from workers.dlq import DeadLetters
 from workers.metrics import Stats
 from workers.answer import BUSY, Answer
-from workers.stragglers import GUARD_S, MIN_WAIT_S, OUT, current_stragglers, process_stragglers, states
+from workers.stragglers import CLAIMED, GUARD_S, MIN_WAIT_S, STILL_OUT, claim, current_stragglers, marked, process_stragglers
 
 log = logging.getLogger("turnout.tasks")
 
@@ -44,6 +48,8 @@ RETRY_SLACK_S = 5.0
 #: A task delivered this many times without finishing (its worker died each time) is split
 #: into single jobs; a single job that keeps killing workers goes to the DLQ.
 MAX_DELIVERIES = 3
+#: A task that failed waits this long before it goes back on its queue.
+REQUEUE_PAUSE_S = 1.0
 #: At most this many custom_ids are listed in the task's argsrepr that Flower shows.
 ARGSREPR_IDS = 64
 #: While some calls of a route tier's micro-batch are still out, the answers it already has are
@@ -149,15 +155,15 @@ def send_classify(app: Celery, batch_id: str, jobs: Sequence[Job] | Sequence[Wir
     app.send_task(CLASSIFY_TASK, args=[batch_id, bodies], queue=CLASSIFY_QUEUE, argsrepr=argsrepr(batch_id, jobs))
 
 
-def send_tier(app: Celery, tier: Tier, batch_id: str, jobs: Sequence[Job], countdown: float = 0, guard: bool = False) -> None:
+def send_tier(app: Celery, tier: Tier, batch_id: str, jobs: Sequence[Job], countdown: float = 0, guard: str | None = None) -> None:
     """Send jobs to a tier's queue in micro-batches of the tier's batch size (``guard``: as the
-    guard of calls handed off, see complete_batch)."""
+    guard of calls handed off under that token, see complete_batch)."""
     for start in range(0, len(jobs), tier.batch_size):
         piece = jobs[start : start + tier.batch_size]
         app.send_task(
             tier.task_name,
             args=[batch_id, dump(piece)],
-            kwargs={"guard": True} if guard else None,
+            kwargs={"guard": guard} if guard else None,
             queue=tier.queue,
             countdown=countdown or None,
             argsrepr=argsrepr(batch_id, piece),
@@ -255,19 +261,25 @@ def reject_job(runtime: Runtime, job: Job, code: str, message: str) -> None:
 # --- complete --------------------------------------------------------------------------
 
 
-def complete_batch(task: Task, runtime: Runtime, tier: Tier, batch_id: str, raw_jobs: list[dict[str, Any]], guard: bool = False) -> None:
+def complete_batch(task: Task, runtime: Runtime, tier: Tier, batch_id: str, raw_jobs: list[dict[str, Any]], guard: str | None = None) -> None:
     """Answer a micro-batch: skip what is already answered, call the rest concurrently, record each.
 
-    ``guard``: these are jobs an earlier task handed off with their calls still out
-    (workers/stragglers.py); only those whose call no process holds or settled are run.
+    ``guard``: these are jobs an earlier task handed off with their calls still out, under this
+    token (workers/stragglers.py); the guard calls nothing itself.
     """
     jobs = readable_jobs(runtime, batch_id, raw_jobs)
-    if not jobs or _split_if_poisoned(task, runtime, tier, batch_id, jobs):
+    if not jobs:
+        return
+    if guard:
+        _guard(task.app, runtime, tier, batch_id, guard, jobs)
+        return
+    deliveries = _count_delivery(task, runtime)
+    if _split_if_poisoned(task, runtime, tier, batch_id, jobs, deliveries):
         return
     answered = runtime.ledger.answered(batch_id, [job.custom_id for job in jobs])
     fresh = [job for job, done in zip(jobs, answered) if not done]
-    if guard:
-        fresh = _orphans(task.app, runtime, tier, batch_id, fresh)
+    if deliveries > 1:  # this task's process died after handing calls off: their guard owns them
+        fresh = [job for job, owned in zip(fresh, marked(runtime.ledger.redis, batch_id, [j.custom_id for j in fresh])) if not owned]
     provider = runtime.provider(tier.name)
     extra = {"logprobs": True} if tier.scorer is not None and "logprob" in tier.scorer.kind else {}
     stats = Stats(runtime.ledger.redis)
@@ -304,19 +316,18 @@ def complete_batch(task: Task, runtime: Runtime, tier: Tier, batch_id: str, raw_
         delay = _failed(task.app, runtime, tier, job, outcome, stats)
         if delay is not None:
             retry.append((job, delay))
-    if handed:
-        _hand_off(task.app, runtime, tier, batch_id, handed)
     if tier.policy == "cascade" and answers:
         answers = _cascade(task.app, runtime, tier, answers, stats)
     for recorded, (_, answer) in zip(record_answers(runtime, tier, answers), answers):
         if recorded:
             _count_answer(stats, tier, answer)
     stats.flush()
+    if handed:  # after recording the answers it has: handing off can fail, and they are paid for
+        _hand_off(task.app, runtime, tier, batch_id, handed)
     if retry:
         again = [job for job, _ in retry]
         countdown = retry_countdown(runtime.config, tier, [d for _, d in retry])
-        # kwargs={}: a guard's retried jobs are ordinary jobs again
-        task.retry(args=[batch_id, dump(again)], kwargs={}, countdown=countdown, argsrepr=argsrepr(batch_id, again))
+        task.retry(args=[batch_id, dump(again)], countdown=countdown, argsrepr=argsrepr(batch_id, again))
 
 
 def _failed(app: Celery, runtime: Runtime, tier: Tier, job: Job, outcome: BaseException, stats: Stats) -> float | None:
@@ -332,18 +343,24 @@ def _failed(app: Celery, runtime: Runtime, tier: Tier, job: Job, outcome: BaseEx
 
 
 def _hand_off(app: Celery, runtime: Runtime, tier: Tier, batch_id: str, handed: list[tuple[Job, Handed[Answer]]]) -> None:
-    """Leave the calls still out to this process's loop, and send their guard before the task
-    is acknowledged (workers/stragglers.py)."""
+    """Leave the calls still out to this process's loop: their guard is sent first (the jobs as
+    they are now), then each call is marked and leased (workers/stragglers.py)."""
 
     def settler(job: Job) -> Callable[[object], None]:
         return lambda outcome: _settle(app, runtime, tier, job, outcome)
 
-    stragglers = process_stragglers(runtime.ledger.redis)
-    calls: list[tuple[str, asyncio.Future[Any], Callable[[object], None]]] = [(job.custom_id, future, settler(job)) for job, future in handed]
-    run_on_loop(stragglers.adopt(batch_id, calls))
+    token = uuid.uuid4().hex[:16]
     jobs = [job for job, _ in handed]
-    send_tier(app, tier, batch_id, jobs, countdown=min(GUARD_S, retry_ceiling(runtime.config, tier)), guard=True)
+    send_tier(app, tier, batch_id, jobs, countdown=guard_countdown(runtime.config, tier), guard=token)
+    deadline = time.monotonic() + tier.longest_run_s
+    calls: list[tuple[str, asyncio.Future[Any], Callable[[object], None]]] = [(job.custom_id, future, settler(job)) for job, future in handed]
+    run_on_loop(process_stragglers(runtime.ledger.redis).adopt(batch_id, token, deadline, calls))
     log.info("batch %s: handed %d calls still out to this process's loop, the task goes on", batch_id, len(jobs))
+
+
+def guard_countdown(config: Config, tier: Tier) -> float:
+    """A guard's wait: long enough for a dead process's leases to lapse, within the visibility timeout."""
+    return min(GUARD_S, retry_ceiling(config, tier))
 
 
 def _settle(app: Celery, runtime: Runtime, tier: Tier, job: Job, outcome: object) -> None:
@@ -361,28 +378,33 @@ def _settle(app: Celery, runtime: Runtime, tier: Tier, job: Job, outcome: object
     stats.flush()
 
 
-def _orphans(app: Celery, runtime: Runtime, tier: Tier, batch_id: str, jobs: list[Job]) -> list[Job]:
-    """Of a guard's unanswered jobs, those whose handed-off call was lost with its process.
+def _guard(app: Celery, runtime: Runtime, tier: Tier, batch_id: str, token: str, jobs: list[Job]) -> None:
+    """Look after jobs whose calls were handed off under ``token``.
 
-    A job whose call is still out is guarded again later; a settled one is left alone. A lost
-    call counts as an attempt, so a job that kills its process each time ends in the DLQ.
+    A job answered, settled or handed off again is left alone; one whose call is still out is
+    guarded again later; one whose lease lapsed (its process died with the call out) is claimed
+    and sent on as an ordinary job, the lost call counted as an attempt, so a job that kills
+    its process each time ends in the DLQ. The guard calls nothing: a guard whose process dies
+    is delivered again and finds its claimed jobs already sent.
     """
-    leases = states(runtime.ledger.redis, batch_id, [job.custom_id for job in jobs])
-    still_out = [job for job, lease in zip(jobs, leases) if lease == OUT]
+    answered = runtime.ledger.answered(batch_id, [job.custom_id for job in jobs])
+    open_jobs = [job for job, done in zip(jobs, answered) if not done]
+    verdicts = claim(runtime.ledger.redis, batch_id, token, [job.custom_id for job in open_jobs])
+    still_out = [job for job, verdict in zip(open_jobs, verdicts) if verdict == STILL_OUT]
     if still_out:
-        send_tier(app, tier, batch_id, still_out, countdown=min(GUARD_S, retry_ceiling(runtime.config, tier)), guard=True)
-    orphans = []
-    for job, lease in zip(jobs, leases):
-        if lease is not None:
-            continue
+        send_tier(app, tier, batch_id, still_out, countdown=guard_countdown(runtime.config, tier), guard=token)
+    lost = [job for job, verdict in zip(open_jobs, verdicts) if verdict == CLAIMED]
+    again = []
+    for job in lost:
         job.attempts += 1
         job.errors.append(f"attempt {job.attempts} on {tier.name}: its worker stopped while the call was out")
         if job.attempts >= tier.max_attempts:
-            message = f"the job's worker stopped {job.attempts} times while its call was out"
-            dead_letter(runtime, tier, job, "worker_lost", message)
-            continue
-        orphans.append(job)
-    return orphans
+            dead_letter(runtime, tier, job, "worker_lost", f"the job's worker stopped {job.attempts} times while its call was out")
+        else:
+            again.append(job)
+    if again:
+        log.warning("batch %s: %d handed-off calls were lost with their process; sending their jobs again", batch_id, len(again))
+        send_tier(app, tier, batch_id, again)
 
 
 def _count_answer(stats: Stats, tier: Tier, answer: Answer) -> None:
@@ -549,18 +571,22 @@ def _next_tier(config: Config, tier: Tier) -> Tier | None:
     return config.tiers[index + 1] if index + 1 < len(names) else None
 
 
-def _split_if_poisoned(task: Task, runtime: Runtime, tier: Tier, batch_id: str, jobs: list[Job]) -> bool:
-    """Count deliveries of this task; one that keeps killing its worker is split, then dead-lettered.
+def _count_delivery(task: Task, runtime: Runtime) -> int:
+    """How many times this task (this retry of it) has been delivered, this time included."""
+    key = f"turnout:deliveries:{task.request.id}:{task.request.retries}"
+    pipe = runtime.ledger.redis.pipeline()
+    pipe.incr(key)
+    pipe.expire(key, 86_400)
+    return int(pipe.execute()[0])
+
+
+def _split_if_poisoned(task: Task, runtime: Runtime, tier: Tier, batch_id: str, jobs: list[Job], deliveries: int) -> bool:
+    """A task that keeps killing its worker is split, then dead-lettered.
 
     With late acks, a task whose job crashes the process is delivered again and again.
     After MAX_DELIVERIES a micro-batch is split into single-job tasks (its innocent
     neighbours then finish); a single job past the limit goes to the DLQ.
     """
-    key = f"turnout:deliveries:{task.request.id}:{task.request.retries}"
-    pipe = runtime.ledger.redis.pipeline()
-    pipe.incr(key)
-    pipe.expire(key, 86_400)
-    deliveries = int(pipe.execute()[0])
     if deliveries <= MAX_DELIVERIES:
         return False
     if len(jobs) > 1:
@@ -583,7 +609,8 @@ def register(app: Celery, config: Config) -> None:
 
     @app.task(name=CLASSIFY_TASK, bind=True)
     def classify(self: Task, batch_id: str, jobs: list[dict[str, Any]]) -> None:
-        classify_chunk(self.app, runtime, batch_id, jobs)
+        with requeued_on_error(self):
+            classify_chunk(self.app, runtime, batch_id, jobs)
 
     for tier in config.tiers:
         _register_tier(app, runtime, tier)
@@ -605,5 +632,26 @@ def _register_tier(app: Celery, runtime: Runtime, tier: Tier) -> None:
     # max_retries=None: Celery would count a task's retries across all its jobs and, past 3,
     # fail it and drop them; each job's own attempts (tier.max_attempts) decide instead
     @app.task(name=tier.task_name, bind=True, max_retries=None)
-    def complete(self: Task, batch_id: str, jobs: list[dict[str, Any]], guard: bool = False) -> None:
-        complete_batch(self, runtime, tier, batch_id, jobs, guard)
+    def complete(self: Task, batch_id: str, jobs: list[dict[str, Any]], guard: str | None = None) -> None:
+        with requeued_on_error(self):
+            complete_batch(self, runtime, tier, batch_id, jobs, guard)
+
+
+@contextmanager
+def requeued_on_error(task: Task) -> Iterator[None]:
+    """A task that raises goes back on its queue instead of being dropped.
+
+    With late acks and ``task_acks_on_failure_or_timeout`` off, Celery rejects a failed task
+    without requeueing it, which on Redis deletes the message: a Redis refusing writes for a
+    moment (disk full, out of memory) while a task records its answers would lose its jobs.
+    Rejected with requeue, it is delivered again (at once; when Redis cannot take it back, it
+    stays unacknowledged and returns after the visibility timeout), and what it had recorded is
+    skipped. A task that fails every time is split, then dead-lettered (_split_if_poisoned)."""
+    try:
+        yield
+    except (Retry, Reject, Ignore):
+        raise
+    except Exception as exc:
+        log.exception("task %s[%s] failed; it goes back on its queue", task.name, task.request.id)
+        time.sleep(REQUEUE_PAUSE_S)  # a failure that repeats at once must not spin
+        raise Reject(exc, requeue=True) from exc

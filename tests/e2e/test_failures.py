@@ -6,9 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from typing import Any
 
+import redis
+
 from tests.e2e.conftest import Cluster
+from tests.e2e.test_crash import assert_ledger_whole, run_while
 from workers.dlq import DeadLetters, replay
 
 EASY = "What is the capital of France?"
@@ -150,3 +154,33 @@ def test_half_a_surrogate_pair_in_an_answer_or_a_prompt_ends_as_one_line_not_a_s
     assert [(e["custom_id"], e["error"]["code"]) for e in result["err"]] == [("bad", "invalid_unicode")]
     assert "\\ud83d" in result["err"][0]["error"]["message"]
     assert fresh_fake.fake_stats()["by_status"].get("200") == 4  # each answer paid once
+
+
+def test_a_task_that_fails_to_record_its_answers_is_delivered_again_not_dropped(fresh_fake: Cluster) -> None:
+    # Given a cheap micro-batch whose calls take 2 s
+    fresh_fake.fake(latency_ms=2000)
+    ids = [f"m{i}" for i in range(8)]
+    lines = [{"custom_id": i, "prompt": f"What is {i}?", "model": "tier:cheap"} for i in ids]
+    server = redis.Redis.from_url(fresh_fake.redis_url)
+    out_key = "turnout:batch:refused:out"
+
+    # When recording its answers fails (the batch's answers hash is, for a moment, a string:
+    # the ledger's script raises) and then works again
+    def break_recording_for_a_moment() -> None:
+        deadline = time.monotonic() + 30
+        while fresh_fake.fake_stats()["in_flight"] < 8:
+            assert time.monotonic() < deadline, "the calls never went out"
+            time.sleep(0.02)
+        server.set(out_key, "not a hash")
+        try:
+            while fresh_fake.fake_stats()["in_flight"] > 0:
+                time.sleep(0.02)
+            time.sleep(0.5)  # the task has tried to record, and raised
+        finally:
+            server.delete(out_key)
+
+    result = run_while(fresh_fake, lines, "refused", break_recording_for_a_moment)
+
+    # Then the task was delivered again (Celery alone would have dropped it) and the batch is
+    # whole, nothing doubled
+    assert_ledger_whole(fresh_fake, result, ids, "refused")

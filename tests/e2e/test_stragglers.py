@@ -15,7 +15,7 @@ import redis
 
 from tests.e2e.conftest import Cluster
 from tests.e2e.test_crash import assert_ledger_whole, pool, pool_children, run_while
-from workers.stragglers import OUT, lease_key
+from workers.stragglers import lease_key
 
 
 def slow_batch(prefix: str, slow: int = 5) -> tuple[list[str], list[dict[str, Any]]]:
@@ -49,7 +49,7 @@ def watch(cluster: Cluster, batch: str, slow_id: str, seen: list[tuple[int, bool
 def wait_for_lease(cluster: Cluster, batch: str, custom_id: str, timeout: float = 30) -> None:
     client = redis.Redis.from_url(cluster.redis_url)
     deadline = time.monotonic() + timeout
-    while client.get(lease_key(batch, custom_id)) != OUT:
+    while not client.exists(lease_key(batch, custom_id)):
         assert time.monotonic() < deadline, "the slow call was never handed off"
         time.sleep(0.02)
 

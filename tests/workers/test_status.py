@@ -52,6 +52,20 @@ def test_in_flight_counts_jobs_running_and_jobs_waiting_for_a_retry_per_tier(bro
         assert held == {"cheap": {"running": 5, "waiting_retry": 3}, "frontier": {"running": 0, "waiting_retry": 0}}
 
 
+def test_a_guards_jobs_count_as_in_flight_not_as_waiting_for_a_retry(broker: str) -> None:
+    # Given a guard of 2 jobs whose calls a process still has out, due in 18 s, taken by a worker
+    config = Config.model_validate(CONFIG)
+    app = create_app(config, broker)
+    cheap = config.tier("cheap")
+    send_tier(app, cheap, "b", jobs(2), countdown=18, guard="0123456789abcdef")
+    with app.connection_for_write() as connection:
+        assert connection.default_channel.basic_get(cheap.queue, no_ack=False) is not None
+
+        # Then status counts them as running
+        held = in_flight(config, redis.Redis.from_url(broker))
+        assert held["cheap"] == {"running": 2, "waiting_retry": 0}
+
+
 def test_latency_quantiles_are_interpolated_within_their_bucket() -> None:
     # Given 100 calls: 50 in (0.1, 0.25], 40 in (0.25, 0.5], 10 past the last bound
     counts = {"0.25": 50.0, "0.5": 40.0, "+Inf": 10.0}
