@@ -9,6 +9,7 @@ number of metrics servers agree, and a pool that restarts loses no counts.
 from __future__ import annotations
 
 import bisect
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
@@ -20,6 +21,8 @@ from schemas.config import Config
 from workers.app import CLASSIFY_QUEUE
 from workers.dlq import DeadLetters
 from workers.ledger import PREFIX, Ledger
+
+log = logging.getLogger("turnout.metrics")
 
 STATS = f"{PREFIX}:stats"
 #: Provider latency histogram bucket bounds, seconds.
@@ -46,12 +49,17 @@ class Stats:
         self.add("tier_latency_bucket", tier, bound)
 
     def flush(self) -> None:
+        """Add the pending counts; a Redis that refuses them loses them (they are metrics, and a
+        task failing over them would run its jobs again)."""
         if not self.pending:
             return
         pipe = self.redis.pipeline(transaction=False)
         for key, value in self.pending.items():
             pipe.hincrbyfloat(STATS, key, value)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("could not add %d metrics counts: %s", len(self.pending), exc)
         self.pending.clear()
 
 

@@ -48,12 +48,31 @@ MIN_WAIT_S = 0.5
 
 #: A guard's verdict on one of its jobs.
 NOT_MINE, CLAIMED, STILL_OUT = 0, 1, 2
+#: The mark of a job a guard claimed, until it has sent the job on (so a guard delivered again
+#: claims it again rather than skipping it).
+CLAIMED_PREFIX = "claimed:"
 
-# KEYS: the mark, the lease. ARGV: the guard's token.
+# KEYS: the mark, the lease. ARGV: the guard's token, the mark's lifetime.
 _CLAIM = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local mark = redis.call('GET', KEYS[1])
+if mark == 'claimed:' .. ARGV[1] then return 1 end
+if mark ~= ARGV[1] then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
-redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[1], 'claimed:' .. ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+# KEYS: the mark, the lease. ARGV: the mark's expected value. Deletes both if the mark holds it.
+_CLEAR = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
+"""
+
+# KEYS: the mark, the lease. ARGV: the token, the lease's lifetime. Renews while the mark is the token's.
+_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 return 1
 """
 
@@ -74,9 +93,11 @@ class Stragglers:
 
     def __init__(self, redis_client: redis.Redis) -> None:
         self.redis = redis_client
-        #: (lease key, token) of each call out or being settled → when to stop renewing its lease
-        self.out: dict[tuple[str, str], float] = {}
+        #: (batch, custom_id, token) of each call out or being settled → when to stop renewing its lease
+        self.out: dict[tuple[str, str, str], float] = {}
         self._renewing: asyncio.Task[None] | None = None
+        self._clear = redis_client.register_script(_CLEAR)
+        self._renew_one = redis_client.register_script(_RENEW)
 
     def room(self, limit: int) -> int:
         """How many more calls this process may hand off, holding at most ``limit`` out."""
@@ -93,7 +114,7 @@ class Stragglers:
             pipe.set(lease_key(batch_id, custom_id), token, ex=LEASE_S)
         pipe.execute()
         for custom_id, future, settle in calls:
-            self.out[(lease_key(batch_id, custom_id), token)] = deadline
+            self.out[(batch_id, custom_id, token)] = deadline
             future.add_done_callback(partial(self._settled, batch_id, custom_id, token, settle))
         if self._renewing is None or self._renewing.done():
             self._renewing = asyncio.ensure_future(self._renew())
@@ -108,23 +129,23 @@ class Stragglers:
             except Exception:  # its lease lapses and the guard runs the job again
                 log.exception("a handed-off call ended but could not be settled; its guard will run it again")
                 return
-            try:
-                self.redis.delete(mark_key(batch_id, custom_id), lease_key(batch_id, custom_id))
+            try:  # unless a guard has claimed the job meanwhile (this call outlived its lease)
+                self._clear(keys=[mark_key(batch_id, custom_id), lease_key(batch_id, custom_id)], args=[token])
             except redis.RedisError:  # the guard finds it answered, or runs it once more
                 log.exception("could not clear a settled call's mark")
         finally:  # only now: drain() waits for settling too
-            self.out.pop((lease_key(batch_id, custom_id), token), None)
+            self.out.pop((batch_id, custom_id, token), None)
 
     async def _renew(self) -> None:
         while self.out:
             await asyncio.sleep(RENEW_S)
             now = time.monotonic()
-            live = [(key, token) for (key, token), deadline in self.out.items() if deadline > now]
+            live = [call for call, deadline in self.out.items() if deadline > now]
             if not live:
                 continue
             pipe = self.redis.pipeline(transaction=False)
-            for key, token in live:
-                pipe.set(key, token, ex=LEASE_S)
+            for batch_id, custom_id, token in live:
+                self._renew_one(keys=[mark_key(batch_id, custom_id), lease_key(batch_id, custom_id)], args=[token, LEASE_S], client=pipe)
             try:
                 pipe.execute()
             except redis.RedisError:
@@ -141,21 +162,36 @@ class Stragglers:
 
 
 def marked(redis_client: redis.Redis, batch_id: str, custom_ids: list[str]) -> list[bool]:
-    """Which of these jobs a guard owns (their call was handed off and is not settled)."""
+    """Which of these jobs a guard owns: their call was handed off and is not settled, and no
+    guard has sent them on."""
     if not custom_ids:
         return []
-    return [bool(v) for v in redis_client.mget([mark_key(batch_id, custom_id) for custom_id in custom_ids])]
+    values: list[bytes | None] = redis_client.mget([mark_key(batch_id, custom_id) for custom_id in custom_ids])
+    return [v is not None and not v.startswith(CLAIMED_PREFIX.encode()) for v in values]
 
 
 def claim(redis_client: redis.Redis, batch_id: str, token: str, custom_ids: list[str]) -> list[int]:
     """A guard's verdict on each job: NOT_MINE (settled, or handed off again: another guard's),
-    STILL_OUT (its process still has the call out), or CLAIMED (the lease lapsed: the guard now
-    runs it, as an ordinary job)."""
+    STILL_OUT (its process still has the call out), or CLAIMED (the lease lapsed: the guard
+    sends it on, then calls ``release``)."""
+    if not custom_ids:
+        return []
     script = redis_client.register_script(_CLAIM)
     pipe = redis_client.pipeline(transaction=False)
     for custom_id in custom_ids:
-        script(keys=[mark_key(batch_id, custom_id), lease_key(batch_id, custom_id)], args=[token], client=pipe)
-    return [int(v) for v in pipe.execute()] if custom_ids else []
+        script(keys=[mark_key(batch_id, custom_id), lease_key(batch_id, custom_id)], args=[token, MARK_S], client=pipe)
+    return [int(v) for v in pipe.execute()]
+
+
+def release(redis_client: redis.Redis, batch_id: str, token: str, custom_ids: list[str]) -> None:
+    """Drop the marks of jobs a guard claimed and has sent on (or dead-lettered)."""
+    if not custom_ids:
+        return
+    script = redis_client.register_script(_CLEAR)
+    pipe = redis_client.pipeline(transaction=False)
+    for custom_id in custom_ids:
+        script(keys=[mark_key(batch_id, custom_id), lease_key(batch_id, custom_id)], args=[CLAIMED_PREFIX + token], client=pipe)
+    pipe.execute()
 
 
 _stragglers: Stragglers | None = None

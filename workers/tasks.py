@@ -22,9 +22,11 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import redis
 from celery import Celery, Task
 from celery.exceptions import Ignore, Reject, Retry
 from celery.signals import worker_process_shutdown
+from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 
 from router.classifier import Score
@@ -36,7 +38,17 @@ from workers.app import CLASSIFY_QUEUE, CLASSIFY_TASK, Runtime, visibility_timeo
 from workers.dlq import DeadLetters
 from workers.metrics import Stats
 from workers.answer import BUSY, Answer
-from workers.stragglers import CLAIMED, GUARD_S, MIN_WAIT_S, STILL_OUT, claim, current_stragglers, marked, process_stragglers
+from workers.stragglers import (
+    CLAIMED,
+    GUARD_S,
+    MIN_WAIT_S,
+    STILL_OUT,
+    claim,
+    current_stragglers,
+    marked,
+    process_stragglers,
+    release,
+)
 
 log = logging.getLogger("turnout.tasks")
 
@@ -45,7 +57,7 @@ RETRY_BASE_S = 2.0
 RETRY_CAP_S = 60.0
 #: Room left in the visibility timeout after a retried task's wait and its longest run.
 RETRY_SLACK_S = 5.0
-#: A task delivered this many times without finishing (its worker died each time) is split
+#: A task delivered this many times without finishing (its worker died, or it raised, each time) is split
 #: into single jobs; a single job that keeps killing workers goes to the DLQ.
 MAX_DELIVERIES = 3
 #: A task that failed waits this long before it goes back on its queue.
@@ -225,6 +237,18 @@ def _scores(runtime: Runtime, jobs: list[Job]) -> list[Score | BaseException]:
     return scores
 
 
+def run_classify(task: Task, runtime: Runtime, batch_id: str, raw_jobs: list[dict[str, Any]]) -> None:
+    """The classify task: route a chunk; a chunk whose task never finishes (its worker dies, or
+    it fails, each time) ends its lines as error lines after MAX_DELIVERIES."""
+    deliveries = _count_delivery(task, runtime)
+    if deliveries <= MAX_DELIVERIES:
+        classify_chunk(task.app, runtime, batch_id, raw_jobs)
+        return
+    message = f"the classify task for this job did not finish in {deliveries - 1} deliveries (see the classify worker's log)"
+    for job in readable_jobs(runtime, batch_id, raw_jobs):
+        reject_job(runtime, job, "classify_failed", message)
+
+
 def readable_jobs(runtime: Runtime, batch_id: str, raw_jobs: list[dict[str, Any]]) -> list[Job]:
     """The jobs of a task's arguments; one this worker cannot read (sent by a producer of
     another turnout version, say) becomes its line's error line instead of failing the task."""
@@ -274,12 +298,12 @@ def complete_batch(task: Task, runtime: Runtime, tier: Tier, batch_id: str, raw_
         _guard(task.app, runtime, tier, batch_id, guard, jobs)
         return
     deliveries = _count_delivery(task, runtime)
-    if _split_if_poisoned(task, runtime, tier, batch_id, jobs, deliveries):
-        return
     answered = runtime.ledger.answered(batch_id, [job.custom_id for job in jobs])
     fresh = [job for job, done in zip(jobs, answered) if not done]
     if deliveries > 1:  # this task's process died after handing calls off: their guard owns them
         fresh = [job for job, owned in zip(fresh, marked(runtime.ledger.redis, batch_id, [j.custom_id for j in fresh])) if not owned]
+    if not fresh or _split_if_poisoned(task, runtime, tier, batch_id, len(jobs), fresh, deliveries):
+        return
     provider = runtime.provider(tier.name)
     extra = {"logprobs": True} if tier.scorer is not None and "logprob" in tier.scorer.kind else {}
     stats = Stats(runtime.ledger.redis)
@@ -384,8 +408,8 @@ def _guard(app: Celery, runtime: Runtime, tier: Tier, batch_id: str, token: str,
     A job answered, settled or handed off again is left alone; one whose call is still out is
     guarded again later; one whose lease lapsed (its process died with the call out) is claimed
     and sent on as an ordinary job, the lost call counted as an attempt, so a job that kills
-    its process each time ends in the DLQ. The guard calls nothing: a guard whose process dies
-    is delivered again and finds its claimed jobs already sent.
+    its process each time ends in the DLQ. The guard calls nothing; a claim holds until the
+    job is sent on, so a guard that fails in between claims it again when delivered again.
     """
     answered = runtime.ledger.answered(batch_id, [job.custom_id for job in jobs])
     open_jobs = [job for job, done in zip(jobs, answered) if not done]
@@ -405,6 +429,8 @@ def _guard(app: Celery, runtime: Runtime, tier: Tier, batch_id: str, token: str,
     if again:
         log.warning("batch %s: %d handed-off calls were lost with their process; sending their jobs again", batch_id, len(again))
         send_tier(app, tier, batch_id, again)
+    # only now: a guard that fails before this is delivered again and finds them still claimed
+    release(runtime.ledger.redis, batch_id, token, [job.custom_id for job in lost])
 
 
 def _count_answer(stats: Stats, tier: Tier, answer: Answer) -> None:
@@ -573,30 +599,43 @@ def _next_tier(config: Config, tier: Tier) -> Tier | None:
 
 def _count_delivery(task: Task, runtime: Runtime) -> int:
     """How many times this task (this retry of it) has been delivered, this time included."""
-    key = f"turnout:deliveries:{task.request.id}:{task.request.retries}"
     pipe = runtime.ledger.redis.pipeline()
-    pipe.incr(key)
-    pipe.expire(key, 86_400)
+    pipe.incr(_deliveries_key(task))
+    pipe.expire(_deliveries_key(task), 86_400)
     return int(pipe.execute()[0])
 
 
-def _split_if_poisoned(task: Task, runtime: Runtime, tier: Tier, batch_id: str, jobs: list[Job], deliveries: int) -> bool:
+def _uncount_delivery(task: Task, runtime: Runtime) -> None:
+    """Take back this delivery's count (it failed on Redis, not on the job), if Redis lets us."""
+    try:
+        runtime.ledger.redis.decr(_deliveries_key(task))
+    except redis.RedisError:
+        pass
+
+
+def _deliveries_key(task: Task) -> str:
+    return f"turnout:deliveries:{task.request.id}:{task.request.retries}"
+
+
+def _split_if_poisoned(task: Task, runtime: Runtime, tier: Tier, batch_id: str, size: int, jobs: list[Job], deliveries: int) -> bool:
     """A task that keeps killing its worker is split, then dead-lettered.
 
     With late acks, a task whose job crashes the process is delivered again and again.
-    After MAX_DELIVERIES a micro-batch is split into single-job tasks (its innocent
-    neighbours then finish); a single job past the limit goes to the DLQ.
+    After MAX_DELIVERIES a micro-batch (of ``size`` jobs, ``jobs`` of them still to answer)
+    is split into single-job tasks (its innocent neighbours then finish); a single job past
+    the limit goes to the DLQ.
     """
     if deliveries <= MAX_DELIVERIES:
         return False
-    if len(jobs) > 1:
+    if size > 1:
         for job in jobs:
             send_tier(task.app, tier, batch_id, [job])
         return True
     job = jobs[0]
     job.attempts += 1
-    job.errors.append(f"delivered {deliveries} times; its worker died every time")
-    dead_letter(runtime, tier, job, "worker_lost", f"the job's worker died {deliveries - 1} times while running it")
+    job.errors.append(f"delivered {deliveries} times; it never finished")
+    message = f"the job's task did not finish in {deliveries - 1} deliveries: its worker died, or it failed (see the worker's log)"
+    dead_letter(runtime, tier, job, "worker_lost", message)
     return True
 
 
@@ -609,8 +648,8 @@ def register(app: Celery, config: Config) -> None:
 
     @app.task(name=CLASSIFY_TASK, bind=True)
     def classify(self: Task, batch_id: str, jobs: list[dict[str, Any]]) -> None:
-        with requeued_on_error(self):
-            classify_chunk(self.app, runtime, batch_id, jobs)
+        with requeued_on_error(self, runtime):
+            run_classify(self, runtime, batch_id, jobs)
 
     for tier in config.tiers:
         _register_tier(app, runtime, tier)
@@ -633,25 +672,35 @@ def _register_tier(app: Celery, runtime: Runtime, tier: Tier) -> None:
     # fail it and drop them; each job's own attempts (tier.max_attempts) decide instead
     @app.task(name=tier.task_name, bind=True, max_retries=None)
     def complete(self: Task, batch_id: str, jobs: list[dict[str, Any]], guard: str | None = None) -> None:
-        with requeued_on_error(self):
+        with requeued_on_error(self, runtime):
             complete_batch(self, runtime, tier, batch_id, jobs, guard)
 
 
 @contextmanager
-def requeued_on_error(task: Task) -> Iterator[None]:
+def requeued_on_error(task: Task, runtime: Runtime) -> Iterator[None]:
     """A task that raises goes back on its queue instead of being dropped.
 
     With late acks and ``task_acks_on_failure_or_timeout`` off, Celery rejects a failed task
-    without requeueing it, which on Redis deletes the message: a Redis refusing writes for a
-    moment (disk full, out of memory) while a task records its answers would lose its jobs.
-    Rejected with requeue, it is delivered again (at once; when Redis cannot take it back, it
-    stays unacknowledged and returns after the visibility timeout), and what it had recorded is
-    skipped. A task that fails every time is split, then dead-lettered (_split_if_poisoned)."""
+    without requeueing it (and so does ``Task.retry`` when it cannot publish the retry), which
+    on Redis deletes the message: a Redis refusing writes for a moment (disk full, out of
+    memory) while a task records its answers would lose its jobs. Rejected with requeue, it is
+    delivered again (at once; when Redis cannot take it back, it stays unacknowledged and
+    returns after the visibility timeout), and what it had recorded is skipped. A failure of
+    Redis does not count as a delivery (_count_delivery): only crashes and our own bugs bring a
+    task to its delivery limit."""
     try:
         yield
-    except (Retry, Reject, Ignore):
+    except (Retry, Ignore):
         raise
+    except Reject as exc:
+        if exc.requeue:
+            raise
+        log.error("task %s[%s] could not send its retry (%s); it goes back on its queue", task.name, task.request.id, exc.reason)
+        time.sleep(REQUEUE_PAUSE_S)
+        raise Reject(exc.reason, requeue=True) from exc
     except Exception as exc:
         log.exception("task %s[%s] failed; it goes back on its queue", task.name, task.request.id)
+        if isinstance(exc, (redis.RedisError, OperationalError)):
+            _uncount_delivery(task, runtime)
         time.sleep(REQUEUE_PAUSE_S)  # a failure that repeats at once must not spin
         raise Reject(exc, requeue=True) from exc

@@ -14,7 +14,7 @@ from router.classifier import Classifier, Score
 from schemas.config import Config
 from tests.conftest import other_db
 from workers.app import create_app
-from workers.tasks import classify_chunk
+from workers.tasks import MAX_DELIVERIES, classify_chunk, run_classify
 
 DB = 10  # a database of its own: no test cluster's worker consumes what lands here
 
@@ -100,3 +100,43 @@ def test_an_unusable_score_and_jobs_with_no_id_each_end_as_their_own_error_line(
     status = runtime.ledger.status("c")
     assert status is not None and status.done == 3
 
+
+
+class FakeTask:
+    """What run_classify reads of a Celery task: its app and its delivery's id."""
+
+    def __init__(self, app: object, task_id: str) -> None:
+        self.app = app
+        self.request = type("Request", (), {"id": task_id, "retries": 0})()
+
+
+def test_a_chunk_whose_task_never_finishes_ends_as_error_lines_not_a_loop(db_url: str) -> None:
+    # Given a classify task already delivered MAX_DELIVERIES times (it failed, or its worker
+    # died, each time)
+    app = create_app(_config(), db_url)
+    runtime = app.turnout_runtime
+    jobs = [{"batch_id": "b", "custom_id": f"j{n}", "line": n, "messages": [{"role": "user", "content": "hi"}]} for n in (1, 2)]
+    redis.Redis.from_url(db_url).set("turnout:deliveries:c1:0", MAX_DELIVERIES)
+
+    # When it is delivered once more
+    run_classify(FakeTask(app, "c1"), runtime, "b", jobs)
+
+    # Then each of its jobs ends as an error line saying so, and nothing is routed
+    errors = [json.loads(line) for line in runtime.ledger.error_lines("b")]
+    assert sorted((e["custom_id"], e["error"]["code"]) for e in errors) == [("j1", "classify_failed"), ("j2", "classify_failed")]
+    assert "did not finish in 3 deliveries" in errors[0]["error"]["message"]
+    client = redis.Redis.from_url(db_url)
+    assert all(client.llen(tier.queue) == 0 for tier in _config().tiers)
+    client.close()
+
+
+def test_a_chunk_under_its_delivery_limit_is_classified(db_url: str) -> None:
+    app = create_app(_config(), db_url)
+    runtime = app.turnout_runtime
+    runtime.__dict__["classifier"] = Brittle()
+    jobs = [{"batch_id": "b", "custom_id": "j1", "line": 1, "messages": [{"role": "user", "content": "hi"}]}]
+
+    run_classify(FakeTask(app, "c2"), runtime, "b", jobs)
+
+    assert list(runtime.ledger.error_lines("b")) == []
+    assert redis.Redis.from_url(db_url).llen(_config().tiers[0].queue) == 1
