@@ -67,10 +67,13 @@ class Child:
         self.wait(time.monotonic() + STOP_GRACE_S)
 
     def terminate(self) -> None:
-        """SIGTERM to the child's whole group (Celery's pool children too): a warm shutdown."""
+        """SIGTERM to the child itself: for a Celery worker a warm shutdown, its pool processes
+        finishing their tasks and the calls they handed off. (SIGTERM to the whole group would
+        reach those processes too, and billiard stops a pool process mid-task on it: its calls
+        would be made and paid for again.) ``wait`` kills the group if it outlasts the grace."""
         if self.alive:
             assert self.process is not None
-            os.killpg(self.process.pid, signal.SIGTERM)
+            os.kill(self.process.pid, signal.SIGTERM)
 
     def wait(self, deadline: float) -> None:
         """Wait for the child to exit until ``deadline`` (monotonic), then kill its group."""

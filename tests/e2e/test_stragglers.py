@@ -4,16 +4,19 @@ and nothing is lost or paid twice when the process stops or dies with the call s
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import redis
 
-from tests.e2e.conftest import Cluster
+from tests.conftest import other_db
+from tests.e2e.conftest import Cluster, running_cluster
 from tests.e2e.test_crash import assert_ledger_whole, pool, pool_children, run_while
 from workers.stragglers import lease_key
 
@@ -136,3 +139,39 @@ def test_a_handed_off_call_that_fails_takes_its_retries_once_not_again_by_its_gu
     assert [line["custom_id"] for line in result["err"]] == ["f5"]
     assert result["err"][0]["turnout"]["attempts"] == 3
     assert fresh_fake.fake_stats()["requests"] - before == 7 + 3 * 2
+
+
+ONE_TIER = """
+chunk_size: 8
+classifier: {kind: heuristic}
+fake_provider: {port: 0}
+tiers:
+  - name: cheap
+    batch_size: 8
+    deployments:
+      - {model: openai/fake-cheap, name: cheap-primary, api_base: fake, timeout_s: 20, input_cost_per_million: 0.15, output_cost_per_million: 0.60}
+"""
+
+
+def test_stopping_the_pools_lets_running_tasks_and_handed_calls_finish(redis_url: str, tmp_path: Path) -> None:
+    # Given pools started as `turnout run` starts them, and a micro-batch of eight whose calls
+    # take 1 s, one of them 4 s more (handed off)
+    url = other_db(redis_url, 11)
+    redis.Redis.from_url(url).flushdb()
+    ids, lines = slow_batch("p")
+    with running_cluster(url, tmp_path, ONE_TIER) as cluster:
+        cluster.fake(latency_ms=1000, hang_on=["SLOW"], hang_s=4)
+        cluster.client.submit([json.dumps(line) for line in lines[:8]], "stopping")
+        deadline = time.monotonic() + 60
+        while cluster.fake_stats()["in_flight"] < 8:
+            assert time.monotonic() < deadline, "the calls never went out"
+            time.sleep(0.02)
+
+        # When the pools are stopped (Ctrl-C on `turnout run`) with the calls out
+        cluster.supervisor.stop()  # the pools, then the fake provider
+        answered = cluster.client.ledger.answered("stopping", ids[:8])
+    redis.Redis.from_url(url).flushdb()
+
+    # Then the task finished and the handed call was waited for: every answer recorded (cut,
+    # their calls would be made and paid for again on the next run)
+    assert answered == [True] * 8
