@@ -141,6 +141,12 @@ class Tier(_Strict):
         return f"turnout.tier.{self.name}"
 
     @property
+    def guard_queue(self) -> str:
+        """Where the guards of this tier's handed-off calls wait (workers/stragglers.py): the
+        tier's workers consume it beside ``queue``, so a guard does not wait behind the backlog."""
+        return f"turnout.guard.{self.name}"
+
+    @property
     def judge(self) -> Deployment | None:
         """The deployment that grades this tier's answers, for a judge scorer."""
         return self.scorer.judge if self.scorer is not None and self.scorer.kind.endswith("judge") else None

@@ -133,7 +133,7 @@ def create_app(config: Config, redis_url: str) -> Celery:
         task_acks_on_failure_or_timeout=False,
         worker_prefetch_multiplier=1,  # a slow tier task must not hold others hostage
         task_default_queue=CLASSIFY_QUEUE,
-        task_queues=[Queue(CLASSIFY_QUEUE)] + [Queue(tier.queue) for tier in config.tiers],
+        task_queues=[Queue(CLASSIFY_QUEUE)] + [Queue(q) for tier in config.tiers for q in (tier.queue, tier.guard_queue)],
         task_routes={CLASSIFY_TASK: {"queue": CLASSIFY_QUEUE}}
         | {tier.task_name: {"queue": tier.queue} for tier in config.tiers},
         broker_connection_retry_on_startup=True,

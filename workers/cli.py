@@ -191,7 +191,7 @@ def worker(
         queue, count = CLASSIFY_QUEUE, processes or config.classify_processes
     else:
         tier = config.tier(pool)
-        queue, count = tier.queue, processes or tier.processes
+        queue, count = f"{tier.queue},{tier.guard_queue}", processes or tier.processes
         _check_fake_provider_findable(config, tier)
         # import LiteLLM (seconds) once, before fork: a pool process that replaces a dead one
         # then answers at once instead of importing it again (it starts no threads at import)

@@ -216,7 +216,8 @@ class Producer:
         the queues whole: for a batch that looks stalled, not for every poll."""
         needle = f"batch={batch_id!r}".encode()
         redis = self.ledger.redis
-        for name, _ in self._queues:
+        guards = [tier.guard_queue for tier in self.config.tiers]  # calls handed off: still out
+        for name in [name for name, _ in self._queues] + guards:
             for start in range(0, int(redis.llen(name)), 500):
                 if any(needle in message for message in redis.lrange(name, start, start + 499)):
                     return True

@@ -18,6 +18,8 @@ from workers.producer import UNACKED
 from workers.scaling import recommendations, snapshot
 
 _JOBS = re.compile(r"\bjobs=(\d+)")
+#: Guards read per tier for the in-flight count (a guard queue holds a few per handed-off task).
+GUARDS_READ = 1000
 #: Complete batches `status` lists besides every unfinished one, newest first.
 SHOWN_BATCHES = 10
 
@@ -65,10 +67,19 @@ def view(client: Any, batch_id: str | None, interval: float) -> dict[str, Any]:
 
 def in_flight(config: Any, redis: Any) -> dict[str, dict[str, int]]:
     """Jobs per tier in tasks a worker holds unacknowledged: running now, or waiting out a
-    retry countdown (a guard's jobs count as running: their handed-off calls are out). Read from kombu's ``unacked`` hash: each entry is [message, exchange,
-    routing key], the job count from the argsrepr turnout gives every tier task."""
-    queues = {tier.queue: tier.name for tier in config.tiers}
+    retry countdown. Read from kombu's ``unacked`` hash: each entry is [message, exchange,
+    routing key], the job count from the argsrepr turnout gives every tier task. A guard's
+    jobs, fetched or still on the tier's guard queue, count as running: their handed-off calls
+    are out (workers/stragglers.py)."""
+    queues = {q: tier.name for tier in config.tiers for q in (tier.queue, tier.guard_queue)}
     held = {tier.name: {"running": 0, "waiting_retry": 0} for tier in config.tiers}
+    for tier in config.tiers:
+        for raw in redis.lrange(tier.guard_queue, 0, GUARDS_READ - 1):
+            try:
+                found = _JOBS.search(str((json.loads(raw).get("headers") or {}).get("argsrepr") or ""))
+            except (ValueError, AttributeError):
+                continue
+            held[tier.name]["running"] += int(found.group(1)) if found else 1
     for raw in redis.hvals(UNACKED):
         try:
             message, _, routing_key = json.loads(raw)

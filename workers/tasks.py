@@ -167,16 +167,19 @@ def send_classify(app: Celery, batch_id: str, jobs: Sequence[Job] | Sequence[Wir
     app.send_task(CLASSIFY_TASK, args=[batch_id, bodies], queue=CLASSIFY_QUEUE, argsrepr=argsrepr(batch_id, jobs))
 
 
-def send_tier(app: Celery, tier: Tier, batch_id: str, jobs: Sequence[Job], countdown: float = 0, guard: str | None = None) -> None:
-    """Send jobs to a tier's queue in micro-batches of the tier's batch size (``guard``: as the
-    guard of calls handed off under that token, see complete_batch)."""
+def send_tier(app: Celery, tier: Tier, batch_id: str, jobs: Sequence[Job], countdown: float = 0,
+              guard: str | None = None, ahead: bool = False) -> None:
+    """Send jobs to a tier's queue in micro-batches of the tier's batch size. ``guard``: as the
+    guard of calls handed off under that token (see complete_batch); a guard, and with
+    ``ahead`` any task, goes to the tier's guard queue, which its workers read beside the
+    tier's queue: it does not wait behind the backlog."""
     for start in range(0, len(jobs), tier.batch_size):
         piece = jobs[start : start + tier.batch_size]
         app.send_task(
             tier.task_name,
             args=[batch_id, dump(piece)],
             kwargs={"guard": guard} if guard else None,
-            queue=tier.queue,
+            queue=tier.guard_queue if guard or ahead else tier.queue,
             countdown=countdown or None,
             argsrepr=argsrepr(batch_id, piece),
         )
@@ -428,7 +431,7 @@ def _guard(app: Celery, runtime: Runtime, tier: Tier, batch_id: str, token: str,
             again.append(job)
     if again:
         log.warning("batch %s: %d handed-off calls were lost with their process; sending their jobs again", batch_id, len(again))
-        send_tier(app, tier, batch_id, again)
+        send_tier(app, tier, batch_id, again, ahead=True)
     # only now: a guard that fails before this is delivered again and finds them still claimed
     release(runtime.ledger.redis, batch_id, token, [job.custom_id for job in lost])
 

@@ -69,9 +69,9 @@ def sample_config() -> Config:
     return load_config(SAMPLE_CONFIG)
 
 
-def pools(config: Config) -> dict[str, str]:
-    """Pool name -> the queue (and so the Redis list) it consumes."""
-    return {"classify": CLASSIFY_QUEUE} | {tier.name: tier.queue for tier in config.tiers}
+def pools(config: Config) -> dict[str, list[str]]:
+    """Pool name -> the queues (and so the Redis lists) it consumes: a tier's own, then its guards'."""
+    return {"classify": [CLASSIFY_QUEUE]} | {tier.name: [tier.queue, tier.guard_queue] for tier in config.tiers}
 
 
 def cluster_config(tmp_path: Path) -> Config:

@@ -73,23 +73,24 @@ def test_a_scaled_object_scales_its_pool_on_that_pools_redis_list(scaled: Manife
     assert scaled.body["apiVersion"] == KEDA_API
     target = of_kind("Deployment")[spec["scaleTargetRef"]["name"]]
     pool = containers(target)[0]["args"][2]
-    # ... scaling on the length of the very list that Deployment's workers consume
-    (trigger,) = spec["triggers"]
-    assert trigger["type"] == "redis"
-    assert trigger["metadata"]["listName"] == queues[pool]
-    assert int(trigger["metadata"]["listLength"]) > 0
+    # ... scaling on the length of the very lists that Deployment's workers consume, every one
+    # of them (a guard left by a pod that died must wake a pool scaled to zero)
+    triggers = spec["triggers"]
+    assert all(trigger["type"] == "redis" for trigger in triggers)
+    assert [trigger["metadata"]["listName"] for trigger in triggers] == queues[pool]
+    assert all(int(trigger["metadata"]["listLength"]) > 0 for trigger in triggers)
     assert 0 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
 
 
 @pytest.mark.parametrize("scaled", of_kind("ScaledObject").values(), ids=str)
 def test_a_scaled_object_knows_where_redis_is(scaled: Manifest) -> None:
-    (trigger,) = scaled.body["spec"]["triggers"]
-    if {"address", "addressFromEnv", "host", "hostFromEnv"} & set(trigger["metadata"]):
-        return
-    auth = of_kind("TriggerAuthentication")[trigger["authenticationRef"]["name"]]
-    assert auth.body["apiVersion"] == KEDA_API
-    parameters = {ref["parameter"] for ref in auth.body["spec"]["secretTargetRef"]}
-    assert "address" in parameters or {"host", "port"} <= parameters
+    for trigger in scaled.body["spec"]["triggers"]:
+        if {"address", "addressFromEnv", "host", "hostFromEnv"} & set(trigger["metadata"]):
+            continue
+        auth = of_kind("TriggerAuthentication")[trigger["authenticationRef"]["name"]]
+        assert auth.body["apiVersion"] == KEDA_API
+        parameters = {ref["parameter"] for ref in auth.body["spec"]["secretTargetRef"]}
+        assert "address" in parameters or {"host", "port"} <= parameters
 
 
 def test_every_secret_the_manifests_read_is_one_the_readme_creates() -> None:

@@ -53,17 +53,21 @@ def test_in_flight_counts_jobs_running_and_jobs_waiting_for_a_retry_per_tier(bro
 
 
 def test_a_guards_jobs_count_as_in_flight_not_as_waiting_for_a_retry(broker: str) -> None:
-    # Given a guard of 2 jobs whose calls a process still has out, due in 18 s, taken by a worker
+    # Given two guards on the cheap tier's guard queue, of 2 and 3 jobs whose calls a process
+    # still has out, due in 18 s; a worker has taken the first
     config = Config.model_validate(CONFIG)
     app = create_app(config, broker)
     cheap = config.tier("cheap")
     send_tier(app, cheap, "b", jobs(2), countdown=18, guard="0123456789abcdef")
+    send_tier(app, cheap, "b", jobs(3), countdown=18, guard="fedcba9876543210")
+    client = redis.Redis.from_url(broker)
+    assert client.llen(cheap.queue) == 0, "a guard does not wait behind the tier's backlog"
     with app.connection_for_write() as connection:
-        assert connection.default_channel.basic_get(cheap.queue, no_ack=False) is not None
+        assert connection.default_channel.basic_get(cheap.guard_queue, no_ack=False) is not None
 
-        # Then status counts them as running
-        held = in_flight(config, redis.Redis.from_url(broker))
-        assert held["cheap"] == {"running": 2, "waiting_retry": 0}
+        # Then status counts all five as running, none as waiting for a retry
+        held = in_flight(config, client)
+        assert held["cheap"] == {"running": 5, "waiting_retry": 0}
 
 
 def test_latency_quantiles_are_interpolated_within_their_bucket() -> None:
