@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import re
@@ -16,6 +17,7 @@ from workers.dlq import DeadLetters
 from workers.metrics import LATENCY_BUCKETS, STATS
 from workers.producer import UNACKED
 from workers.scaling import recommendations, snapshot
+from workers.stragglers import marked
 
 _JOBS = re.compile(r"\bjobs=(\d+)")
 #: Guards read per tier for the in-flight count (a guard queue holds a few per handed-off task).
@@ -69,17 +71,21 @@ def in_flight(config: Any, redis: Any) -> dict[str, dict[str, int]]:
     """Jobs per tier in tasks a worker holds unacknowledged: running now, or waiting out a
     retry countdown. Read from kombu's ``unacked`` hash: each entry is [message, exchange,
     routing key], the job count from the argsrepr turnout gives every tier task. A guard's
-    jobs, fetched or still on the tier's guard queue, count as running: their handed-off calls
-    are out (workers/stragglers.py)."""
+    jobs, fetched or still on the tier's guard queue, count as running while their handed-off
+    calls are out (workers/stragglers.py); a guard whose calls were all settled counts none."""
     queues = {q: tier.name for tier in config.tiers for q in (tier.queue, tier.guard_queue)}
     held = {tier.name: {"running": 0, "waiting_retry": 0} for tier in config.tiers}
     for tier in config.tiers:
         for raw in redis.lrange(tier.guard_queue, 0, GUARDS_READ - 1):
             try:
-                found = _JOBS.search(str((json.loads(raw).get("headers") or {}).get("argsrepr") or ""))
-            except (ValueError, AttributeError):
+                message = json.loads(raw)
+            except ValueError:
                 continue
-            held[tier.name]["running"] += int(found.group(1)) if found else 1
+            if "guard" in str((message.get("headers") or {}).get("kwargsrepr") or ""):
+                held[tier.name]["running"] += _calls_out(redis, message)
+            else:  # a job a guard sent on: an ordinary task, waiting
+                found = _JOBS.search(str((message.get("headers") or {}).get("argsrepr") or ""))
+                held[tier.name]["running"] += int(found.group(1)) if found else 1
     for raw in redis.hvals(UNACKED):
         try:
             message, _, routing_key = json.loads(raw)
@@ -89,12 +95,24 @@ def in_flight(config: Any, redis: Any) -> dict[str, dict[str, int]]:
             continue  # not a message of ours
         if queue not in queues:
             continue
+        if "guard" in str(headers.get("kwargsrepr") or ""):
+            held[queues[queue]]["running"] += _calls_out(redis, message)
+            continue
         found = _JOBS.search(str(headers.get("argsrepr") or ""))
-        # a guard (workers/stragglers.py) waits on calls a process still has out: they are in flight
-        guard = "guard" in str(headers.get("kwargsrepr") or "")
-        state = "waiting_retry" if _in_future(headers.get("eta")) and not guard else "running"
+        state = "waiting_retry" if _in_future(headers.get("eta")) else "running"
         held[queues[queue]][state] += int(found.group(1)) if found else 1
     return held
+
+
+def _calls_out(redis: Any, message: dict[str, Any]) -> int:
+    """How many of a guard's jobs still have their handed-off call out (marked, not settled)."""
+    try:
+        args, _, _ = json.loads(base64.b64decode(message["body"]))
+        batch_id, jobs = args[0], args[1]
+        ids = [str(job["custom_id"]) for job in jobs]
+    except (ValueError, TypeError, KeyError, IndexError):
+        return 0
+    return sum(marked(redis, batch_id, ids))
 
 
 def _in_future(eta: Any) -> bool:

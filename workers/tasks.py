@@ -664,7 +664,8 @@ def register(app: Celery, config: Config) -> None:
         handed off, as for a running task: cut, they would be paid for again by their guard."""
         stragglers = current_stragglers()
         if stragglers is not None and stragglers.out:
-            log.info("waiting up to %g s for %d handed-off calls before this process exits", longest, len(stragglers.out))
+            log.info("waiting up to %g s (or until this worker is killed) for %d handed-off calls before this process exits",
+                     longest, len(stragglers.out))
             left = stragglers.drain(longest)
             if left:
                 log.warning("%d handed-off calls still out at exit: their guard runs them again", left)

@@ -13,6 +13,7 @@ from schemas.job import Job
 from tests.conftest import other_db
 from workers.app import create_app
 from workers.status import in_flight, quantile
+from workers.stragglers import mark_key
 from workers.tasks import send_tier
 
 CONFIG = {
@@ -52,22 +53,31 @@ def test_in_flight_counts_jobs_running_and_jobs_waiting_for_a_retry_per_tier(bro
         assert held == {"cheap": {"running": 5, "waiting_retry": 3}, "frontier": {"running": 0, "waiting_retry": 0}}
 
 
-def test_a_guards_jobs_count_as_in_flight_not_as_waiting_for_a_retry(broker: str) -> None:
-    # Given two guards on the cheap tier's guard queue, of 2 and 3 jobs whose calls a process
-    # still has out, due in 18 s; a worker has taken the first
+def test_a_guards_jobs_count_as_in_flight_while_their_calls_are_out(broker: str) -> None:
+    # Given two guards on the cheap tier's guard queue, of 2 and 3 jobs handed off and due in
+    # 18 s; all but one of the second guard's calls still out; a worker has taken the first
     config = Config.model_validate(CONFIG)
     app = create_app(config, broker)
     cheap = config.tier("cheap")
-    send_tier(app, cheap, "b", jobs(2), countdown=18, guard="0123456789abcdef")
-    send_tier(app, cheap, "b", jobs(3), countdown=18, guard="fedcba9876543210")
     client = redis.Redis.from_url(broker)
+    first, second = jobs(2), [Job(batch_id="b", custom_id=f"k{i}", line=i + 1, messages=[{"role": "user", "content": "hi"}]) for i in range(3)]
+    for job in first:
+        client.set(mark_key("b", job.custom_id), "0123456789abcdef")
+    for job in second[:2]:  # the third was settled: its mark is gone
+        client.set(mark_key("b", job.custom_id), "fedcba9876543210")
+    send_tier(app, cheap, "b", first, countdown=18, guard="0123456789abcdef")
+    send_tier(app, cheap, "b", second, countdown=18, guard="fedcba9876543210")
     assert client.llen(cheap.queue) == 0, "a guard does not wait behind the tier's backlog"
     with app.connection_for_write() as connection:
         assert connection.default_channel.basic_get(cheap.guard_queue, no_ack=False) is not None
 
-        # Then status counts all five as running, none as waiting for a retry
+        # Then status counts the four calls still out as running, none as waiting for a retry
         held = in_flight(config, client)
-        assert held["cheap"] == {"running": 5, "waiting_retry": 0}
+        assert held["cheap"] == {"running": 4, "waiting_retry": 0}
+
+        # And once they are settled, none (a batch done with guards still due shows nothing in flight)
+        client.delete(*[mark_key("b", job.custom_id) for job in first + second])
+        assert in_flight(config, client)["cheap"] == {"running": 0, "waiting_retry": 0}
 
 
 def test_latency_quantiles_are_interpolated_within_their_bucket() -> None:
