@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from collections.abc import Iterator
 
 import pytest
 import redis
 
+from schemas.config import Config
+from schemas.job import Job
+from schemas.result import ResultLine, TurnoutInfo
 from tests.conftest import other_db
+from workers.app import create_app
+from workers.tasks import MAX_DELIVERIES, complete_batch, dump
 from workers.stragglers import CLAIMED, NOT_MINE, STILL_OUT, Stragglers, claim, lease_key, mark_key, marked, release
 
 
@@ -84,3 +91,29 @@ def test_settling_a_call_clears_its_keys_unless_a_guard_claimed_it_meanwhile(cli
     assert settled == ["answer", "late answer"]
     assert client.get(mark_key("b", "ok")) is None and client.get(lease_key("b", "ok")) is None
     assert client.get(mark_key("b", "late")) == b"claimed:t"
+
+
+def test_a_task_split_for_its_deliveries_leaves_out_the_jobs_a_guard_owns(redis_url: str) -> None:
+    # Given a cheap micro-batch of three delivered a fourth time (its process died each time),
+    # one of whose jobs was handed off (its guard owns it) and one already answered
+    url = other_db(redis_url, 12)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    config = Config.model_validate({"tiers": [{"name": "cheap", "deployments": [{"model": "openai/x"}]}]})
+    app = create_app(config, url)
+    runtime = app.turnout_runtime
+    cheap = config.tier("cheap")
+    jobs = [Job(batch_id="b", custom_id=c, line=n, messages=[{"role": "user", "content": "hi"}]) for n, c in enumerate("xyz", 1)]
+    client.set("turnout:deliveries:t1:0", MAX_DELIVERIES)
+    client.set(mark_key("b", "x"), "0123456789abcdef")
+    answered = [jobs[1]]
+    runtime.ledger.record_ok_many("b", [(j.custom_id, ResultLine(id="r", custom_id=j.custom_id, turnout=TurnoutInfo(line=j.line)), 0.0) for j in answered])
+    task = type("Task", (), {"app": app, "request": type("Request", (), {"id": "t1", "retries": 0})()})()
+
+    # When it runs
+    complete_batch(task, runtime, cheap, "b", dump(jobs))
+
+    # Then only the job still to answer and not owned by a guard is sent on, alone
+    sent = [json.loads(base64.b64decode(json.loads(m)["body"]))[0][1] for m in client.lrange(cheap.queue, 0, -1)]
+    assert [[job["custom_id"] for job in piece] for piece in sent] == [["z"]]
+    client.flushdb()
