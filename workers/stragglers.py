@@ -2,22 +2,23 @@
 process runs its next task.
 
 A micro-batch's task waits for its slowest call, so one long answer holds the rest of its
-process's slots idle: with 5% of calls 3 s slower than the others, a pool ran at a sixth of
-the rate the same number of calls in flight allows. So once half of a route tier's
+process's slots idle: with 5% of calls 3 s slower than the others, a pool ran at a third of
+the rate the same number of calls in flight allows (bench/throughput.py --slow-share). So once half of a route tier's
 micro-batch has answered and the calls still out have taken ``hand_off_after`` times as long,
 the task records what it has and hands those calls to this process's loop, which settles
 each when it ends as the task would have (answer recorded, failure retried or
 dead-lettered), and the process takes its next task.
 
 Nothing is lost if the process dies meanwhile. Before the task is acknowledged it sends a
-guard, a task for the same jobs delivered after a countdown, carrying a token; then each
-handed call gets two keys in Redis: a mark naming the token (kept a day) and a lease (renewed
-every few seconds while the call is out, lapsing when the process dies). Settling a call
-deletes both. The guard skips a job whose mark is gone or names another token (settled, or
-handed off again), waits again while the lease lives, and otherwise claims the job (deleting
-the mark, atomically) and runs it: its process died with the call out, so that attempt counts
-as spent. Any other task skips a marked job, as a guard owns it: so a task re-delivered
-because its process died before it was acknowledged does not run the call a second time.
+guard, a task for the same jobs delivered after a countdown on the tier's guard queue,
+carrying a token; then each handed call gets two keys in Redis: a mark naming the token (kept
+a day) and a lease (renewed every few seconds while the call is out, lapsing when the process
+dies). Settling a call deletes both. The guard skips a job whose mark is gone or names another
+token (settled, or handed off again), waits again while the lease lives, and otherwise claims
+the job (atomically; the claim holds until the job is sent on) and sends it on as an ordinary
+job: its process died with the call out, so that attempt counts as spent. A task delivered
+again skips a job marked by a guard: so a task whose process died after handing off but
+before it was acknowledged does not run the call a second time.
 """
 
 from __future__ import annotations
@@ -52,13 +53,13 @@ NOT_MINE, CLAIMED, STILL_OUT = 0, 1, 2
 #: claims it again rather than skipping it).
 CLAIMED_PREFIX = "claimed:"
 
-# KEYS: the mark, the lease. ARGV: the guard's token, the mark's lifetime.
+# KEYS: the mark, the lease. ARGV: the guard's token, its claimed mark, the mark's lifetime.
 _CLAIM = """
 local mark = redis.call('GET', KEYS[1])
-if mark == 'claimed:' .. ARGV[1] then return 1 end
+if mark == ARGV[2] then return 1 end
 if mark ~= ARGV[1] then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
-redis.call('SET', KEYS[1], 'claimed:' .. ARGV[1], 'EX', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 """
 
@@ -179,7 +180,7 @@ def claim(redis_client: redis.Redis, batch_id: str, token: str, custom_ids: list
     script = redis_client.register_script(_CLAIM)
     pipe = redis_client.pipeline(transaction=False)
     for custom_id in custom_ids:
-        script(keys=[mark_key(batch_id, custom_id), lease_key(batch_id, custom_id)], args=[token, MARK_S], client=pipe)
+        script(keys=[mark_key(batch_id, custom_id), lease_key(batch_id, custom_id)], args=[token, CLAIMED_PREFIX + token, MARK_S], client=pipe)
     return [int(v) for v in pipe.execute()]
 
 
