@@ -78,8 +78,8 @@ def run_batch(
         console.print(f"interrupted: run the same command again to resume batch {batch_id}")
         raise
     finally:
-        with _uninterrupted():  # pools first, so they hand their tasks back to a Redis still up
-            supervisor.stop()
+        with _uninterrupted() as hurry:  # pools first, so they hand their tasks back to a Redis still up
+            supervisor.stop(hurry, say=lambda line: console.print(line, highlight=False))
             if embedded is not None:
                 embedded.stop()
             if held is not None:
@@ -100,20 +100,25 @@ def _usable_dir(directory: Path, what: str) -> None:
 
 
 @contextmanager
-def _uninterrupted() -> Iterator[None]:
-    """Ctrl-C and SIGTERM are noted, not obeyed, while the run stops what it started: cut
-    short, the pools would die with Redis, their tasks unacknowledged until the visibility
-    timeout, and a rerun would wait that long for them."""
+def _uninterrupted() -> Iterator[threading.Event]:
+    """While the run stops what it started, Ctrl-C and SIGTERM set the event it yields (the
+    pools' wait for their calls is cut short: they are killed, and those calls are made again
+    on resume) but do not interrupt the stop itself: cut short, the pools would die with
+    Redis, their tasks unacknowledged until the visibility timeout, and a rerun would wait
+    that long for them."""
+    hurry = threading.Event()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield hurry
         return
 
     def note(signum: int, frame: object) -> None:
-        os.write(2, b"still stopping: the pools hand their tasks back, then Redis stops\n")
+        if not hurry.is_set():
+            os.write(2, b"stopping now: calls still out are cut, and made again on resume; then Redis stops\n")
+        hurry.set()
 
     before = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield hurry
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)

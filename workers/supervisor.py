@@ -7,9 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from schemas.config import FAKE_API_BASE, Config
 from schemas.errors import TurnoutError
@@ -17,8 +19,13 @@ from workers.broker import die_with_parent
 
 #: The exit status of a turnout command stopped by a user's mistake (``workers.cli.main``).
 USER_ERROR = 2
-#: How long a child gets to stop after SIGTERM before it is killed.
+#: How long a child gets to stop after SIGTERM before it is killed; a pool gets longer, up
+#: to its tiers' longest run (``Supervisor.stop``).
 STOP_GRACE_S = 10.0
+#: How long a stop waits before it says what it is waiting for.
+STOP_QUIET_S = 2.0
+#: How long a worker told to stop at once (a second Ctrl-C) gets to hand its tasks back.
+COLD_STOP_S = 5.0
 #: The fake provider's child: stopped after the pools, which may still be calling it.
 FAKE_PROVIDER = "fake-provider"
 #: How long `turnout run` waits for the fake provider to listen.
@@ -75,16 +82,26 @@ class Child:
             assert self.process is not None
             os.kill(self.process.pid, signal.SIGTERM)
 
-    def wait(self, deadline: float) -> None:
-        """Wait for the child to exit until ``deadline`` (monotonic), then kill its group."""
+    def wait(self, deadline: float, hurry: threading.Event | None = None) -> None:
+        """Wait for the child to exit until ``deadline`` (monotonic), then kill its group. Once
+        ``hurry`` is set, a Celery worker gets SIGQUIT first, its cold shutdown: its running
+        tasks are cut but handed back to their queues (kombu restores what it holds), so the
+        next run has them at once rather than after the visibility timeout."""
         if self.process is None:
             return
-        try:
-            self.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+        if not self.exited(deadline, hurry) and hurry is not None and hurry.is_set():
+            os.kill(self.process.pid, signal.SIGQUIT)
+            self.exited(time.monotonic() + COLD_STOP_S)
+        if self.alive:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
         self.log_path.with_suffix(GROUP_SUFFIX).unlink(missing_ok=True)
+
+    def exited(self, deadline: float, hurry: threading.Event | None = None) -> bool:
+        """Whether the child exits by ``deadline`` (monotonic), waiting no longer once ``hurry`` is set."""
+        while self.alive and time.monotonic() < deadline and not (hurry is not None and hurry.is_set()):
+            time.sleep(0.05)
+        return not self.alive
 
 
 def live_groups(log_dir: Path) -> list[int]:
@@ -151,15 +168,29 @@ class Supervisor:
                 restarted.append(child.name)
         return restarted
 
-    def stop(self) -> None:
-        """The pools all at once (each finishes its tasks or hands them back within
-        ``STOP_GRACE_S``), then the fake provider they may still be calling."""
+    @property
+    def stop_grace_s(self) -> float:
+        """How long the pools get to stop: their calls out, running tasks' and handed-off ones,
+        may last a tier's longest run; cut, they are made and paid for again on resume."""
+        return max(t.longest_run_s for t in self.config.tiers) + STOP_GRACE_S
+
+    def stop(self, hurry: threading.Event | None = None, say: Callable[[str], None] | None = None) -> None:
+        """The pools all at once, each finishing its tasks and handed-off calls within
+        ``stop_grace_s`` (or until ``hurry`` is set: a second Ctrl-C), then the fake provider
+        they may still be calling. After ``STOP_QUIET_S`` ``say`` hears what the stop waits for."""
         pools = [c for c in self.children if c.name != FAKE_PROVIDER]
         for child in pools:
             child.terminate()
-        deadline = time.monotonic() + STOP_GRACE_S
+        started = time.monotonic()
+        deadline = started + self.stop_grace_s
         for child in pools:
-            child.wait(deadline)
+            child.exited(started + STOP_QUIET_S, hurry)  # the usual stop: nothing out, or short calls
+        waiting = [c for c in pools if c.alive]
+        if waiting and say is not None and not (hurry and hurry.is_set()):
+            say(f"waiting up to {deadline - time.monotonic():.0f} s for {', '.join(c.name for c in waiting)} to finish the calls "
+                "they have out (paid for either way); Ctrl-C again to stop now, and they are made again on resume")
+        for child in pools:
+            child.wait(deadline, hurry)
         for child in self.children:
             if child.name == FAKE_PROVIDER:
                 child.stop()

@@ -18,6 +18,7 @@ import redis
 from tests.conftest import other_db
 from tests.e2e.conftest import Cluster, running_cluster
 from tests.e2e.test_crash import assert_ledger_whole, pool, pool_children, run_while
+from workers.producer import UNACKED
 from workers.stragglers import lease_key
 
 
@@ -153,25 +154,66 @@ tiers:
 """
 
 
-def test_stopping_the_pools_lets_running_tasks_and_handed_calls_finish(redis_url: str, tmp_path: Path) -> None:
-    # Given pools started as `turnout run` starts them, and a micro-batch of eight whose calls
-    # take 1 s, one of them 4 s more (handed off)
+def stop_with_calls_out(
+    redis_url: str, tmp_path: Path, hang_s: float, slow: int = 1, hurry_after: float | None = None
+) -> tuple[list[bool], float, list[str]]:
+    """Pools started as `turnout run` starts them, given a micro-batch of eight whose calls take
+    1 s, ``slow`` of them ``hang_s`` more, stopped once the calls are out (a Ctrl-C on `turnout
+    run`), with a second Ctrl-C ``hurry_after`` seconds into the stop. Returns which jobs were
+    answered, how long the stop took and what it said; asserts the pools left no message
+    unacknowledged (held by a stopped worker, it would wait out the visibility timeout)."""
     url = other_db(redis_url, 11)
     redis.Redis.from_url(url).flushdb()
     ids, lines = slow_batch("p")
+    for line in lines[:slow]:
+        line["prompt"] = "A SLOW one"
+    said: list[str] = []
     with running_cluster(url, tmp_path, ONE_TIER) as cluster:
-        cluster.fake(latency_ms=1000, hang_on=["SLOW"], hang_s=4)
+        cluster.fake(latency_ms=1000, hang_on=["SLOW"], hang_s=hang_s)
         cluster.client.submit([json.dumps(line) for line in lines[:8]], "stopping")
         deadline = time.monotonic() + 60
         while cluster.fake_stats()["in_flight"] < 8:
             assert time.monotonic() < deadline, "the calls never went out"
             time.sleep(0.02)
-
-        # When the pools are stopped (Ctrl-C on `turnout run`) with the calls out
-        cluster.supervisor.stop()  # the pools, then the fake provider
+        hurry = threading.Event()
+        if hurry_after is not None:
+            threading.Timer(hurry_after, hurry.set).start()
+        started = time.monotonic()
+        cluster.supervisor.stop(hurry, say=said.append)  # the pools, then the fake provider
+        took = time.monotonic() - started
         answered = cluster.client.ledger.answered("stopping", ids[:8])
+        assert redis.Redis.from_url(url).hlen(UNACKED) == 0
     redis.Redis.from_url(url).flushdb()
+    return answered, took, said
+
+
+def test_stopping_the_pools_lets_running_tasks_and_handed_calls_finish(redis_url: str, tmp_path: Path) -> None:
+    # When the pools are stopped with a micro-batch's calls out, one of them 4 s slower
+    answered, _, said = stop_with_calls_out(redis_url, tmp_path, hang_s=4)
 
     # Then the task finished and the handed call was waited for: every answer recorded (cut,
     # their calls would be made and paid for again on the next run)
     assert answered == [True] * 8
+    # And the stop said what it waited for, and how to cut it short
+    assert len(said) == 1 and "pool-cheap" in said[0] and "Ctrl-C again to stop now" in said[0]
+
+
+def test_a_call_longer_than_ten_seconds_is_waited_for_up_to_its_tiers_longest_run(redis_url: str, tmp_path: Path) -> None:
+    # When the pools are stopped with a handed call that ends 13 s later (the tier's longest
+    # run is 20 s: its one deployment's timeout)
+    answered, took, _ = stop_with_calls_out(redis_url, tmp_path, hang_s=12)
+
+    # Then it was waited for, not cut and paid for again on resume
+    assert answered == [True] * 8
+    assert took > 10
+
+
+def test_a_second_ctrl_c_cuts_the_wait_and_hands_the_running_task_back(redis_url: str, tmp_path: Path) -> None:
+    # When the pools are stopped with a micro-batch whose every call ends 13 s later (nothing
+    # to hand off: the task is running), and told to hurry 3 s into the stop (a second Ctrl-C)
+    answered, took, _ = stop_with_calls_out(redis_url, tmp_path, hang_s=12, slow=8, hurry_after=3)
+
+    # Then the stop ends then, nothing answered, and the task was handed back to its queue
+    # (asserted by stop_with_calls_out) for the next run, not left for the visibility timeout
+    assert took < 10
+    assert answered == [False] * 8
