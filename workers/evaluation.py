@@ -204,10 +204,11 @@ def _write_thresholds(config_path: Path, calibrated: dict[str, dict[str, Any]]) 
     (a round trip through ruamel.yaml), and only if the result is a valid config."""
     from ruamel.yaml import YAML
 
+    text = config_path.read_text()
     round_trip = YAML()
-    round_trip.indent(mapping=2, sequence=4, offset=2)  # the examples' layout: "  - name: cheap"
+    round_trip.indent(**_layout(text))
     round_trip.width = 4096  # never fold a long line
-    raw = round_trip.load(config_path.read_text())
+    raw = round_trip.load(text)
     for tier in raw["tiers"]:
         new = calibrated.get(tier["name"])
         if new is None:
@@ -222,18 +223,38 @@ def _write_thresholds(config_path: Path, calibrated: dict[str, dict[str, Any]]) 
         error = exc.errors()[0]
         raise TurnoutError(f"cannot calibrate: the thresholds would break {config_path}: {error['msg']}; "
                            "pick other shares, or calibrate on more varied prompts") from None
-    text = io.StringIO()
-    round_trip.dump(raw, text)
+    written = io.StringIO()
+    round_trip.dump(raw, written)
     target = config_path.resolve()  # a symlinked config stays a symlink
     partial = target.with_name(f".{target.name}.tmp")
     try:
-        partial.write_text(text.getvalue())
+        partial.write_text(written.getvalue())
         shutil.copymode(target, partial)  # e.g. 0640 for /etc/turnout/turnout.yaml
         if os.geteuid() == 0:  # and its owner and group (root:turnout), where this may set them
             os.chown(partial, target.stat().st_uid, target.stat().st_gid)
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _layout(text: str) -> dict[str, int]:
+    """The config's indentation, for ruamel.yaml to write it back alike: a mapping's keys under
+    its parent (2 in the examples), and a list's items ("  - name: cheap": offset 2 for the
+    dash, 4 for the keys after it). ruamel.yaml guesses the list's; a mapping's is the first
+    key indented under a top-level key, where a list item is not."""
+    from ruamel.yaml.util import load_yaml_guess_indent
+
+    _, sequence, offset = load_yaml_guess_indent(text)
+    mapping = 2
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    for parent, child in zip(lines, lines[1:]):
+        indent = len(child) - len(child.lstrip(" "))
+        if not parent.startswith(" ") and parent.rstrip().endswith(":") and indent and not child.lstrip().startswith("-"):
+            mapping = indent
+            break
+    if sequence is None:  # no list to guess from
+        return {"mapping": mapping, "sequence": mapping + 2, "offset": mapping}
+    return {"mapping": mapping, "sequence": sequence, "offset": offset or 0}
 
 
 def _counted(counts: Counter[str]) -> str:

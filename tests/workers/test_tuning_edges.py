@@ -273,9 +273,22 @@ def test_a_cascade_scorer_that_tells_no_answer_apart_is_flagged(tmp_path: Path) 
     assert "the logprob scorer gave every answer" in " ".join(result.stderr.split())
 
 
-def test_calibrate_write_keeps_the_configs_comments_and_layout(tmp_path: Path, repo_root: Path) -> None:
-    # Given the sample config, comments and all, and prompts of both kinds
+@pytest.mark.parametrize(
+    "layout", [None, {"mapping": 2, "sequence": 2, "offset": 0}, {"mapping": 4, "sequence": 6, "offset": 4}],
+    ids=["the examples' layout", "list items at their key's column", "four spaces"],
+)
+def test_calibrate_write_keeps_the_configs_comments_and_layout(layout: dict[str, int] | None, tmp_path: Path, repo_root: Path) -> None:
+    # Given the sample config, comments and all, as it is or indented otherwise, and prompts of both kinds
     config_path = _config(tmp_path, repo_root)
+    if layout is not None:
+        from ruamel.yaml import YAML
+
+        restyle = YAML()
+        restyle.indent(**layout)
+        restyle.width = 4096
+        written = io.StringIO()
+        restyle.dump(restyle.load(config_path.read_text()), written)
+        config_path.write_text(written.getvalue())
     before = config_path.read_text().splitlines()
     prompts = [f"Question {i}: which is a metal?{' Think.' * (i % 7)}\nA. neon\nB. iron\nC. tin\nD. lead\nAnswer:" for i in range(60)]
     prompts += [f"Write a {'very ' * (i % 9)}short poem about the number {i}." for i in range(60)]
@@ -289,7 +302,7 @@ def test_calibrate_write_keeps_the_configs_comments_and_layout(tmp_path: Path, r
     after = config_path.read_text().splitlines()
     changed = [line for line in after if line not in before]
     assert [line.split(":")[0].strip() for line in changed] == ["min_score", "min_score_by_kind", "general"], changed
-    assert [line for line in before if line not in after] == ["    min_score: 0.5"]
+    assert [line.strip() for line in before if line not in after] == ["min_score: 0.5"]
     frontier = load_config(config_path).tiers[-1]
     assert frontier.min_score != 0.5 and "general" in frontier.min_score_by_kind
 
