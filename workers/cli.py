@@ -106,7 +106,7 @@ def run(
     input_file(file, hint="pass a JSONL file (examples/batch.jsonl is one)")
     config = _config(config_path)
     batch = batch_id or _file_batch_id(file, fresh)
-    summary = run_batch(config, config_path, file, out_dir, batch, timeout, err)
+    summary = run_batch(config, config_path, file, out_dir, batch, timeout, err, fresh=fresh and not batch_id)
     _print_summary(summary, out_dir)
 
 

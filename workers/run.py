@@ -36,10 +36,17 @@ from workers.supervisor import Supervisor
 HAND_BACK_MARGIN_S = 30.0
 
 
+#: How many other unfinished batches a run names before it only counts them.
+NAMED_BATCHES = 3
+
+
 def run_batch(
-    config: Config, config_path: Path, file: Path, out_dir: Path, batch_id: str, timeout: float | None, console: Console
+    config: Config, config_path: Path, file: Path, out_dir: Path, batch_id: str, timeout: float | None, console: Console,
+    fresh: bool = False,
 ) -> dict[str, Any]:
-    """Run ``file`` as batch ``batch_id`` end to end; returns the summary written to report.json."""
+    """Run ``file`` as batch ``batch_id`` end to end; returns the summary written to report.json.
+    ``fresh``: the batch id is new (``--fresh``), so the same command would not resume it."""
+    resume = f"run the same command with --batch-id {batch_id} in place of --fresh" if fresh else "run the same command again"
     preflight(config, ["classify"] + [tier.name for tier in config.tiers])
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _stop_like_ctrl_c)  # kill, systemd, docker stop: stop as on Ctrl-C
@@ -69,13 +76,15 @@ def run_batch(
         os.environ.update({k: v for k, v in env.items() if k == "TURNOUT_FAKE_URL"})
         supervisor.start_pools()
         _note_config_change(client, config, batch_id, console)
-        _submit_and_wait(client, supervisor, file, batch_id, timeout, console, PeriodicSpill(client.ledger, batch_id, state_dir))
+        if embedded is not None:  # a shared Redis's other batches may well be running elsewhere, on purpose
+            _note_unfinished_batches(client, batch_id, console)
+        _submit_and_wait(client, supervisor, file, batch_id, timeout, console, PeriodicSpill(client.ledger, batch_id, state_dir), resume)
         report = collect(client.ledger, batch_id, out_dir)
         write_report(client.ledger, batch_id, out_dir / "report.html")
         status = client.status(batch_id)
         return summary(status) | {"output_lines": report.output_lines, "error_lines": report.error_lines}
     except KeyboardInterrupt:
-        console.print(f"interrupted: run the same command again to resume batch {batch_id}")
+        console.print(f"interrupted: {resume} to resume batch {batch_id}")
         raise
     finally:
         with _uninterrupted() as hurry:  # pools first, so they hand their tasks back to a Redis still up
@@ -166,9 +175,30 @@ def _note_config_change(client: Client, config: Config, batch_id: str, console: 
         )
 
 
+def _note_unfinished_batches(client: Client, batch_id: str, console: Console) -> None:
+    """Name the other unfinished batches in this Redis: their queued jobs are on the same
+    queues, so this run's pools answer them too, and they are paid for whether or not anyone
+    collects them (an interrupted ``--fresh`` run leaves one no rerun would find)."""
+    unfinished = []
+    for other in client.ledger.batches():
+        status = client.ledger.status(other)
+        if other != batch_id and status is not None and not status.complete:
+            unfinished.append((other, status))
+    for other, status in unfinished[:NAMED_BATCHES]:
+        source = client.input_path(other)
+        console.print(
+            f"[yellow]batch {other}{f' ({source.name})' if source else ''} is unfinished ({status.done} of "
+            f"{status.submitted} lines done): its queued jobs run in this run too, and are paid for. Resume it with "
+            f"`turnout run {source or 'FILE'} --batch-id {other}`, or drop them with `turnout delete {other} --force`[/yellow]",
+            highlight=False,
+        )
+    if len(unfinished) > NAMED_BATCHES:
+        console.print(f"[yellow]and {len(unfinished) - NAMED_BATCHES} more unfinished batches: `turnout status` lists them[/yellow]")
+
+
 def _submit_and_wait(
     client: Client, supervisor: Supervisor, file: Path, batch_id: str, timeout: float | None, console: Console,
-    spill: PeriodicSpill,
+    spill: PeriodicSpill, resume: str = "run the same command again",
 ) -> None:
     """Enqueue on a thread while this one draws progress, restarts pools that die, and spills
     finished output lines to a file so Redis does not hold a long batch's results."""
@@ -203,5 +233,5 @@ def _submit_and_wait(
             for name in supervisor.check():
                 console.print(f"[yellow]{name} died and was restarted[/yellow]")
             if deadline is not None and time.monotonic() > deadline:
-                raise TurnoutError(f"batch {batch_id} did not complete within {timeout:.0f}s; rerun to resume it")
+                raise TurnoutError(f"batch {batch_id} did not complete within {timeout:.0f}s; {resume} to resume it")
             time.sleep(POLL_S)

@@ -141,3 +141,34 @@ def test_a_second_run_in_the_same_directory_is_refused_and_the_first_finishes(tm
     output, _ = first.communicate(timeout=240)
     assert first.returncode == 0, output[-2000:]
     assert len((tmp_path / "out-a/output.jsonl").read_text().splitlines()) == 200
+
+
+def test_an_interrupted_fresh_run_says_how_to_resume_it_and_the_next_run_names_it(tmp_path: Path, repo_root: Path) -> None:
+    # Given a `--fresh` run of a slow batch that stops short (its --timeout)
+    slow_file, other_file = tmp_path / "slow.jsonl", tmp_path / "other.jsonl"
+    slow_file.write_text("".join(json.dumps({"custom_id": f"s{i}", "prompt": f"What is {i}?"}) + "\n" for i in range(200)))
+    other_file.write_text(json.dumps({"custom_id": "o0", "prompt": "What is 0?"}) + "\n")
+    config = tmp_path / "turnout.yaml"
+    config.write_text((repo_root / "examples/turnout.yaml").read_text().replace("latency_ms: 20", "latency_ms: 3000"))
+    env = {k: v for k, v in os.environ.items() if k not in ("TURNOUT_REDIS_URL", "TURNOUT_FAKE_URL")}
+    run = [sys.executable, "-m", "workers.cli", "run", "-c", str(config), "-o", "out"]
+    first = subprocess.run([*run, str(slow_file), "--fresh", "--timeout", "5"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    # Then its error names the batch id to resume it by: the same command would start another batch
+    assert first.returncode == 2, first.stderr[-2000:]
+    said = " ".join(first.stderr.split())
+    batch = said.split("batch ")[1].split()[0]
+    assert f"run the same command with --batch-id {batch} in place of --fresh to resume it" in said
+
+    # And when another file runs next, its run names the unfinished batch, whose jobs it answers too
+    second = subprocess.run([*run, str(other_file)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert second.returncode == 0, second.stderr[-2000:]
+    named = " ".join(second.stderr.split())
+    assert f"batch {batch} (slow.jsonl) is unfinished" in named
+    assert f"turnout run {slow_file} --batch-id {batch}" in named and f"turnout delete {batch} --force" in named
+
+    # And the resume it names finishes that batch, naming no other
+    resumed = subprocess.run([*run, str(slow_file), "--batch-id", batch], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "unfinished" not in resumed.stderr
+    assert sorted(json.loads(line)["custom_id"] for line in (tmp_path / "out/output.jsonl").read_text().splitlines()) == sorted(f"s{i}" for i in range(200))
