@@ -16,17 +16,18 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 import numpy as np
 
 from router.features import detect_domain
+from schemas.config import ScorerKind
 
 if TYPE_CHECKING:
     from router.verifier import AnswerVerifier
 
 #: Names ``load_scorer`` accepts; ``format+<kind>`` gates ``<kind>`` with the format checks.
-SCORER_KINDS = ("format", "logprob", "verifier", "judge", "format+logprob", "format+verifier", "format+judge")
+SCORER_KINDS: tuple[str, ...] = get_args(ScorerKind)
 #: What a scorer says when it has nothing to go on: neither keep nor escalate by default.
 NEUTRAL = 0.5
 #: Reasons that mark a ``NEUTRAL`` score as "no verdict" rather than a probability.

@@ -34,6 +34,8 @@ DEFAULT_COOLDOWN_S = 10.0
 DEFAULT_CALL_TIMEOUT_S = 60.0
 
 FAKE_API_BASE = "fake"
+#: The classify stage's pool (`turnout worker --pool classify`); no tier may take its name.
+CLASSIFY_POOL = "classify"
 #: A set visibility timeout must exceed the longest tier's calls by this much (a retry waits in it too).
 VISIBILITY_SLACK_S = 10.0
 #: A tier task stops waiting for calls still out this many times as long as half its calls took.
@@ -73,10 +75,14 @@ class Deployment(_Strict):
         return value
 
 
+#: A cascade tier's scorers (router/scorer.py): each alone, or gated by the format checks.
+ScorerKind = Literal["format", "logprob", "verifier", "judge", "format+logprob", "format+verifier", "format+judge"]
+
+
 class ScorerConfig(_Strict):
     """How a cascade tier judges its own answers before returning them."""
 
-    kind: str = Field("format", description="format, logprob, verifier, judge, or format+<kind>")
+    kind: ScorerKind = Field("format", description="format, logprob, verifier, judge, or format+<kind>")
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="answers scoring below it are escalated")
     cost_aware: bool = Field(
         False, description="weigh the score by the size of the escalation it would cost (README: Cascade)"
@@ -218,6 +224,8 @@ class Config(_Strict):
         names = [tier.name for tier in self.tiers]
         if len(set(names)) != len(names):
             raise ValueError(f"tier names must be unique, got {names}")
+        if CLASSIFY_POOL in names:
+            raise ValueError(f"a tier may not be named {CLASSIFY_POOL}: the classify stage's pool has that name; rename the tier")
         if self.tiers[0].min_score != 0.0 or self.tiers[0].min_score_by_kind:
             raise ValueError("the first (cheapest) tier takes every score below the next tier's: give it min_score 0 and no min_score_by_kind")
         for kind in (None, *PROMPT_KINDS):

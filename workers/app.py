@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from celery import Celery
 from kombu import Queue
 
-from schemas.config import Config, Tier, load_config
+from schemas.config import CLASSIFY_POOL, Config, Tier, load_config
 from schemas.errors import ConfigError, TurnoutError
 from workers.broker import connect, kombu_url
 from workers.ledger import Ledger
@@ -175,7 +175,7 @@ def preflight(config: Config, pools: list[str], runtime: Runtime | None = None) 
 
     runtime = runtime or Runtime(config, "")
     for pool in pools:
-        if pool == "classify":
+        if pool == CLASSIFY_POOL:
             runtime.classifier  # load the model once, before fork
             continue
         tier = config.tier(pool)

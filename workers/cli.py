@@ -24,7 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from schemas.config import Config, load_config  # noqa: E402
+from schemas.config import CLASSIFY_POOL, Config, load_config  # noqa: E402
 from schemas.errors import TurnoutError  # noqa: E402
 from workers.paths import input_file  # noqa: E402
 
@@ -187,7 +187,7 @@ def worker(
     # the model, the verifier, the API keys: checked, and the files loaded once, before fork,
     # so a bad one stops the worker here in one sentence instead of failing every task
     preflight(config, [pool], celery.turnout_runtime)
-    if pool == "classify":
+    if pool == CLASSIFY_POOL:
         queue, count = CLASSIFY_QUEUE, processes or config.classify_processes
     else:
         tier = config.tier(pool)
@@ -424,7 +424,7 @@ def worker_ping(
     from workers.app import create_app, redis_url_for
 
     config = _config(config_path)
-    if pool != "classify":
+    if pool != CLASSIFY_POOL:
         config.tier(pool)  # one sentence naming the tiers, not a wait for a worker that cannot exist
     node = (name or f"{pool}@%h").replace("%h", socket.gethostname())
     replies = create_app(config, redis_url_for(config)).control.ping(destination=[node], timeout=timeout)

@@ -20,7 +20,7 @@ from typing import IO, Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from schemas.config import Config
+from schemas.config import CLASSIFY_POOL, Config
 from schemas.errors import TurnoutError
 from workers.app import configured_redis_url, preflight
 from workers.broker import EmbeddedRedis, check, lock_state_dir
@@ -47,7 +47,7 @@ def run_batch(
     """Run ``file`` as batch ``batch_id`` end to end; returns the summary written to report.json.
     ``fresh``: the batch id is new (``--fresh``), so the same command would not resume it."""
     resume = f"run the same command with --batch-id {batch_id} in place of --fresh" if fresh else "run the same command again"
-    preflight(config, ["classify"] + [tier.name for tier in config.tiers])
+    preflight(config, [CLASSIFY_POOL] + [tier.name for tier in config.tiers])
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _stop_like_ctrl_c)  # kill, systemd, docker stop: stop as on Ctrl-C
     state_dir = Path(config.state_dir)

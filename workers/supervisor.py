@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from schemas.config import FAKE_API_BASE, Config
+from schemas.config import CLASSIFY_POOL, FAKE_API_BASE, Config
 from schemas.errors import TurnoutError
 from workers.broker import die_with_parent
 
@@ -149,7 +149,7 @@ class Supervisor:
         return url
 
     def start_pools(self) -> None:
-        pools = ["classify"] + [tier.name for tier in self.config.tiers]
+        pools = [CLASSIFY_POOL] + [tier.name for tier in self.config.tiers]
         for pool in pools:
             argv = cli_command("worker", "--pool", pool, "--config", str(self.config_path))
             self._start(Child(f"pool-{pool}", argv, self.log_dir / f"pool-{pool}.log"))

@@ -53,6 +53,8 @@ def test_environment_overrides_top_level_fields(tmp_path: Path, monkeypatch: pyt
         (GOOD.replace("min_score: 0.6", "min_score: 0.6\n    min_score_by_kind: {math: 1.5}"), "[0, 1]"),
         (GOOD.replace("min_score: 0.6", "min_score: 0.6\n    min_score_by_kind: {general: 0.0}"), "general prompts' threshold"),
         (GOOD.replace("  - name: frontier", "    min_score_by_kind: {math: 0.1}\n  - name: frontier"), "first (cheapest) tier"),
+        (GOOD.replace("  - name: frontier", "    policy: cascade\n    scorer: {kind: verifer}\n  - name: frontier"), "'format+verifier'"),
+        (GOOD.replace("name: frontier", "name: classify"), "may not be named classify"),
     ],
 )
 def test_a_broken_config_names_the_field(tmp_path: Path, text: str, fragment: str) -> None:
