@@ -8,6 +8,7 @@ Every default has a name here and a reason beside it. Environment variables name
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -59,8 +60,8 @@ class Deployment(_Strict):
     name: str | None = Field(None, description="id shown in outputs and metrics; default tier/index")
     api_base: str | None = Field(None, description='provider URL, or "fake" for the fake provider')
     api_key: str | None = Field(None, description="os.environ/NAME or file:/path, never the key itself")
-    input_cost_per_million: float = Field(0.0, ge=0)
-    output_cost_per_million: float = Field(0.0, ge=0)
+    input_cost_per_million: float | None = Field(None, ge=0, description="USD; default LiteLLM's price for the model")
+    output_cost_per_million: float | None = Field(None, ge=0, description="USD; default LiteLLM's price for the model")
     rpm: int | None = Field(None, gt=0, description="requests per minute, cluster-wide")
     tpm: int | None = Field(None, gt=0, description="tokens per minute, cluster-wide")
     timeout_s: float = Field(DEFAULT_CALL_TIMEOUT_S, gt=0)
@@ -73,6 +74,23 @@ class Deployment(_Strict):
         if value is not None and not _SECRET_REF.match(value):
             raise ValueError("write the key as os.environ/NAME or file:/path, never the key itself")
         return value
+
+    @property
+    def prices(self) -> tuple[float, float]:
+        """USD per million input and output tokens: the config's, else LiteLLM's cost map's for
+        the model, else 0 (``priced`` is then False; costs count the calls as free)."""
+        known = _litellm_prices(self.model) or (0.0, 0.0)
+        given = (self.input_cost_per_million, self.output_cost_per_million)
+        return (given[0] if given[0] is not None else known[0], given[1] if given[1] is not None else known[1])
+
+    @property
+    def priced(self) -> bool:
+        return (self.input_cost_per_million is not None and self.output_cost_per_million is not None) or bool(_litellm_prices(self.model))
+
+    def cost(self, prompt_tokens: float, completion_tokens: float) -> float:
+        """What a call of these many tokens costs here, in USD."""
+        input_price, output_price = self.prices
+        return (prompt_tokens * input_price + completion_tokens * output_price) / 1e6
 
 
 #: A cascade tier's scorers (router/scorer.py): each alone, or gated by the format checks.
@@ -247,6 +265,15 @@ class Config(_Strict):
             )
         return self
 
+    def unpriced_note(self) -> str | None:
+        """A sentence naming the tiers' deployments with no price in the config nor in LiteLLM's
+        cost map, whose calls costs and savings count as free; None when every one is priced."""
+        unpriced = [f"{t.name}/{d.name or d.model}" for t in self.tiers for d in t.deployments if not d.priced]
+        if not unpriced:
+            return None
+        return (f"no price for {', '.join(unpriced)}, in the config or LiteLLM's cost map: costs and savings count "
+                "its calls as free; set input_cost_per_million and output_cost_per_million")
+
     def tier(self, name: str) -> Tier:
         for tier in self.tiers:
             if tier.name == name:
@@ -282,6 +309,24 @@ def _env_overrides(raw: dict[str, Any]) -> dict[str, Any]:
         if value is not None:
             raw[name] = value
     return raw
+
+
+@functools.lru_cache(maxsize=None)
+def _litellm_prices(model: str) -> tuple[float, float] | None:
+    """LiteLLM's price for ``model`` per million input and output tokens, from the cost map it
+    ships (LITELLM_LOCAL_MODEL_COST_MAP: never downloaded); None for a model it does not know.
+    Imported here, not at the top: only a deployment without prices in the config needs it."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    try:
+        info = litellm.get_model_info(model)
+    except Exception:  # litellm raises its own "not mapped" errors, and others, for an unknown model
+        return None
+    input_price, output_price = info.get("input_cost_per_token"), info.get("output_cost_per_token")
+    if input_price is None or output_price is None:
+        return None
+    return float(input_price) * 1e6, float(output_price) * 1e6
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

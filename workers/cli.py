@@ -193,6 +193,7 @@ def worker(
         tier = config.tier(pool)
         queue, count = f"{tier.queue},{tier.guard_queue}", processes or tier.processes
         _check_fake_provider_findable(config, tier)
+        _say_unpriced(config)
         # import LiteLLM (seconds) once, before fork: a pool process that replaces a dead one
         # then answers at once instead of importing it again (it starts no threads at import)
         import workers.provider  # noqa: F401
@@ -460,8 +461,16 @@ def classify(
     from workers.routing import dry_run
 
     input_file(file)
-    summary = dry_run(_config(config_path), file, sys.stdout)
+    config = _config(config_path)
+    summary = dry_run(config, file, sys.stdout)
     err.print(summary)
+    _say_unpriced(config)
+
+
+def _say_unpriced(config: Config) -> None:
+    note = config.unpriced_note()
+    if note:
+        err.print(f"[yellow]{note}[/yellow]", highlight=False)
 
 
 # --- the routing tuner's commands ----------------------------------------------------------

@@ -121,8 +121,7 @@ def _call_prices(config: Config, rows: list[Any]) -> dict[str, tuple[float, floa
         groups.setdefault(row.dataset, []).append(row)
 
     def price(tier: Tier, prompt_tokens: float) -> float:
-        primary = tier.deployments[0]
-        return (prompt_tokens * primary.input_cost_per_million + ASSUMED_COMPLETION_TOKENS * primary.output_cost_per_million) / 1e6
+        return tier.deployments[0].cost(prompt_tokens, ASSUMED_COMPLETION_TOKENS)
 
     prices = {}
     for name, members in groups.items():
@@ -413,7 +412,7 @@ def _token_prices(config: Config) -> Any:
     from router.cascade import Prices
 
     weak, strong = config.tiers[0].deployments[0], config.frontier.deployments[0]
-    return Prices(weak.input_cost_per_million, weak.output_cost_per_million, strong.input_cost_per_million, strong.output_cost_per_million)
+    return Prices(*weak.prices, *strong.prices)
 
 
 def _cascade_text(s: dict[str, Any], rows: int) -> str:

@@ -58,8 +58,9 @@ def litellm_params(deployment: Deployment, fake_url: str) -> dict[str, Any]:
     params["model"] = deployment.model
     params["timeout"] = deployment.timeout_s
     params["max_retries"] = 0  # the OpenAI SDK's own hidden retries would multiply provider calls
-    params["input_cost_per_token"] = deployment.input_cost_per_million / 1e6
-    params["output_cost_per_token"] = deployment.output_cost_per_million / 1e6
+    input_price, output_price = deployment.prices  # the config's, else LiteLLM's cost map's
+    params["input_cost_per_token"] = input_price / 1e6
+    params["output_cost_per_token"] = output_price / 1e6
     if deployment.api_base == FAKE_API_BASE:
         params["api_base"] = fake_url
         params["api_key"] = FAKE_API_KEY

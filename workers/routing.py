@@ -55,4 +55,4 @@ def estimated_cost(config: Config, tier: str, job: Job) -> float:
     primary = config.tier(tier).deployments[0]
     prompt_tokens = len(job.prompt_text) / CHARS_PER_TOKEN
     completion = job.max_tokens or ESTIMATED_COMPLETION_TOKENS
-    return (prompt_tokens * primary.input_cost_per_million + completion * primary.output_cost_per_million) / 1e6
+    return primary.cost(prompt_tokens, completion)

@@ -48,6 +48,8 @@ def run_batch(
     ``fresh``: the batch id is new (``--fresh``), so the same command would not resume it."""
     resume = f"run the same command with --batch-id {batch_id} in place of --fresh" if fresh else "run the same command again"
     preflight(config, [CLASSIFY_POOL] + [tier.name for tier in config.tiers])
+    if config.unpriced_note():
+        console.print(f"[yellow]{config.unpriced_note()}[/yellow]", highlight=False)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _stop_like_ctrl_c)  # kill, systemd, docker stop: stop as on Ctrl-C
     state_dir = Path(config.state_dir)

@@ -531,7 +531,7 @@ def result_line(tier: Tier, job: Job, answer: Answer) -> ResultLine:
 def frontier_cost(config: Config, answer: Answer) -> float:
     """What this answer would have cost on the frontier tier's primary deployment (same tokens)."""
     primary = config.frontier.deployments[0]
-    return (answer.prompt_tokens * primary.input_cost_per_million + answer.completion_tokens * primary.output_cost_per_million) / 1e6
+    return primary.cost(answer.prompt_tokens, answer.completion_tokens)
 
 
 def _handle_failure(app: Celery, runtime: Runtime, tier: Tier, job: Job, error: ProviderError) -> float | None:

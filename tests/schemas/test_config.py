@@ -90,3 +90,29 @@ def test_a_visibility_timeout_longer_than_a_tiers_calls_is_accepted(tmp_path: Pa
     # the frontier tier's one deployment may take 60 s (the default timeout_s)
     config = load_config(write(tmp_path, "visibility_timeout_s: 70\n" + GOOD))
     assert config.visibility_timeout_s == 70
+
+
+def test_a_deployment_without_prices_takes_litellms_and_one_litellm_lacks_is_named(tmp_path: Path) -> None:
+    # Given tiers whose deployments are priced by the config, by LiteLLM's cost map, and by neither
+    config = load_config(write(tmp_path, """
+tiers:
+  - name: cheap
+    deployments:
+      - {model: openai/gpt-4o-mini}
+      - {model: openai/gpt-4o-mini, name: own-price, input_cost_per_million: 1, output_cost_per_million: 2}
+  - name: frontier
+    min_score: 0.6
+    deployments: [{model: openai/gpt-4o, input_cost_per_million: 3}, {model: openai/our-own-model, name: selfhosted}]
+"""))
+    cheap, own, frontier, selfhosted = [d for tier in config.tiers for d in tier.deployments]
+
+    # Then each price comes from the config where it is given, else from LiteLLM's cost map
+    assert cheap.prices == (0.15, 0.6) and cheap.priced
+    assert own.prices == (1.0, 2.0)
+    assert frontier.prices == (3.0, 10.0)  # LiteLLM's output price for gpt-4o
+    assert cheap.cost(1_000_000, 500_000) == pytest.approx(0.45)
+    # And a model priced by neither costs nothing, and is named, with the fix
+    assert selfhosted.prices == (0.0, 0.0) and not selfhosted.priced
+    note = config.unpriced_note()
+    assert note is not None and "frontier/selfhosted" in note and "input_cost_per_million" in note
+    assert "cheap/" not in note
