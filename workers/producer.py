@@ -9,6 +9,7 @@ last line it knows was enqueued.
 
 from __future__ import annotations
 
+import json
 import queue
 import secrets
 import threading
@@ -239,6 +240,24 @@ class Producer:
             if due:
                 qos.restore_visible(num=due, interval=1)
         return due
+
+    def restore_held(self, queues: set[str], delivered_before: float) -> int:
+        """Put back on their queues the tasks of ``queues`` delivered before ``delivered_before``
+        (epoch seconds) and never acknowledged: for a caller that knows the only worker reading
+        those queues then has died and its processes have ended. Tasks delivered since (to a
+        worker started in its place) are left alone. Returns how many went back."""
+        restored = 0
+        with self.app.connection_for_write() as connection:
+            qos = connection.default_channel.qos
+            for tag in self.ledger.redis.zrangebyscore(qos.unacked_index_key, 0, delivered_before):
+                held = self.ledger.redis.hget(qos.unacked_key, tag)
+                if held is None:
+                    continue  # acknowledged meanwhile
+                _, exchange, routing_key = json.loads(held)
+                if routing_key in queues or exchange in queues:
+                    qos.restore_by_tag(tag)
+                    restored += 1
+        return restored
 
     def _renew_lease(self, batch_id: str) -> None:
         if not self.ledger.submit_lease(batch_id, self._token):

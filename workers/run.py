@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from schemas.config import CLASSIFY_POOL, Config
 from schemas.errors import TurnoutError
-from workers.app import configured_redis_url, preflight
+from workers.app import CLASSIFY_QUEUE, configured_redis_url, preflight, visibility_timeout
 from workers.broker import EmbeddedRedis, check, lock_state_dir
 from workers.client import Client
 from workers.collector import POLL_S, PeriodicSpill, collect, summary
@@ -80,7 +80,8 @@ def run_batch(
         _note_config_change(client, config, batch_id, console)
         if embedded is not None:  # a shared Redis's other batches may well be running elsewhere, on purpose
             _note_unfinished_batches(client, batch_id, console)
-        _submit_and_wait(client, supervisor, file, batch_id, timeout, console, PeriodicSpill(client.ledger, batch_id, state_dir), resume)
+        _submit_and_wait(client, supervisor, file, batch_id, timeout, console, PeriodicSpill(client.ledger, batch_id, state_dir), resume,
+                         own_redis=embedded is not None)
         report = collect(client.ledger, batch_id, out_dir)
         write_report(client.ledger, batch_id, out_dir / "report.html")
         status = client.status(batch_id)
@@ -164,6 +165,23 @@ def _hand_back_held_tasks(client: Client, state_dir: Path, console: Console) -> 
         console.print(f"{restored} tasks that an earlier run's pools held when they stopped were put back on their queues")
 
 
+def _hand_back_dead_pools_tasks(client: Client, supervisor: Supervisor, console: Console) -> None:
+    """Put back on its queues what a pool that died during this run held, once its processes
+    have ended (each finishes the task it runs, recording its answers; kept waiting past the
+    grace, they are killed): left alone, those tasks would wait out the visibility timeout
+    (minutes) while the batch sits a few lines short. Only this run's pools read these queues,
+    and the pool started in the dead one's place got its tasks after it died: so with the
+    embedded Redis only (the state dir is locked to this run)."""
+    from workers.producer import Producer
+
+    for dead in supervisor.ended():
+        pool = CLASSIFY_QUEUE if dead.pool == CLASSIFY_POOL else None
+        queues = {pool} if pool else {client.config.tier(dead.pool).queue, client.config.tier(dead.pool).guard_queue}
+        restored = Producer(client.app, client.config, client.ledger).restore_held(queues, dead.died_at)
+        if restored:
+            console.print(f"{restored} tasks the dead {dead.pool} pool held were put back on its queues")
+
+
 def _note_config_change(client: Client, config: Config, batch_id: str, console: Console) -> None:
     """Say so when a rerun resumes a batch begun under another config: its finished lines
     keep the answers the old config gave (the batch id comes from the input file alone)."""
@@ -200,7 +218,7 @@ def _note_unfinished_batches(client: Client, batch_id: str, console: Console) ->
 
 def _submit_and_wait(
     client: Client, supervisor: Supervisor, file: Path, batch_id: str, timeout: float | None, console: Console,
-    spill: PeriodicSpill, resume: str = "run the same command again",
+    spill: PeriodicSpill, resume: str = "run the same command again", own_redis: bool = False,
 ) -> None:
     """Enqueue on a thread while this one draws progress, restarts pools that die, and spills
     finished output lines to a file so Redis does not hold a long batch's results."""
@@ -233,7 +251,11 @@ def _submit_and_wait(
             spill()
             stall.check(status)
             for name in supervisor.check():
-                console.print(f"[yellow]{name} died and was restarted[/yellow]")
+                held = ("go back on its queues once its processes have ended" if own_redis
+                        else f"come back after the visibility timeout ({visibility_timeout(client.config)} s)")
+                console.print(f"[yellow]{name} died and was restarted; the tasks it held {held}[/yellow]")
+            if own_redis:  # on a shared Redis other machines' workers read these queues too
+                _hand_back_dead_pools_tasks(client, supervisor, console)
             if deadline is not None and time.monotonic() > deadline:
                 raise TurnoutError(f"batch {batch_id} did not complete within {timeout:.0f}s; {resume} to resume it")
             time.sleep(POLL_S)

@@ -30,6 +30,8 @@ COLD_STOP_S = 5.0
 FAKE_PROVIDER = "fake-provider"
 #: How long `turnout run` waits for the fake provider to listen.
 FAKE_START_TIMEOUT_S = 20.0
+#: A pool's child is named for its pool: pool-classify, pool-cheap, ...
+POOL_PREFIX = "pool-"
 #: Beside each child's log, a file holding its process group while it runs.
 GROUP_SUFFIX = ".pgid"
 
@@ -120,6 +122,18 @@ def live_groups(log_dir: Path) -> list[int]:
     return alive
 
 
+@dataclass(frozen=True)
+class DeadPool:
+    """A pool's worker that died during the run: the tasks it held wait in Redis, unacknowledged,
+    until its processes have ended (a pool process finishes the task it runs) and they are put
+    back on the pool's queues (``Supervisor.ended``)."""
+
+    pool: str
+    group: int
+    died_at: float  # epoch seconds: what the pool held was delivered before this
+    deadline: float  # monotonic: its processes are killed if they outlast it
+
+
 @dataclass
 class Supervisor:
     """Starts the children, restarts any that die (``check``), and stops them all."""
@@ -129,6 +143,7 @@ class Supervisor:
     env: dict[str, str]
     log_dir: Path
     children: list[Child] = field(default_factory=list)
+    dead: list[DeadPool] = field(default_factory=list)
 
     def start_fake_provider(self) -> str | None:
         """Start the fake provider when a deployment uses ``api_base: fake``; returns its URL."""
@@ -152,7 +167,7 @@ class Supervisor:
         pools = [CLASSIFY_POOL] + [tier.name for tier in self.config.tiers]
         for pool in pools:
             argv = cli_command("worker", "--pool", pool, "--config", str(self.config_path))
-            self._start(Child(f"pool-{pool}", argv, self.log_dir / f"pool-{pool}.log"))
+            self._start(Child(f"{POOL_PREFIX}{pool}", argv, self.log_dir / f"{POOL_PREFIX}{pool}.log"))
 
     def check(self) -> list[str]:
         """Restart every child that died; returns their names. Raises TurnoutError for a child
@@ -163,10 +178,28 @@ class Supervisor:
             if not child.alive:
                 if child.process is not None and child.process.returncode == USER_ERROR:
                     raise TurnoutError(f"{child.name} stopped: {child.last_words()} (log: {child.log_path})")
+                if child.process is not None and child.name.startswith(POOL_PREFIX):
+                    self.dead.append(DeadPool(child.name.removeprefix(POOL_PREFIX), child.process.pid, time.time(),
+                                              time.monotonic() + self.stop_grace_s))
                 child.restarts += 1
                 child.start(self.env)
                 restarted.append(child.name)
         return restarted
+
+    def ended(self) -> list[DeadPool]:
+        """The dead pools whose processes have all ended since the last call (those that outlast
+        ``stop_grace_s`` are killed): the tasks they held can go back on their queues."""
+        ended, waiting = [], []
+        for dead in self.dead:
+            try:
+                if time.monotonic() > dead.deadline:
+                    os.killpg(dead.group, signal.SIGKILL)
+                os.killpg(dead.group, 0)
+                waiting.append(dead)
+            except ProcessLookupError:
+                ended.append(dead)
+        self.dead = waiting
+        return ended
 
     @property
     def stop_grace_s(self) -> float:

@@ -172,3 +172,36 @@ def test_an_interrupted_fresh_run_says_how_to_resume_it_and_the_next_run_names_i
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "unfinished" not in resumed.stderr
     assert sorted(json.loads(line)["custom_id"] for line in (tmp_path / "out/output.jsonl").read_text().splitlines()) == sorted(f"s{i}" for i in range(200))
+
+
+def test_a_pool_that_dies_mid_run_has_its_tasks_handed_back_without_waiting_the_visibility_timeout(tmp_path: Path, repo_root: Path) -> None:
+    # Given a run of a slow batch (calls take 2 s; the visibility timeout is 360 s)
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("".join(json.dumps({"custom_id": f"r{i}", "prompt": f"What is {i} + {i}?"}) + "\n" for i in range(160)))
+    config = tmp_path / "turnout.yaml"
+    config.write_text((repo_root / "examples/turnout.yaml").read_text().replace("latency_ms: 20", "latency_ms: 2000"))
+    env = {k: v for k, v in os.environ.items() if k not in ("TURNOUT_REDIS_URL", "TURNOUT_FAKE_URL")}
+    command = [sys.executable, "-m", "workers.cli", "run", str(batch), "-c", str(config), "-o", "out"]
+    started = time.monotonic()
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / ".turnout/logs/pool-cheap.log"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (log.exists() and "ready" in log.read_text(errors="replace")):
+        time.sleep(0.2)
+    time.sleep(3)  # the cheap pool holds a micro-batch, its calls out
+
+    # When the cheap pool's worker is killed outright (the OOM killer), its pool process with it
+    os.killpg(int((tmp_path / ".turnout/logs/pool-cheap.pgid").read_text()), signal.SIGKILL)
+    try:
+        output, _ = process.communicate(timeout=170)
+    finally:
+        process.kill()  # on a failure, not left running (it stops its children as it dies)
+
+    # Then the run restarts it and puts back what it held, and finishes long before the
+    # visibility timeout would have returned those tasks, every line answered once
+    assert process.returncode == 0, output[-2000:]
+    said = " ".join(output.split())
+    assert "pool-cheap died and was restarted" in said and "tasks the dead cheap pool held were put back on its queues" in said
+    assert time.monotonic() - started < 180
+    outputs = [json.loads(line)["custom_id"] for line in (tmp_path / "out/output.jsonl").read_text().splitlines()]
+    assert sorted(outputs) == sorted(f"r{i}" for i in range(160))
