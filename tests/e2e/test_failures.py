@@ -14,6 +14,7 @@ import redis
 from tests.e2e.conftest import Cluster
 from tests.e2e.test_crash import assert_ledger_whole, run_while
 from workers.dlq import DeadLetters, replay
+from workers.ledger import PREFIX
 
 EASY = "What is the capital of France?"
 
@@ -53,6 +54,23 @@ def test_bad_requests_go_straight_to_errors_without_retries(fresh_fake: Cluster)
     assert fresh_fake.fake_stats()["requests"] <= 12
     letters = DeadLetters(fresh_fake.client.ledger.redis)
     assert len([x for x in letters.entries(["cheap"], "bad-requests")]) == 6
+
+
+def test_a_job_whose_backup_refuses_the_key_while_the_primary_cools_down_ends_as_an_error(fresh_fake: Cluster) -> None:
+    # Given the cheap backup refuses the key (401, a failure for good) while the primary cools
+    # down for two minutes (as its own failures would have it, re-armed by each)
+    fresh_fake.fake(fail_models={"fake-cheap-backup": 401})
+    redis.Redis.from_url(fresh_fake.redis_url).set(f"{PREFIX}:gate:cheap-primary:cooldown", 1, px=120_000)
+
+    # When a batch runs on the cheap tier
+    result = fresh_fake.run(cheap_jobs("keys", 10), "bad-key", timeout=60)
+
+    # Then every job ends as an error line once its attempts (the tier's max_attempts, 3) are
+    # spent, rather than being retried without spending any while the primary cools down
+    assert result["out"] == [] and len(result["err"]) == 10
+    assert {line["error"]["code"] for line in result["err"]} == {"authentication_error"}
+    assert {line["turnout"]["attempts"] for line in result["err"]} == {3}
+    assert fresh_fake.fake_stats()["requests"] == 10 * 3  # the backup, once an attempt
 
 
 def test_a_prompt_too_long_for_the_cheap_tier_moves_up_a_tier(fresh_fake: Cluster) -> None:

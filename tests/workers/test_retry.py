@@ -50,3 +50,21 @@ def test_backoff_grows_with_attempts_and_honours_retry_after() -> None:
     assert all(RETRY_BASE_S * 4 <= d <= RETRY_BASE_S * 8 for d in fourth)
     assert all(backoff(1, 30.0) >= 30.0 for _ in range(20))
     assert max(backoff(20, None) for _ in range(200)) <= RETRY_CAP_S
+
+
+def test_a_job_a_deployment_failed_for_good_while_the_others_cooled_down_spends_an_attempt() -> None:
+    from schemas.errors import FatalProviderError, RetryableProviderError
+    from workers.answer import BUSY
+    from workers.provider import _exhausted
+
+    # Given a pass where the primary answered 401 and the backup was cooling down
+    unauthorised = FatalProviderError("authentication_error", "bad key", 401)
+    error = _exhausted([unauthorised], [4.0], ["a: authentication_error: bad key", "b: cooling down or at its rate limit"])
+    # Then the job is retried later (the backup may answer), spending an attempt: not BUSY,
+    # which spends none and would call the failing primary again for ever
+    assert isinstance(error, RetryableProviderError) and error.code == "authentication_error" and error.code != BUSY
+    assert error.retry_after == 4.0 and "a: authentication_error" in error.message
+    # And a pass that called no deployment at all is BUSY
+    assert _exhausted([], [4.0, 2.0], ["a: cooling", "b: cooling"]).code == BUSY
+    # And one every deployment failed for good is final
+    assert isinstance(_exhausted([unauthorised, unauthorised], [], ["a: 401", "b: 401"]), FatalProviderError)
