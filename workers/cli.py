@@ -309,14 +309,16 @@ def collect(
 def _wait(client: Any, batch_id: str, spill_: bool) -> None:
     """Wait for the batch; repair it if it stalls (lines lost with a killed worker) and, with
     ``spill_``, move finished answers out of Redis as they come."""
-    from workers.collector import PeriodicSpill, wait
+    from workers.collector import PeriodicSpill, ProgressLog, wait
     from workers.repair import StallWatch
 
     client.status(batch_id)  # an unknown batch fails here, in one sentence
     spill = PeriodicSpill(client.ledger, batch_id, Path(client.config.state_dir))
     stall = StallWatch(client, batch_id, client.input_path(batch_id), err.print)
+    progress = ProgressLog(lambda line: err.print(line, highlight=False))  # silent otherwise, however long it waits
 
     def on_progress(status: Any) -> None:
+        progress(status)
         stall.check(status)
         if spill_:
             spill()

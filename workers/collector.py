@@ -28,6 +28,8 @@ from workers.ledger import Ledger, gone_while
 
 #: How often a waiting collector re-reads the batch's counters.
 POLL_S = 0.25
+#: How often a batch's progress is said as a line where no progress bar can be drawn.
+PROGRESS_LOG_S = 30.0
 
 
 @dataclass
@@ -58,6 +60,38 @@ def wait(
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"batch {batch_id} is not complete after {timeout:.0f}s")
         time.sleep(POLL_S)
+
+
+class ProgressLog:
+    """A batch's progress as a plain line every ``every`` seconds, for output that is not a
+    terminal (CI, nohup, systemd's journal), where a progress bar draws nothing until the end."""
+
+    def __init__(self, say: Callable[[str], None], every: float = PROGRESS_LOG_S) -> None:
+        self.say, self.every = say, every
+        self._last: tuple[float, int] | None = None  # when the last line was said, and done then
+
+    def __call__(self, status: BatchStatus) -> None:
+        now = time.monotonic()
+        if self._last is None:
+            self._last = (now, status.done)
+            return
+        at, done = self._last
+        if now - at < self.every:
+            return
+        rate = (status.done - done) / (now - at)
+        left = status.submitted - status.done
+        if not status.sealed:
+            eta = ", input still being read"
+        else:
+            eta = f", about {_duration(left / rate)} left" if rate > 0 and left > 0 else ""
+        self.say(f"batch {status.batch_id}: {status.done:,} of {status.submitted:,} lines done ({status.failed:,} failed), "
+                 f"{rate:.1f} lines/s, ${status.cost_usd:.4f}{eta}")
+        self._last = (now, status.done)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def collect(ledger: Ledger, batch_id: str, out_dir: Path) -> CollectReport:

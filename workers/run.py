@@ -25,7 +25,7 @@ from schemas.errors import TurnoutError
 from workers.app import CLASSIFY_QUEUE, configured_redis_url, preflight, visibility_timeout
 from workers.broker import EmbeddedRedis, check, lock_state_dir
 from workers.client import Client
-from workers.collector import POLL_S, PeriodicSpill, collect, summary
+from workers.collector import POLL_S, PeriodicSpill, ProgressLog, collect, summary
 from workers.producer import SubmitReport
 from workers.repair import StallWatch
 from workers.report import write_report
@@ -236,12 +236,15 @@ def _submit_and_wait(
     deadline = None if timeout is None else time.monotonic() + timeout
     stall = StallWatch(client, batch_id, file, lambda message: console.print(f"[yellow]{message}[/yellow]"))
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"))
+    plain = None if console.is_terminal else ProgressLog(lambda line: console.print(line, highlight=False))
     with Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
         bar = progress.add_task(f"batch {batch_id}", total=None, note="")
         while True:
             if failure:
                 raise failure[0]
             status = client.ledger.status(batch_id)
+            if status is not None and plain is not None:
+                plain(status)
             if status is not None:
                 total = status.submitted if status.sealed else None
                 note = f"{status.failed} failed · ${status.cost_usd:.4f}"

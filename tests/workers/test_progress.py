@@ -1,0 +1,28 @@
+"""A batch's progress as plain lines where no progress bar is drawn (CI, nohup, journald)."""
+
+from __future__ import annotations
+
+import time
+
+from schemas.result import BatchStatus
+from workers.collector import ProgressLog
+
+
+def test_progress_lines_say_done_failed_rate_and_time_left_once_the_input_is_read() -> None:
+    said: list[str] = []
+    log = ProgressLog(said.append, every=0.05)
+
+    # Given a batch still being read, then one fully read
+    log(BatchStatus(batch_id="b1", submitted=400, done=100))
+    log(BatchStatus(batch_id="b1", submitted=500, done=150))  # too soon: nothing said
+    time.sleep(0.06)
+    log(BatchStatus(batch_id="b1", submitted=600, done=200, failed=3, cost_usd=0.5))
+    time.sleep(0.06)
+    log(BatchStatus(batch_id="b1", submitted=600, done=300, failed=4, sealed=True))
+
+    # Then a line every interval: lines done of those read, failures, rate, cost, and the time
+    # left only once the total is known
+    assert len(said) == 2
+    assert said[0].startswith("batch b1: 200 of 600 lines done (3 failed), ") and "$0.5000" in said[0]
+    assert said[0].endswith("input still being read") and "left" not in said[0]
+    assert said[1].startswith("batch b1: 300 of 600 lines done (4 failed), ") and said[1].endswith("s left")
