@@ -85,6 +85,9 @@ class FakeProviderOptions:
     hang_on: tuple[str, ...] = ()
     """Requests whose last user message contains one of these strings always hang ``hang_s``:
     a poison job, for tests of what happens when a job's worker dies every time."""
+    hang_models: tuple[str, ...] = ()
+    """Models whose every request hangs ``hang_s``: a provider that takes connections and
+    never answers (its calls end at the client's timeout)."""
     fail_on: Mapping[str, int] = field(default_factory=dict)
     """Marker → status: requests whose last user message contains the marker get that status,
     after the latency and any hang (a call that is slow and then fails)."""
@@ -113,6 +116,7 @@ class FakeProviderOptions:
         object.__setattr__(self, "error_kinds", tuple(int(k) for k in self.error_kinds))
         object.__setattr__(self, "models", tuple(self.models))
         object.__setattr__(self, "hang_on", tuple(str(m) for m in self.hang_on))
+        object.__setattr__(self, "hang_models", tuple(str(m) for m in self.hang_models))
         object.__setattr__(self, "broken_unicode_on", tuple(str(m) for m in self.broken_unicode_on))
         object.__setattr__(self, "fail_models", {str(m): int(s) for m, s in self.fail_models.items()})
         object.__setattr__(self, "fail_on", {str(m): int(s) for m, s in self.fail_on.items()})
@@ -196,7 +200,7 @@ class ProviderStats:
     abandoned: int = 0
     """Requests whose client hung up before the answer (a client timeout on a hang)."""
     hangs: int = 0
-    """Requests that began a hang (drawn by ``timeout_rate`` or matched by ``hang_on``)."""
+    """Requests that began a hang (drawn by ``timeout_rate``, or matched by ``hang_on`` or ``hang_models``)."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     arrivals: SlidingWindow = field(default_factory=SlidingWindow)
@@ -475,7 +479,7 @@ class FakeProvider:
         refused = self._rate_limit(model, options)
         if refused is not None:
             return refused
-        await self._wait(options, last_user)
+        await self._wait(options, last_user, model)
         failing = next((status for marker, status in options.fail_on.items() if marker in last_user), None)
         if failing is not None:
             return error_response(failing, retry_after_s=options.retry_after_s)
@@ -507,14 +511,15 @@ class FakeProvider:
         self._admitted.add(model, now)
         return None
 
-    async def _wait(self, options: FakeProviderOptions, last_user: str) -> None:
-        """The latency, then, for a drawn fraction of requests and for ``hang_on`` matches, a hang."""
+    async def _wait(self, options: FakeProviderOptions, last_user: str, model: str) -> None:
+        """The latency, then, for a drawn fraction of requests, ``hang_on`` matches and
+        ``hang_models``' requests, a hang."""
         delay_ms = options.latency_ms
         if options.jitter_ms:
             delay_ms += self._latency_rng.uniform(-options.jitter_ms, options.jitter_ms)
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000)
-        poisoned = any(marker in last_user for marker in options.hang_on)
+        poisoned = any(marker in last_user for marker in options.hang_on) or model in options.hang_models
         if poisoned or (options.timeout_rate and self._rng.random() < options.timeout_rate):
             self.stats.hangs += 1
             await asyncio.sleep(options.hang_s)

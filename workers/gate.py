@@ -8,22 +8,37 @@ under a provider's limit, and a 429 seen by one worker slows the deployment for 
 The minute is a sliding window estimated from two fixed windows (the previous one
 weighted by how much of it still overlaps), which is accurate to a few percent and needs
 two counters per deployment instead of a log of every call.
+
+A deployment that cooled down is on probation once the cooldown ends (a circuit breaker's
+half-open state): it takes one call at a time, the probe, and the others pass it over as if
+it still cooled down, until a probe is answered. A failed probe cools it down again. So a
+provider that hangs, or keeps failing, gets one call per cooldown instead of every call
+made in the moment after each cooldown (a walkthrough saw a micro-batch's 13 to 23 calls
+sent to a hung provider each time, every process of the tier stalled for the calls'
+timeout).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
 from workers.ledger import PREFIX
 
-# KEYS: cooldown, requests window now, requests window before, tokens now, tokens before, calls now
-# ARGV: rpm (0 = none), tpm (0 = none), tokens, ms into the current window
-# Returns 0 when admitted (and counted), else the ms to wait.
+# KEYS: cooldown, requests window now, requests window before, tokens now, tokens before, calls now,
+#       probation, probe
+# ARGV: rpm (0 = none), tpm (0 = none), tokens, ms into the current window, ms a probe may take
+# Returns 0 when admitted (and counted), -1 when admitted as a probation's probe, else the ms to wait.
 _ADMIT = """
 local cooling = redis.call('PTTL', KEYS[1])
 if cooling > 0 then return cooling end
+local probe = 0
+if redis.call('EXISTS', KEYS[7]) == 1 then
+  if not redis.call('SET', KEYS[8], 1, 'NX', 'PX', ARGV[5]) then return math.max(redis.call('PTTL', KEYS[8]), 1) end
+  probe = -1
+end
 local rpm, tpm, tokens, into = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local weight = (60000 - into) / 60000
 local function over(limit, now_key, before_key, amount)
@@ -32,23 +47,29 @@ local function over(limit, now_key, before_key, amount)
   return used + amount > limit
 end
 if over(rpm, KEYS[2], KEYS[3], 1) or over(tpm, KEYS[4], KEYS[5], tokens) then
+  if probe < 0 then redis.call('DEL', KEYS[8]) end
   return 60000 - into
 end
 redis.call('INCR', KEYS[6]); redis.call('PEXPIRE', KEYS[6], 120000)
 if rpm > 0 then redis.call('INCR', KEYS[2]); redis.call('PEXPIRE', KEYS[2], 120000) end
 if tpm > 0 then redis.call('INCRBY', KEYS[4], tokens); redis.call('PEXPIRE', KEYS[4], 120000) end
-return 0
+return probe
 """
 
-# KEYS: cooldown, failures this minute, calls this minute   ARGV: retry-after ms (0 = none), cooldown ms, allowed fails
+# KEYS: cooldown, failures this minute, calls this minute, probation, probe
+# ARGV: retry-after ms (0 = none), cooldown ms, allowed fails, ms probation lasts unless a probe is answered
 # Without a Retry-After, a deployment cools down only when it failed more than the allowed
 # number of times AND on more than half its calls this minute: at 10% random errors and
-# hundreds of calls a minute it stays in service. A cooldown is never shortened.
+# hundreds of calls a minute it stays in service; on probation, at its first failure. A
+# cooldown is never shortened; each one puts the deployment on probation after it.
 _FAILED = """
 local function cool(ms)
   if ms > 0 and redis.call('PTTL', KEYS[1]) < ms then redis.call('SET', KEYS[1], 1, 'PX', ms) end
+  redis.call('SET', KEYS[4], 1, 'PX', math.max(ms, 0) + tonumber(ARGV[4]))
+  redis.call('DEL', KEYS[5])
 end
 if tonumber(ARGV[1]) > 0 then cool(tonumber(ARGV[1])) return 1 end
+if redis.call('EXISTS', KEYS[4]) == 1 then cool(tonumber(ARGV[2])) return 1 end
 local fails = redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], 120)
 local calls = tonumber(redis.call('GET', KEYS[3]) or '0')
@@ -58,6 +79,9 @@ return 0
 
 #: Failures (without Retry-After) a deployment may have in a minute before it cools down.
 ALLOWED_FAILS_PER_MINUTE = 3
+#: How long a deployment stays on probation after a cooldown if no probe is answered (none
+#: is made while nothing needs it): then it takes calls freely again.
+PROBATION_S = 600.0
 
 
 class Gate:
@@ -68,22 +92,37 @@ class Gate:
         self._admit = self.redis.register_script(_ADMIT)
         self._failed = self.redis.register_script(_FAILED)
 
-    async def admit(self, deployment: str, rpm: int | None, tpm: int | None, tokens: int) -> float:
-        """0 when the deployment takes this call now, else the seconds until it might."""
+    async def admit(self, deployment: str, rpm: int | None, tpm: int | None, tokens: int, probe_s: float) -> Admission:
+        """Whether the deployment takes this call now (as its probation's probe, which may take
+        ``probe_s``), else the seconds until it might."""
         now_ms = int(time.time() * 1000)
         window, into = divmod(now_ms, 60_000)
         base = f"{PREFIX}:gate:{deployment}"
         keys = [f"{base}:cooldown", f"{base}:rpm:{window}", f"{base}:rpm:{window - 1}"]
         keys += [f"{base}:tpm:{window}", f"{base}:tpm:{window - 1}", f"{base}:calls:{now_ms // 60_000}"]
-        wait_ms = await self._admit(keys=keys, args=[rpm or 0, tpm or 0, tokens, into])
-        return int(wait_ms) / 1000
+        keys += [f"{base}:probation", f"{base}:probe"]
+        wait_ms = int(await self._admit(keys=keys, args=[rpm or 0, tpm or 0, tokens, into, int(probe_s * 1000) + 1]))
+        return Admission(max(wait_ms, 0) / 1000, probe=wait_ms < 0)
 
     async def failed(self, deployment: str, retry_after: float | None, cooldown_s: float) -> None:
         """Note a failed call: a Retry-After cools the deployment down at once, for every worker;
-        otherwise more than ALLOWED_FAILS_PER_MINUTE failures do, for ``cooldown_s``."""
+        otherwise more than ALLOWED_FAILS_PER_MINUTE failures do, for ``cooldown_s``, or on
+        probation the first."""
         base = f"{PREFIX}:gate:{deployment}"
         window = int(time.time()) // 60
         await self._failed(
-            keys=[f"{base}:cooldown", f"{base}:fails:{window}", f"{base}:calls:{window}"],
-            args=[int((retry_after or 0) * 1000), int(cooldown_s * 1000), ALLOWED_FAILS_PER_MINUTE],
+            keys=[f"{base}:cooldown", f"{base}:fails:{window}", f"{base}:calls:{window}", f"{base}:probation", f"{base}:probe"],
+            args=[int((retry_after or 0) * 1000), int(cooldown_s * 1000), ALLOWED_FAILS_PER_MINUTE, int(PROBATION_S * 1000)],
         )
+
+    async def answered(self, deployment: str) -> None:
+        """A probe was answered (or refused the request itself, which is no fault of the
+        deployment's): its probation ends, and it takes calls freely again."""
+        base = f"{PREFIX}:gate:{deployment}"
+        await self.redis.delete(f"{base}:probation", f"{base}:probe")
+
+
+@dataclass(frozen=True)
+class Admission:
+    wait: float  # 0: admitted; else seconds until the deployment might take a call
+    probe: bool = False  # admitted as its probation's one call at a time

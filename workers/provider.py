@@ -86,7 +86,9 @@ class TierProvider:
         A retryable failure, or one that belongs to the deployment (authentication, an
         unknown model), cools that deployment down for every worker and moves on to the
         next. A bad request is the request's fault: no other deployment is asked. A
-        context window error moves on too: the next deployment may have a larger window.
+        context window error moves on too (the next deployment may have a larger window)
+        without counting against the deployment. A deployment on probation after a cooldown
+        takes one call at a time (workers/gate.py); its answer ends the probation.
         """
         kwargs: dict[str, Any] = dict(job.params) | (extra or {})
         if job.max_tokens is not None:
@@ -98,9 +100,9 @@ class TierProvider:
         tried: list[str] = []  # each deployment and what it did, for the error if none answers
         for index, deployment in enumerate(self.tier.deployments):
             name = self.names[index]
-            wait = await self.gate.admit(name, deployment.rpm, deployment.tpm, tokens)
-            if wait > 0:  # cooling down or at its rate limit: passed over, like a failure
-                waits.append(wait)
+            admission = await self.gate.admit(name, deployment.rpm, deployment.tpm, tokens, deployment.timeout_s)
+            if admission.wait > 0:  # cooling down, on probation, or at its rate limit: passed over, like a failure
+                waits.append(admission.wait)
                 failed.append(name)
                 tried.append(f"{name}: cooling down or at its rate limit")
                 continue
@@ -110,13 +112,21 @@ class TierProvider:
             except Exception as exc:  # LiteLLM raises many kinds; classify() sorts them
                 error = classify(exc)
                 if _request_at_fault(error):
+                    if admission.probe:
+                        await self.gate.answered(name)
                     raise error from None
-                retry_after = error.retry_after if isinstance(error, RetryableProviderError) else None
-                await self.gate.failed(name, retry_after, self.tier.cooldown_s)
+                if isinstance(error, ContextWindowError):  # the prompt's size, not the deployment's health
+                    if admission.probe:
+                        await self.gate.answered(name)
+                else:
+                    retry_after = error.retry_after if isinstance(error, RetryableProviderError) else None
+                    await self.gate.failed(name, retry_after, self.tier.cooldown_s)
                 failed.append(name)
                 errors.append(error)
                 tried.append(f"{name}: {error.code}: {error.message}")
                 continue
+            if admission.probe:
+                await self.gate.answered(name)
             return self._answer(response, index, failed, time.perf_counter() - started)
         raise _exhausted(errors, waits, tried)
 

@@ -73,6 +73,22 @@ def test_a_job_whose_backup_refuses_the_key_while_the_primary_cools_down_ends_as
     assert fresh_fake.fake_stats()["requests"] == 10 * 3  # the backup, once an attempt
 
 
+def test_a_primary_that_hangs_gets_one_call_per_cooldown_not_each_micro_batchs_calls(fresh_fake: Cluster) -> None:
+    # Given the cheap primary takes every call and never answers (its calls end at the 5 s
+    # timeout; the tier cools a failing deployment down for 1 s) and the backup answers in 0.5 s
+    fresh_fake.fake(hang_models=["fake-cheap"], hang_s=30, latency_ms=500)
+
+    # When a batch of eight micro-batches runs on the cheap tier
+    result = fresh_fake.run(cheap_jobs("hung", 64), "hung-primary", timeout=120)
+
+    # Then every job is answered by the backup
+    assert result["err"] == [] and len(result["out"]) == 64
+    assert {line["turnout"]["deployment"] for line in result["out"]} == {"cheap-backup"}
+    # And after the first micro-batch's calls timed out, the hung primary was probed with one
+    # call at a time: not sent a micro-batch's calls each time its cooldown ended
+    assert fresh_fake.fake_stats()["by_model"]["fake-cheap"] <= 8 + 6
+
+
 def test_a_prompt_too_long_for_the_cheap_tier_moves_up_a_tier(fresh_fake: Cluster) -> None:
     # Given the cheap models have a small context window and the frontier ones a large one
     fresh_fake.fake(context_limit={"fake-cheap": 30, "fake-cheap-backup": 30})

@@ -1,0 +1,77 @@
+"""The gate's probation after a cooldown (a circuit breaker's half-open state), on a real
+Redis: one call at a time until one is answered; a failed one cools the deployment again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from tests.conftest import other_db
+from workers.gate import Gate
+
+
+def on_gate(redis_url: str, body: Callable[[Gate], Awaitable[None]]) -> None:
+    async def run() -> None:
+        gate = Gate(other_db(redis_url, 12))
+        try:
+            await gate.redis.flushdb()
+            await body(gate)
+        finally:
+            await gate.redis.flushdb()
+            await gate.redis.aclose()
+
+    asyncio.run(run())
+
+
+async def cool_down(gate: Gate, name: str, cooldown_s: float) -> None:
+    """Fail the deployment until it cools down, then wait the cooldown out."""
+    for _ in range(4):
+        assert (await gate.admit(name, None, None, 10, probe_s=5)).wait == 0
+        await gate.failed(name, None, cooldown_s)
+    assert (await gate.admit(name, None, None, 10, probe_s=5)).wait > 0
+    await asyncio.sleep(cooldown_s + 0.05)
+
+
+def test_after_a_cooldown_one_call_at_a_time_probes_until_one_is_answered(redis_url: str) -> None:
+    async def body(gate: Gate) -> None:
+        # Given a deployment whose cooldown has just ended
+        await cool_down(gate, "d", 0.2)
+
+        # Then the first call is a probe, and the next ones pass it over while it is out
+        probe = await gate.admit("d", None, None, 10, probe_s=5)
+        assert probe.wait == 0 and probe.probe
+        held = await gate.admit("d", None, None, 10, probe_s=5)
+        assert held.wait > 0 and not held.probe
+        # And once the probe is answered, calls are admitted freely again, none a probe
+        await gate.answered("d")
+        assert [(a.wait, a.probe) for a in [await gate.admit("d", None, None, 10, probe_s=5) for _ in range(3)]] == [(0, False)] * 3
+
+    on_gate(redis_url, body)
+
+
+def test_a_failed_probe_cools_the_deployment_again_and_a_lost_one_lapses(redis_url: str) -> None:
+    async def body(gate: Gate) -> None:
+        # Given a deployment on probation whose probe failed
+        await cool_down(gate, "d", 0.2)
+        assert (await gate.admit("d", None, None, 10, probe_s=5)).probe
+        await gate.failed("d", None, 0.2)
+
+        # Then it cools down again at once (one failure, not more than 3), then probes again
+        assert (await gate.admit("d", None, None, 10, probe_s=5)).wait > 0
+        await asyncio.sleep(0.25)
+        lost = await gate.admit("d", None, None, 0, probe_s=0.2)
+        assert lost.wait == 0 and lost.probe
+        # And a probe nobody reports on (its process died) lapses after the time it may take
+        assert (await gate.admit("d", None, None, 10, probe_s=0.2)).wait > 0
+        await asyncio.sleep(0.3)
+        assert (await gate.admit("d", None, None, 10, probe_s=0.2)).probe
+
+    on_gate(redis_url, body)
+
+
+def test_a_deployment_that_never_cooled_down_takes_calls_freely(redis_url: str) -> None:
+    async def body(gate: Gate) -> None:
+        admitted = [await gate.admit("fresh", None, None, 10, probe_s=5) for _ in range(5)]
+        assert [(a.wait, a.probe) for a in admitted] == [(0, False)] * 5
+
+    on_gate(redis_url, body)
