@@ -129,6 +129,9 @@ def _print_summary(summary: dict[str, Any], out_dir: Path) -> None:
         f"${summary['all_frontier_cost_usd']:.4f} (saved {summary['saved_share']:.0%})."
     )
     out.print(f"Wrote {out_dir / 'output.jsonl'}, {out_dir / 'errors.jsonl'}, {out_dir / 'report.json'}, {out_dir / 'report.html'}")
+    if summary.get("dead_letters"):  # failed calls, not rejected input lines, which would fail the same way again
+        out.print(f"{summary['dead_letters']} of the failed lines can be tried again (errors.jsonl says why they failed): "
+                  f"`turnout dlq replay --batch {summary['batch_id']}`, then this command again", highlight=False)
 
 
 # --- the split pipeline ------------------------------------------------------------------
@@ -667,11 +670,17 @@ def dlq_replay(
     from workers.dlq import replay
 
     client, letters = _dead_letters(config_path)
-    count = replay(client.app, client.config, letters, _tiers(client, tier), batch, ids or None)
+    batches: set[str] = set()
+    count = replay(client.app, client.config, letters, _tiers(client, tier), batch, ids or None, batches)
+    named = sorted(batches)
+    rerun = " or ".join(f"`turnout run {client.input_path(b) or 'FILE'} --batch-id {b}`" for b in named) or "`turnout run FILE`"
+    said = f"replayed {count} dead letters" + (f" of batch {', '.join(named)}; " if named else "; ")
     if configured_redis_url(client.config):
-        err.print(f"replayed {count} dead letters; `turnout collect BATCH -o DIR --wait` writes the results once the pools answer them")
+        collect = f"`turnout collect {named[0] if len(named) == 1 else 'BATCH'} -o DIR --wait`"
+        said += f"with pools running on this Redis, {collect} writes the results once they answer them; with none, {rerun} does"
     else:  # the embedded Redis of a stopped `turnout run`: its pools are gone with it
-        err.print(f"replayed {count} dead letters; run the same `turnout run FILE` again to answer them and write the results")
+        said += f"{rerun} answers them and writes the results"
+    err.print(said, highlight=False)
 
 
 @dlq_app.command("purge")

@@ -97,9 +97,11 @@ class DeadLetters:
 
 
 def replay(
-    app: Celery, config: Config, letters: DeadLetters, tiers: list[str], batch_id: str | None, ids: list[str] | None
+    app: Celery, config: Config, letters: DeadLetters, tiers: list[str], batch_id: str | None, ids: list[str] | None,
+    batches: set[str] | None = None,
 ) -> int:
-    """Send dead letters back to their tier queues with fresh attempts; returns how many.
+    """Send dead letters back to their tier queues with fresh attempts; returns how many, and
+    adds their batches to ``batches``.
 
     Each job's error line is taken back first, so its batch counts the line as not done (and
     `turnout run`, `collect --wait` and `status` wait for it) until the job records a line
@@ -115,6 +117,8 @@ def replay(
         if letter is not None:
             groups.setdefault((letter.tier, letter.job.batch_id), []).append(letter)
     ledger = Ledger(letters.redis)
+    if batches is not None:
+        batches.update(batch for _, batch in groups)
     for (tier, batch), group in groups.items():  # in the tier's micro-batches, as the classifier sends them
         for letter in group:
             ledger.reopen(batch, letter.job.custom_id, tier)  # before sending: a quick new error must stay

@@ -26,6 +26,7 @@ from workers.app import CLASSIFY_QUEUE, configured_redis_url, preflight, visibil
 from workers.broker import EmbeddedRedis, check, lock_state_dir
 from workers.client import Client
 from workers.collector import POLL_S, PeriodicSpill, ProgressLog, collect, summary
+from workers.dlq import DeadLetters
 from workers.producer import SubmitReport
 from workers.repair import StallWatch
 from workers.report import write_report
@@ -85,7 +86,8 @@ def run_batch(
         report = collect(client.ledger, batch_id, out_dir)
         write_report(client.ledger, batch_id, out_dir / "report.html")
         status = client.status(batch_id)
-        return summary(status) | {"output_lines": report.output_lines, "error_lines": report.error_lines}
+        letters = sum(1 for _ in DeadLetters(client.ledger.redis).entries([t.name for t in config.tiers], batch_id))
+        return summary(status) | {"output_lines": report.output_lines, "error_lines": report.error_lines, "dead_letters": letters}
     except KeyboardInterrupt:
         console.print(f"interrupted: {resume} to resume batch {batch_id}")
         raise

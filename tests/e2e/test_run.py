@@ -46,6 +46,7 @@ def test_run_keeps_the_ledger_on_a_thousand_lines_with_malformed_ones(tmp_path: 
     # Then it succeeds and prints the summary
     assert result.returncode == 0, result.stderr[-2000:]
     assert "all-frontier would" in " ".join(result.stdout.split())
+    assert "can be tried again" not in result.stdout  # rejected lines would fail the same way: no replay is offered
     # And every input line is exactly one output or error line
     outputs = [json.loads(line) for line in (tmp_path / "out/output.jsonl").read_text().splitlines()]
     errors = [json.loads(line) for line in (tmp_path / "out/errors.jsonl").read_text().splitlines()]
