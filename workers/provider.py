@@ -158,15 +158,18 @@ def _exhausted(errors: list[ProviderError], waits: list[float], tried: list[str]
     """The error for a job no deployment answered: retry later unless all failed for good.
     Its message names every deployment and what it did, so a dead letter says which failed how.
 
-    Only a job no deployment was even called for (all cooling down or at their rate limits)
-    is BUSY, retried without spending an attempt. One that a deployment failed for good (a bad
-    key) while the others cooled down spends one: their cooldown is often that failure's own
-    doing, and a BUSY retry would call the failing deployment again and again, for ever."""
+    Only a job no deployment was even called for (all cooling down or at their rate limits),
+    or that one refused only for its size, is BUSY, retried without spending an attempt. One
+    that a deployment failed for good (a bad key) while the others cooled down spends one:
+    their cooldown is often that failure's own doing, and a BUSY retry would call the failing
+    deployment again and again, for ever."""
     every = "; ".join(tried)
     retryable = [e for e in errors if isinstance(e, RetryableProviderError)]
     if waits or retryable:
         hints = [w for w in waits] + [e.retry_after for e in retryable if e.retry_after]
-        last = retryable[-1] if retryable else (errors[-1] if errors else None)
+        # a context window error is the prompt's size, no failure: a cooling deployment may take it
+        failures = [e for e in errors if not isinstance(e, ContextWindowError)]
+        last = retryable[-1] if retryable else (failures[-1] if failures else None)
         code = last.code if last else BUSY
         message = f"no deployment answered: {every}" if last else "every deployment is cooling down or at its rate limit"
         return RetryableProviderError(code, message, last.status_code if last else 429, min(hints) if hints else None)

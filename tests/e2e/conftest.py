@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from schemas.config import Config, load_config
 from workers.client import Client
-from workers.fake_provider import configure, fetch_stats, reset
+from workers.fake_provider import FakeProviderOptions, configure, fetch_stats, reset
+from workers.ledger import PREFIX
 from workers.supervisor import Supervisor
 
 CONFIG = """
@@ -122,10 +124,18 @@ def cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.fixture
 def fresh_fake(cluster: Cluster) -> Iterator[Cluster]:
-    """The cluster with the fake provider back to well-behaved after the test."""
+    """The cluster with the fake provider back to well-behaved after the test, and its
+    deployments' gate state (cooldowns, probations, rate windows) cleared."""
     reset(cluster.fake_url)
-    time.sleep(1.2)  # let cooldowns from an earlier test (cooldown_s: 1) run out
+    time.sleep(1.2)  # let calls an earlier test's tasks still make end, and their cooldowns
+    clear_gates(cluster.redis_url)
     yield cluster
-    cluster.fake(fail_models={}, error_rate=0.0, context_limit=None, latency_ms=0.0, rate_limit_rpm=None)
+    cluster.fake(**FakeProviderOptions().as_json())  # every option a test may have changed
     reset(cluster.fake_url)
     time.sleep(0.1)
+
+
+def clear_gates(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(match=f"{PREFIX}:gate:*", count=1000):
+        client.delete(key)

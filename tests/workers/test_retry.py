@@ -53,7 +53,7 @@ def test_backoff_grows_with_attempts_and_honours_retry_after() -> None:
 
 
 def test_a_job_a_deployment_failed_for_good_while_the_others_cooled_down_spends_an_attempt() -> None:
-    from schemas.errors import FatalProviderError, RetryableProviderError
+    from schemas.errors import ContextWindowError, FatalProviderError, RetryableProviderError
     from workers.answer import BUSY
     from workers.provider import _exhausted
 
@@ -64,7 +64,10 @@ def test_a_job_a_deployment_failed_for_good_while_the_others_cooled_down_spends_
     # which spends none and would call the failing primary again for ever
     assert isinstance(error, RetryableProviderError) and error.code == "authentication_error" and error.code != BUSY
     assert error.retry_after == 4.0 and "a: authentication_error" in error.message
-    # And a pass that called no deployment at all is BUSY
+    # And a pass that called no deployment at all is BUSY, as is one whose only refusal was
+    # the prompt's size (the cooling deployment may have a larger window)
     assert _exhausted([], [4.0, 2.0], ["a: cooling", "b: cooling"]).code == BUSY
+    too_long = ContextWindowError("context_length_exceeded", "too long", 400)
+    assert _exhausted([too_long], [4.0], ["a: context_length_exceeded", "b: cooling"]).code == BUSY
     # And one every deployment failed for good is final
     assert isinstance(_exhausted([unauthorised, unauthorised], [], ["a: 401", "b: 401"]), FatalProviderError)
