@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 
 from workers.ledger import PREFIX
@@ -68,10 +70,10 @@ local function cool(ms)
   redis.call('SET', KEYS[4], 1, 'PX', math.max(ms, 0) + tonumber(ARGV[4]))
   redis.call('DEL', KEYS[5])
 end
-if tonumber(ARGV[1]) > 0 then cool(tonumber(ARGV[1])) return 1 end
-if redis.call('EXISTS', KEYS[4]) == 1 then cool(tonumber(ARGV[2])) return 1 end
 local fails = redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], 120)
+if tonumber(ARGV[1]) > 0 then cool(tonumber(ARGV[1])) return 1 end
+if redis.call('EXISTS', KEYS[4]) == 1 then cool(tonumber(ARGV[2])) return 1 end
 local calls = tonumber(redis.call('GET', KEYS[3]) or '0')
 if fails > tonumber(ARGV[3]) and fails * 2 > calls then cool(tonumber(ARGV[2])) return 1 end
 return 0
@@ -120,6 +122,24 @@ class Gate:
         deployment's): its probation ends, and it takes calls freely again."""
         base = f"{PREFIX}:gate:{deployment}"
         await self.redis.delete(f"{base}:probation", f"{base}:probe")
+
+
+def health(client: redis.Redis, deployment: str) -> dict[str, Any]:
+    """What the gate knows of a deployment now, for `turnout status` (a synchronous client):
+    its state (ok, cooling down, on probation), and its calls and failures this minute."""
+    base = f"{PREFIX}:gate:{deployment}"
+    minute = int(time.time()) // 60
+    pipe = client.pipeline(transaction=False)
+    pipe.pttl(f"{base}:cooldown").exists(f"{base}:probation").exists(f"{base}:probe")
+    pipe.get(f"{base}:calls:{minute}").get(f"{base}:fails:{minute}")
+    cooling_ms, probation, probe, calls, fails = pipe.execute()
+    if cooling_ms and cooling_ms > 0:
+        state = f"cooling down {cooling_ms / 1000:.0f}s"
+    elif probation:
+        state = "on probation, probe out" if probe else "on probation"
+    else:
+        state = "ok"
+    return {"deployment": deployment, "state": state, "calls_this_minute": int(calls or 0), "failures_this_minute": int(fails or 0)}
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from workers.app import CLASSIFY_QUEUE
 from workers.dlq import DeadLetters
+from workers.gate import health
 from workers.metrics import LATENCY_BUCKETS, STATS
 from workers.producer import UNACKED
 from workers.scaling import recommendations, snapshot
@@ -63,6 +64,10 @@ def view(client: Any, batch_id: str | None, interval: float) -> dict[str, Any]:
                 "recommended_processes": advice[tier.name].processes,
             }
             for tier in client.config.tiers
+        ],
+        "deployments": [
+            {"tier": tier.name} | health(redis, tier.deployment_name(i))
+            for tier in client.config.tiers for i in range(len(tier.deployments))
         ],
     }
 
@@ -192,4 +197,10 @@ def render(data: dict[str, Any]) -> RenderableType:
             t["tier"], str(t["queued_jobs"]), str(t["in_flight_jobs"]), str(t["waiting_retry_jobs"]),
             f"{t['arrivals_per_s']:.1f}", p50, p95, str(t["dlq"]), str(t["recommended_processes"]),
         )  # fmt: skip
-    return Group(batches, tiers)
+    deployments = Table(title="deployments (this minute)", show_edge=False)
+    for column in ("tier", "deployment", "state", "calls", "failures"):
+        deployments.add_column(column)
+    for d in data["deployments"]:
+        state = d["state"] if d["state"] == "ok" else f"[yellow]{d['state']}[/yellow]"
+        deployments.add_row(d["tier"], d["deployment"], state, str(d["calls_this_minute"]), str(d["failures_this_minute"]))
+    return Group(batches, tiers, deployments)

@@ -75,3 +75,29 @@ def test_a_deployment_that_never_cooled_down_takes_calls_freely(redis_url: str) 
         assert [(a.wait, a.probe) for a in admitted] == [(0, False)] * 5
 
     on_gate(redis_url, body)
+
+
+def test_health_says_whether_a_deployment_cools_down_or_is_on_probation_and_counts_its_minute(redis_url: str) -> None:
+    import redis
+
+    from workers.gate import health
+
+    import time
+
+    sync = redis.Redis.from_url(other_db(redis_url, 12))
+    seen: list[dict[str, object]] = []
+    if time.time() % 60 > 55:  # the counts are this minute's: do not start at its end
+        time.sleep(60.1 - time.time() % 60)
+
+    async def body(gate: Gate) -> None:
+        seen.append(health(sync, "d"))
+        await cool_down(gate, "d", 0.3)  # 4 calls, 4 failures, one refused while cooling
+        seen.append(health(sync, "d"))
+        assert (await gate.admit("d", None, None, 10, probe_s=5)).probe
+        seen.append(health(sync, "d"))
+        await gate.failed("d", 2.0, 0.3)  # a 429 with Retry-After: 2 s
+        seen.append(health(sync, "d"))
+
+    on_gate(redis_url, body)
+    assert [s["state"] for s in seen] == ["ok", "on probation", "on probation, probe out", "cooling down 2s"]
+    assert [(s["calls_this_minute"], s["failures_this_minute"]) for s in seen] == [(0, 0), (4, 4), (5, 4), (5, 5)]
