@@ -258,11 +258,13 @@ def scale(
     import time as _time
 
     from workers.scaling import recommendations, snapshot
+    from workers.status import in_flight
 
     client = _client(config_path)
     before = snapshot(client.config, client.ledger.redis)
     _time.sleep(interval)
-    advice = recommendations(client.config, before, snapshot(client.config, client.ledger.redis), drain_s)
+    held = {tier: c["running"] + c["waiting_retry"] for tier, c in in_flight(client.config, client.ledger.redis).items()}
+    advice = recommendations(client.config, before, snapshot(client.config, client.ledger.redis), drain_s, held)
     if as_json:
         print(json.dumps([r.__dict__ | {"note": r.note} for r in advice], indent=2))
         return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
@@ -27,8 +28,27 @@ log = logging.getLogger("turnout.metrics")
 STATS = f"{PREFIX}:stats"
 #: Provider latency histogram bucket bounds, seconds.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: Whole minutes before this one that `status` and `scale` read their latency and rates from.
+RECENT_MINUTES = 2
 #: Batches whose per-batch counters are exported (newest first); older ones drop off.
 EXPORTED_BATCHES = 20
+
+
+def recent_stats(client: redis.Redis, minutes: int = 0) -> tuple[dict[str, float], float]:
+    """The counters added in the last ``minutes`` (default RECENT_MINUTES) whole minutes and
+    this one so far, summed, and the seconds they span: what `status` and `scale` read, so
+    their latency and rates say how things go now, not since the Redis began."""
+    minutes = minutes or RECENT_MINUTES
+    now = time.time()
+    current = int(now) // 60
+    pipe = client.pipeline(transaction=False)
+    for minute in range(current - minutes, current + 1):
+        pipe.hgetall(f"{STATS}:minute:{minute}")
+    summed: dict[str, float] = defaultdict(float)
+    for counts in pipe.execute():
+        for key, value in counts.items():
+            summed[key.decode()] += float(value)
+    return dict(summed), minutes * 60 + now % 60
 
 
 class Stats:
@@ -54,8 +74,11 @@ class Stats:
         if not self.pending:
             return
         pipe = self.redis.pipeline(transaction=False)
+        minute = f"{STATS}:minute:{int(time.time()) // 60}"
         for key, value in self.pending.items():
             pipe.hincrbyfloat(STATS, key, value)
+            pipe.hincrbyfloat(minute, key, value)
+        pipe.expire(minute, RECENT_MINUTES * 60 + 120)
         try:
             pipe.execute()
         except redis.RedisError as exc:

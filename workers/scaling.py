@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
 from schemas.config import Config, Tier
-from workers.metrics import STATS
+from workers.metrics import STATS, recent_stats
 
 #: How soon a backlog should be drained when recommending workers for it.
 DEFAULT_DRAIN_S = 600.0
@@ -32,23 +32,31 @@ class Recommendation:
     in_flight: float
     processes: int
     capped_by_rate_limit: bool
+    held_jobs: int = 0
+    drain_s: float = DEFAULT_DRAIN_S
 
     @property
     def note(self) -> str:
         cap = ", capped by the rate limits" if self.capped_by_rate_limit else ""
-        return f"{self.target_per_s:.1f} jobs/s × {self.latency_s:.2f}s = {self.in_flight:.0f} in flight{cap}"
+        backlog = self.queued_jobs + self.held_jobs
+        why = f"{self.arrival_per_s:.1f} arriving + {backlog} waiting / {self.drain_s:.0f}s" if backlog else f"{self.arrival_per_s:.1f} arriving"
+        return f"{why} = {self.target_per_s:.1f} jobs/s × {self.latency_s:.2f}s = {self.in_flight:.0f} in flight{cap}"
 
 
-def recommend(tier: Tier, arrival_per_s: float, queued_jobs: int, latency_s: float, drain_s: float = DEFAULT_DRAIN_S) -> Recommendation:
-    """Processes for one tier: keep up with arrivals and drain the backlog within ``drain_s``."""
-    target = arrival_per_s + queued_jobs / drain_s
+def recommend(
+    tier: Tier, arrival_per_s: float, queued_jobs: int, latency_s: float, drain_s: float = DEFAULT_DRAIN_S, held_jobs: int = 0
+) -> Recommendation:
+    """Processes for one tier: keep up with arrivals and drain the backlog within ``drain_s``.
+    The backlog is the queued jobs and those workers hold (running, or waiting out a retry):
+    a tier whose jobs all wait for a retry still needs a process to answer them."""
+    target = arrival_per_s + (queued_jobs + held_jobs) / drain_s
     limits = [d.rpm / 60.0 for d in tier.deployments if d.rpm]
     capped = bool(limits) and len(limits) == len(tier.deployments) and target > sum(limits)
     if capped:
         target = sum(limits)
     in_flight = target * latency_s
     processes = max(1 if target > 0 else 0, math.ceil(in_flight / tier.batch_size))
-    return Recommendation(tier.name, arrival_per_s, queued_jobs, latency_s, target, in_flight, processes, capped)
+    return Recommendation(tier.name, arrival_per_s, queued_jobs, latency_s, target, in_flight, processes, capped, held_jobs, drain_s)
 
 
 @dataclass(frozen=True)
@@ -57,11 +65,15 @@ class Snapshot:
     routed: dict[str, float]
     queued: dict[str, int]
     latency: dict[str, float]
+    recent_arrivals: dict[str, float] = field(default_factory=dict)
 
 
 def snapshot(config: Config, client: redis.Redis) -> Snapshot:
-    """Routed-job counters, queue depths (in jobs) and mean provider latency per tier, now."""
+    """Routed-job counters, queue depths (in jobs), and per tier its mean provider latency and
+    arrival rate over the last few minutes (``recent_stats``); a tier with no call lately takes
+    its all-time mean latency."""
     raw = {k.decode(): float(v) for k, v in client.hgetall(STATS).items()}
+    recent, span = recent_stats(client)
     pipe = client.pipeline(transaction=False)
     for tier in config.tiers:
         pipe.llen(tier.queue)
@@ -69,26 +81,37 @@ def snapshot(config: Config, client: redis.Redis) -> Snapshot:
     latency: dict[str, float] = {}
     for tier in config.tiers:
         names = [tier.deployment_name(i) for i in range(len(tier.deployments))]
-        calls = sum(raw.get(f"calls|{n}", 0.0) for n in names)
-        total = sum(raw.get(f"latency_sum|{n}", 0.0) for n in names)
-        latency[tier.name] = total / calls if calls else DEFAULT_LATENCY_S
+        for counts in (recent, raw):
+            calls = sum(counts.get(f"calls|{n}", 0.0) for n in names)
+            if calls:
+                latency[tier.name] = sum(counts.get(f"latency_sum|{n}", 0.0) for n in names) / calls
+                break
+        else:
+            latency[tier.name] = DEFAULT_LATENCY_S
     return Snapshot(
         at=time.monotonic(),
         routed={tier.name: raw.get(f"routed|{tier.name}", 0.0) for tier in config.tiers},
         queued={tier.name: int(depth) * tier.batch_size for tier, depth in zip(config.tiers, depths)},
         latency=latency,
+        recent_arrivals={tier.name: recent.get(f"routed|{tier.name}", 0.0) / span for tier in config.tiers},
     )
 
 
-def recommendations(config: Config, before: Snapshot, after: Snapshot, drain_s: float = DEFAULT_DRAIN_S) -> list[Recommendation]:
+def recommendations(
+    config: Config, before: Snapshot, after: Snapshot, drain_s: float = DEFAULT_DRAIN_S, held: dict[str, int] | None = None
+) -> list[Recommendation]:
+    """Per tier: arrivals at the higher of the rate between the two snapshots and the last
+    few minutes' (a short look between snapshots often sees none arrive), and ``held``, the
+    jobs workers hold, in the backlog beside the queued ones."""
     elapsed = max(after.at - before.at, 1e-6)
     return [
         recommend(
             tier,
-            max(after.routed[tier.name] - before.routed[tier.name], 0.0) / elapsed,
+            max(max(after.routed[tier.name] - before.routed[tier.name], 0.0) / elapsed, after.recent_arrivals.get(tier.name, 0.0)),
             after.queued[tier.name],
             after.latency[tier.name],
             drain_s,
+            (held or {}).get(tier.name, 0),
         )
         for tier in config.tiers
     ]

@@ -15,7 +15,7 @@ from rich.table import Table
 from workers.app import CLASSIFY_QUEUE
 from workers.dlq import DeadLetters
 from workers.gate import health
-from workers.metrics import LATENCY_BUCKETS, STATS
+from workers.metrics import LATENCY_BUCKETS, recent_stats
 from workers.producer import UNACKED
 from workers.scaling import recommendations, snapshot
 from workers.stragglers import marked
@@ -42,10 +42,11 @@ def view(client: Any, batch_id: str | None, interval: float) -> dict[str, Any]:
 
     time.sleep(interval)
     later = snapshot(client.config, redis)
-    advice = {r.tier: r for r in recommendations(client.config, first, later)}
+    held = in_flight(client.config, redis)
+    holding = {tier: counts["running"] + counts["waiting_retry"] for tier, counts in held.items()}
+    advice = {r.tier: r for r in recommendations(client.config, first, later, held=holding)}
     latency = _percentiles(redis)
     letters = DeadLetters(redis)
-    held = in_flight(client.config, redis)
     return {
         "in_flight_tasks": int(redis.hlen(UNACKED)),
         "classify_queued_jobs": int(redis.llen(CLASSIFY_QUEUE)) * client.config.chunk_size,  # an estimate: full chunks
@@ -146,9 +147,10 @@ def _batch(now: Any, before: Any, interval: float) -> dict[str, Any]:
 
 
 def _percentiles(redis: Any) -> dict[str, dict[str, float]]:
-    """p50/p95 provider latency per tier from the latency histogram, interpolated within the
-    bucket the rank falls in (as Prometheus's histogram_quantile does)."""
-    raw = {k.decode(): float(v) for k, v in redis.hgetall(STATS).items()}
+    """p50/p95 provider latency per tier over the last few minutes (``recent_stats``; none for
+    a tier without calls lately), from the latency histogram, interpolated within the bucket
+    the rank falls in (as Prometheus's histogram_quantile does)."""
+    raw, _ = recent_stats(redis)
     per_tier: dict[str, dict[str, float]] = {}
     for key, value in raw.items():
         kind, *labels = key.split("|")

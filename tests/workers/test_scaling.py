@@ -30,3 +30,10 @@ def test_no_point_in_concurrency_above_the_rate_limits() -> None:
 
 def test_an_idle_tier_needs_no_processes() -> None:
     assert recommend(tier(), arrival_per_s=0, queued_jobs=0, latency_s=1.0).processes == 0
+
+
+def test_jobs_workers_hold_count_as_backlog_so_a_tier_retrying_them_keeps_a_process() -> None:
+    # Nothing arriving or queued, but 196 jobs waiting out a retry: the tier still needs a process
+    advice = recommend(tier(), arrival_per_s=0, queued_jobs=0, latency_s=1.0, held_jobs=196)
+    assert advice.processes == 1 and advice.target_per_s > 0
+    assert advice.note.startswith("0.0 arriving + 196 waiting / 600s = ")

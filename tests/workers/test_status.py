@@ -164,3 +164,28 @@ def test_status_lists_every_unfinished_batch_and_the_newest_complete_ones(broker
     assert "done-0" not in shown and "done-11" in shown
     # And the jobs waiting to be classified are counted (as full chunks: an estimate)
     assert data["classify_queued_jobs"] == config.chunk_size
+
+
+def test_status_and_scale_read_latency_and_arrivals_of_the_last_minutes_not_all_time(broker: str) -> None:
+    from workers.metrics import STATS, Stats
+    from workers.scaling import snapshot
+    from workers.status import _percentiles
+
+    client = redis.Redis.from_url(broker)
+    config = Config.model_validate(CONFIG)
+    # Given a long history of fast calls (in the all-time counters only, as an hour ago)
+    for key, value in {"calls|cheap/0": 1000, "latency_sum|cheap/0": 100.0, "tier_latency_bucket|cheap|0.1": 1000}.items():
+        client.hincrbyfloat(STATS, key, value)
+    # And now slow ones, and jobs routed to the tier
+    stats = Stats(client)
+    for _ in range(10):
+        stats.observe_latency("cheap", "cheap/0", 20.0)
+        stats.add("calls", "cheap/0")
+    stats.add("routed", "cheap", by=120)
+    stats.flush()
+
+    # Then the latency status and scale use is this minute's, and so are the arrivals
+    now = snapshot(config, client)
+    assert now.latency["cheap"] == 20.0 and now.latency["frontier"] == 1.0  # none lately: the default
+    assert _percentiles(client)["cheap"]["p50"] > 10
+    assert now.recent_arrivals["cheap"] > 0 and now.recent_arrivals["frontier"] == 0
