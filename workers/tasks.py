@@ -9,6 +9,7 @@ own: its own fallbacks, retries, DLQ record and result.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -424,7 +425,7 @@ def _guard(app: Celery, runtime: Runtime, tier: Tier, batch_id: str, token: str,
     again = []
     for job in lost:
         job.attempts += 1
-        job.errors.append(f"attempt {job.attempts} on {tier.name}: its worker stopped while the call was out")
+        job.errors.append(f"attempt {job.attempts} on {tier.name} ({_now()}): its worker stopped while the call was out")
         if job.attempts >= tier.max_attempts:
             dead_letter(runtime, tier, job, "worker_lost", f"the job's worker stopped {job.attempts} times while its call was out")
         else:
@@ -534,6 +535,11 @@ def frontier_cost(config: Config, answer: Answer) -> float:
     return primary.cost(answer.prompt_tokens, answer.completion_tokens)
 
 
+def _now() -> str:
+    """The time an attempt failed, as a dead letter's error list gives it (UTC, to the second)."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _handle_failure(app: Celery, runtime: Runtime, tier: Tier, job: Job, error: ProviderError) -> float | None:
     """Decide a failed job's path; returns the retry delay, or None when it left this tier."""
     if isinstance(error, RetryableProviderError) and error.code == BUSY:
@@ -541,7 +547,7 @@ def _handle_failure(app: Celery, runtime: Runtime, tier: Tier, job: Job, error: 
         # attempt is spent; the job waits for the gate instead of drifting into the DLQ
         job.attempts -= 1
         return max(error.retry_after or RETRY_BASE_S, RETRY_BASE_S)
-    job.errors.append(f"attempt {job.attempts} on {tier.name}: {error.code}: {error.message}")
+    job.errors.append(f"attempt {job.attempts} on {tier.name} ({_now()}): {error.code}: {error.message}")
     if isinstance(error, RetryableProviderError) and job.attempts < tier.max_attempts:
         return backoff(job.attempts, error.retry_after)
     if isinstance(error, ContextWindowError):

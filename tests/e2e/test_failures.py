@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -71,6 +72,10 @@ def test_a_job_whose_backup_refuses_the_key_while_the_primary_cools_down_ends_as
     assert {line["error"]["code"] for line in result["err"]} == {"authentication_error"}
     assert {line["turnout"]["attempts"] for line in result["err"]} == {3}
     assert fresh_fake.fake_stats()["requests"] == 10 * 3  # the backup, once an attempt
+    # And each dead letter lists every attempt's error with the time it failed
+    letters = list(DeadLetters(fresh_fake.client.ledger.redis).entries(["cheap"], "bad-key"))
+    assert len(letters) == 10 and all(len(letter.errors) == 3 for letter in letters)
+    assert all(re.match(r"attempt \d on cheap \(20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ\): authentication_error", e) for e in letters[0].errors)
 
 
 def test_a_primary_that_hangs_gets_one_call_per_cooldown_not_each_micro_batchs_calls(fresh_fake: Cluster) -> None:

@@ -147,13 +147,13 @@ def test_a_second_run_in_the_same_directory_is_refused_and_the_first_finishes(tm
 def test_an_interrupted_fresh_run_says_how_to_resume_it_and_the_next_run_names_it(tmp_path: Path, repo_root: Path) -> None:
     # Given a `--fresh` run of a slow batch that stops short (its --timeout)
     slow_file, other_file = tmp_path / "slow.jsonl", tmp_path / "other.jsonl"
-    slow_file.write_text("".join(json.dumps({"custom_id": f"s{i}", "prompt": f"What is {i}?"}) + "\n" for i in range(200)))
+    slow_file.write_text("".join(json.dumps({"custom_id": f"s{i}", "prompt": f"What is {i}?"}) + "\n" for i in range(100)))
     other_file.write_text(json.dumps({"custom_id": "o0", "prompt": "What is 0?"}) + "\n")
     config = tmp_path / "turnout.yaml"
-    config.write_text((repo_root / "examples/turnout.yaml").read_text().replace("latency_ms: 20", "latency_ms: 3000"))
+    config.write_text((repo_root / "examples/turnout.yaml").read_text().replace("latency_ms: 20", "latency_ms: 1500"))
     env = {k: v for k, v in os.environ.items() if k not in ("TURNOUT_REDIS_URL", "TURNOUT_FAKE_URL")}
     run = [sys.executable, "-m", "workers.cli", "run", "-c", str(config), "-o", "out"]
-    first = subprocess.run([*run, str(slow_file), "--fresh", "--timeout", "5"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    first = subprocess.run([*run, str(slow_file), "--fresh", "--timeout", "3"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
     # Then its error names the batch id to resume it by: the same command would start another batch
     assert first.returncode == 2, first.stderr[-2000:]
@@ -172,7 +172,7 @@ def test_an_interrupted_fresh_run_says_how_to_resume_it_and_the_next_run_names_i
     resumed = subprocess.run([*run, str(slow_file), "--batch-id", batch], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "unfinished" not in resumed.stderr
-    assert sorted(json.loads(line)["custom_id"] for line in (tmp_path / "out/output.jsonl").read_text().splitlines()) == sorted(f"s{i}" for i in range(200))
+    assert sorted(json.loads(line)["custom_id"] for line in (tmp_path / "out/output.jsonl").read_text().splitlines()) == sorted(f"s{i}" for i in range(100))
 
 
 def test_a_pool_that_dies_mid_run_has_its_tasks_handed_back_without_waiting_the_visibility_timeout(tmp_path: Path, repo_root: Path) -> None:
