@@ -41,14 +41,28 @@ class BatchLine(BaseModel):
     body: BatchBody
 
 
+#: Request fields a simple line may carry beside its own, passed to the provider as an OpenAI
+#: Batch line's body passes them.
+SIMPLE_PARAMS = frozenset({
+    "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "logit_bias",
+    "response_format", "logprobs", "top_logprobs", "user", "tools", "tool_choice", "reasoning_effort",
+})
+
+
 class SimpleLine(BaseModel):
-    """``{"custom_id", "prompt"}`` with optional ``max_tokens``, ``model`` and ``metadata``."""
+    """``{"custom_id", "prompt"}`` with optional ``max_tokens``, ``model``, ``metadata``,
+    ``system`` (a system message before the prompt) and OpenAI's sampling fields
+    (``SIMPLE_PARAMS``). Any other field is refused, not dropped: a ``temperature`` misspelt,
+    or data meant for ``metadata``, would otherwise change nothing, silently."""
+
+    model_config = ConfigDict(extra="allow")
 
     custom_id: str = Field(min_length=1)
     prompt: str
     model: str | None = None
     max_tokens: int | None = Field(None, gt=0)
     metadata: dict[str, Any] | None = None
+    system: str | None = None
 
 
 class Decision(BaseModel):
@@ -116,7 +130,8 @@ def parse_wire(raw: str | bytes, line: int, batch_id: str, limits: Limits) -> Wi
     _check_size(raw, limits)
     _check_unicode(raw)
     simple = _simple_line(raw)
-    if simple is None or simple.metadata is not None:  # metadata: pydantic's JSON form (inf → null)
+    # metadata: pydantic's JSON form (inf → null); a system message, sampling or unknown fields: the Job's
+    if simple is None or simple.metadata is not None or simple.system is not None or simple.model_extra:
         job = parse_line(raw, line, batch_id, limits)
         return WireJob(job.custom_id, job.line, job.model, job.model_dump(mode="json", exclude_defaults=True))
     _check_prompt_text(simple.prompt, simple.custom_id, limits)
@@ -153,12 +168,6 @@ def parse_line(raw: str | bytes, line: int, batch_id: str, limits: Limits) -> Jo
         raise InputLineError("invalid_line", _first_error(exc), custom_id) from None
     _check_prompt(job, limits)
     return job
-
-
-class _SimpleLineSeen(SimpleLine):
-    """SimpleLine keeping the fields it does not know, so the fast path can see a ``body``."""
-
-    model_config = ConfigDict(extra="allow")
 
 
 #: Half a UTF-16 surrogate pair with no other half beside it: a JSON escape (``\\ud83d``) of
@@ -213,7 +222,7 @@ def _simple_line(raw: str | bytes) -> SimpleLine | None:
     if (b'"body"' in raw) if isinstance(raw, bytes) else ('"body"' in raw):
         return None  # maybe an OpenAI Batch line
     try:
-        simple = _SimpleLineSeen.model_validate_json(raw)
+        simple = SimpleLine.model_validate_json(raw)
     except ValidationError:
         return None
     if "body" in (simple.model_extra or {}):  # spelt with escapes: a Batch line after all
@@ -228,14 +237,24 @@ def _simple_job(raw: str | bytes, line: int, batch_id: str) -> Job | None:
 
 
 def _simple_to_job(simple: SimpleLine, line: int, batch_id: str) -> Job:
+    extra = dict(simple.model_extra or {})
+    unknown = sorted(set(extra) - SIMPLE_PARAMS)
+    if unknown:
+        raise InputLineError(
+            "unknown_field", f"{unknown[0]!r} is not a field of a simple line (custom_id, prompt, model, max_tokens, "
+            "metadata, system, or an OpenAI sampling field such as temperature); put your own data in metadata, "
+            "or write an OpenAI Batch line", simple.custom_id,
+        )
+    system = [{"role": "system", "content": simple.system}] if simple.system is not None else []
     return Job(
         batch_id=batch_id,
         custom_id=simple.custom_id,
         line=line,
-        messages=[{"role": "user", "content": simple.prompt}],
+        messages=[*system, {"role": "user", "content": simple.prompt}],
         model=simple.model,
         max_tokens=simple.max_tokens,
         metadata=simple.metadata,
+        params=extra,
     )
 
 

@@ -187,9 +187,24 @@ def classify(exc: BaseException) -> ProviderError:
     status = getattr(exc, "status_code", None)
     if isinstance(exc, litellm.ContextWindowExceededError):
         return ContextWindowError("context_length_exceeded", message, status)
+    if _refused(exc):  # LiteLLM reports it as a 500 the provider never sent
+        return RetryableProviderError("connection_error", message, None, None)
     if isinstance(exc, _RETRYABLE) or (isinstance(status, int) and (status in (408, 409, 429) or status >= 500)):
         return RetryableProviderError(_code(exc), message, status, retry_after(exc))
     return FatalProviderError(_code(exc), message, status)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the call never reached the provider: a connection refused or reset, or a host
+    that cannot be reached, somewhere in the exception's chain (not a timeout)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionError) or type(seen).__name__ in ("ConnectError", "APIConnectionError"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def retry_after(exc: BaseException) -> float | None:

@@ -27,7 +27,7 @@ def test_a_simple_line_becomes_a_one_message_job() -> None:
     "data",
     [
         {"custom_id": "a", "prompt": "hi there", "model": "tier:cheap", "max_tokens": 5, "metadata": {"k": [1]}},
-        {"custom_id": "a", "prompt": "é ✓ \u2028", "extra": 1},
+        {"custom_id": "a", "prompt": "é ✓ \u2028", "temperature": 0.2, "system": "Be terse."},
         {"custom_id": "a", "prompt": "x", "max_tokens": 5.0},
     ],
 )
@@ -37,6 +37,20 @@ def test_the_fast_and_the_full_parse_of_a_simple_line_agree(data: dict[str, obje
     fast = _simple_job(raw, 3, "b")
     assert fast is not None, "the common line takes the fast path"
     assert fast == _job_from(json.loads(raw), 3, "b") == parse_line(raw, 3, "b", LIMITS)
+
+
+def test_a_simple_line_passes_sampling_fields_and_a_system_message_and_refuses_any_other_field() -> None:
+    # Given simple lines with a temperature and a system message, and one with a field of its own
+    job = parse({"custom_id": "a", "prompt": "hi", "temperature": 0.2, "seed": 7, "system": "Be terse."})
+    with pytest.raises(InputLineError) as refused:
+        parse({"custom_id": "b", "prompt": "hi", "temprature": 0.2})
+
+    # Then the sampling fields go to the provider and the system message comes first
+    assert job.params == {"temperature": 0.2, "seed": 7}  # type: ignore[attr-defined]
+    assert job.messages == [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"}]  # type: ignore[attr-defined]
+    # And an unknown field is one clear error for its line, not silently dropped
+    assert refused.value.code == "unknown_field" and refused.value.custom_id == "b"
+    assert "'temprature' is not a field of a simple line" in str(refused.value) and "metadata" in str(refused.value)
 
 
 @pytest.mark.parametrize(
@@ -56,7 +70,7 @@ def test_lines_the_fast_path_cannot_be_sure_of_go_down_the_full_one(raw: str) ->
     [
         {"custom_id": "a", "prompt": "hi there"},
         {"custom_id": "a", "prompt": "hi", "model": "tier:cheap", "max_tokens": 5, "metadata": {"k": [1, None]}},
-        {"custom_id": "a", "prompt": "é ✓", "extra": 1},
+        {"custom_id": "a", "prompt": "é ✓", "temperature": 1, "system": "s"},
         {"custom_id": "a", "body": {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "temperature": 0.2}},
     ],
 )

@@ -338,3 +338,38 @@ def test_a_job_no_deployment_answers_fails_naming_each_deployment_and_its_error(
     # Then its error (what the dead letter and the error line keep) says which deployment failed how
     message = failed.value.message
     assert message.startswith("no deployment answered: cheap-primary: ") and "; cheap-backup: " in message
+
+
+def test_a_deployment_refusing_connections_is_a_connection_error_not_a_500(redis_url: str) -> None:
+    import asyncio
+    import socket
+
+    from schemas.config import Tier
+    from schemas.errors import RetryableProviderError
+    from schemas.job import Job
+    from tests.conftest import other_db
+    from workers.gate import Gate
+    from workers.provider import TierProvider
+
+    # Given a deployment at a port nothing listens on
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    tier = Tier.model_validate({"name": "cheap", "deployments": [
+        {"model": "openai/x", "name": "gone", "api_base": f"http://127.0.0.1:{port}/v1", "api_key": "os.environ/HOME"},
+    ]})  # fmt: skip
+    job = Job(batch_id="b", custom_id="a", line=1, messages=[{"role": "user", "content": "hi"}])
+
+    async def call() -> None:
+        gate = Gate(other_db(redis_url, 12))
+        try:
+            await gate.redis.flushdb()
+            await TierProvider(tier, "", gate).complete(job)
+        finally:
+            await gate.redis.flushdb()
+            await gate.redis.aclose()
+
+    # Then the call fails as a retryable connection error with no made-up HTTP status
+    with pytest.raises(RetryableProviderError) as failed:
+        asyncio.run(call())
+    assert failed.value.code == "connection_error" and failed.value.status_code is None
