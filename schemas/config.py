@@ -79,8 +79,10 @@ class Deployment(_Strict):
     def prices(self) -> tuple[float, float]:
         """USD per million input and output tokens: the config's, else LiteLLM's cost map's for
         the model, else 0 (``priced`` is then False; costs count the calls as free)."""
-        known = _litellm_prices(self.model) or (0.0, 0.0)
         given = (self.input_cost_per_million, self.output_cost_per_million)
+        if given[0] is not None and given[1] is not None:
+            return given[0], given[1]
+        known = _litellm_prices(self.model) or (0.0, 0.0)
         return (given[0] if given[0] is not None else known[0], given[1] if given[1] is not None else known[1])
 
     @property

@@ -131,7 +131,8 @@ def _print_summary(summary: dict[str, Any], out_dir: Path) -> None:
     out.print(f"Wrote {out_dir / 'output.jsonl'}, {out_dir / 'errors.jsonl'}, {out_dir / 'report.json'}, {out_dir / 'report.html'}")
     if summary.get("dead_letters"):  # failed calls, not rejected input lines, which would fail the same way again
         out.print(f"{summary['dead_letters']} of the failed lines can be tried again (errors.jsonl says why they failed): "
-                  f"`turnout dlq replay --batch {summary['batch_id']}`, then this command again", highlight=False)
+                  f"`turnout dlq replay --batch {summary['batch_id']}`, then {summary.get('resume', 'run the same command again')}",
+                  highlight=False)
 
 
 # --- the split pipeline ------------------------------------------------------------------

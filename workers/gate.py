@@ -20,6 +20,7 @@ timeout).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,16 +30,19 @@ import redis.asyncio as aioredis
 
 from workers.ledger import PREFIX
 
+log = logging.getLogger("turnout.gate")
+
 # KEYS: cooldown, requests window now, requests window before, tokens now, tokens before, calls now,
 #       probation, probe
-# ARGV: rpm (0 = none), tpm (0 = none), tokens, ms into the current window, ms a probe may take
+# ARGV: rpm (0 = none), tpm (0 = none), tokens, ms into the current window, ms a probe may take,
+#       ms to wait at most while another's probe is out
 # Returns 0 when admitted (and counted), -1 when admitted as a probation's probe, else the ms to wait.
 _ADMIT = """
 local cooling = redis.call('PTTL', KEYS[1])
 if cooling > 0 then return cooling end
 local probe = 0
 if redis.call('EXISTS', KEYS[7]) == 1 then
-  if not redis.call('SET', KEYS[8], 1, 'NX', 'PX', ARGV[5]) then return math.max(redis.call('PTTL', KEYS[8]), 1) end
+  if not redis.call('SET', KEYS[8], 1, 'NX', 'PX', ARGV[5]) then return math.max(math.min(redis.call('PTTL', KEYS[8]), tonumber(ARGV[6])), 1) end
   probe = -1
 end
 local rpm, tpm, tokens, into = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -59,23 +63,26 @@ return probe
 """
 
 # KEYS: cooldown, failures this minute, calls this minute, probation, probe
-# ARGV: retry-after ms (0 = none), cooldown ms, allowed fails, ms probation lasts unless a probe is answered
+# ARGV: retry-after ms (0 = none), cooldown ms, allowed fails, ms probation lasts unless a probe
+#       is answered, 1 when the failed call was a probation's probe
 # Without a Retry-After, a deployment cools down only when it failed more than the allowed
 # number of times AND on more than half its calls this minute: at 10% random errors and
-# hundreds of calls a minute it stays in service; on probation, at its first failure. A
-# cooldown is never shortened; each one puts the deployment on probation after it.
+# hundreds of calls a minute it stays in service; a failed probe, at once (and frees the
+# probe). A cooldown is never shortened; one for failures puts the deployment on probation
+# after it (none with cooldown_s 0). One for a Retry-After does not: the provider said when to
+# come back, and a tier whose calls all waited on one probe would lose more than it saves.
 _FAILED = """
-local function cool(ms)
+local function cool(ms, probation)
   if ms > 0 and redis.call('PTTL', KEYS[1]) < ms then redis.call('SET', KEYS[1], 1, 'PX', ms) end
-  redis.call('SET', KEYS[4], 1, 'PX', math.max(ms, 0) + tonumber(ARGV[4]))
-  redis.call('DEL', KEYS[5])
+  if probation and ms > 0 then redis.call('SET', KEYS[4], 1, 'PX', ms + tonumber(ARGV[4])) end
 end
 local fails = redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], 120)
-if tonumber(ARGV[1]) > 0 then cool(tonumber(ARGV[1])) return 1 end
-if redis.call('EXISTS', KEYS[4]) == 1 then cool(tonumber(ARGV[2])) return 1 end
+if ARGV[5] == '1' then redis.call('DEL', KEYS[5]) end
+if tonumber(ARGV[1]) > 0 then cool(tonumber(ARGV[1]), false) return 1 end
+if ARGV[5] == '1' then cool(tonumber(ARGV[2]), true) return 1 end
 local calls = tonumber(redis.call('GET', KEYS[3]) or '0')
-if fails > tonumber(ARGV[3]) and fails * 2 > calls then cool(tonumber(ARGV[2])) return 1 end
+if fails > tonumber(ARGV[3]) and fails * 2 > calls then cool(tonumber(ARGV[2]), true) return 1 end
 return 0
 """
 
@@ -84,6 +91,11 @@ ALLOWED_FAILS_PER_MINUTE = 3
 #: How long a deployment stays on probation after a cooldown if no probe is answered (none
 #: is made while nothing needs it): then it takes calls freely again.
 PROBATION_S = 600.0
+#: A probe's lease beyond its call's timeout: a probe a little late does not let a second out.
+PROBE_MARGIN_S = 5.0
+#: The longest a caller waits while another's probe is out before it may look again (the
+#: probe is often answered in a second; its lease runs for the call's whole timeout).
+PROBE_WAIT_S = 2.0
 
 
 class Gate:
@@ -103,25 +115,31 @@ class Gate:
         keys = [f"{base}:cooldown", f"{base}:rpm:{window}", f"{base}:rpm:{window - 1}"]
         keys += [f"{base}:tpm:{window}", f"{base}:tpm:{window - 1}", f"{base}:calls:{now_ms // 60_000}"]
         keys += [f"{base}:probation", f"{base}:probe"]
-        wait_ms = int(await self._admit(keys=keys, args=[rpm or 0, tpm or 0, tokens, into, int(probe_s * 1000) + 1]))
+        lease_ms, most_ms = int((probe_s + PROBE_MARGIN_S) * 1000), int(PROBE_WAIT_S * 1000)
+        wait_ms = int(await self._admit(keys=keys, args=[rpm or 0, tpm or 0, tokens, into, lease_ms, most_ms]))
         return Admission(max(wait_ms, 0) / 1000, probe=wait_ms < 0)
 
-    async def failed(self, deployment: str, retry_after: float | None, cooldown_s: float) -> None:
+    async def failed(self, deployment: str, retry_after: float | None, cooldown_s: float, probe: bool = False) -> None:
         """Note a failed call: a Retry-After cools the deployment down at once, for every worker;
-        otherwise more than ALLOWED_FAILS_PER_MINUTE failures do, for ``cooldown_s``, or on
-        probation the first."""
+        otherwise more than ALLOWED_FAILS_PER_MINUTE failures do, for ``cooldown_s``, or a
+        failed ``probe`` (its probation's one call)."""
         base = f"{PREFIX}:gate:{deployment}"
         window = int(time.time()) // 60
         await self._failed(
             keys=[f"{base}:cooldown", f"{base}:fails:{window}", f"{base}:calls:{window}", f"{base}:probation", f"{base}:probe"],
-            args=[int((retry_after or 0) * 1000), int(cooldown_s * 1000), ALLOWED_FAILS_PER_MINUTE, int(PROBATION_S * 1000)],
+            args=[int((retry_after or 0) * 1000), int(cooldown_s * 1000), ALLOWED_FAILS_PER_MINUTE, int(PROBATION_S * 1000),
+                  "1" if probe else "0"],
         )
 
     async def answered(self, deployment: str) -> None:
         """A probe was answered (or refused the request itself, which is no fault of the
-        deployment's): its probation ends, and it takes calls freely again."""
+        deployment's): its probation ends, and it takes calls freely again. A Redis error is
+        logged, not raised: the answer in hand matters more, and the probe's lease lapses."""
         base = f"{PREFIX}:gate:{deployment}"
-        await self.redis.delete(f"{base}:probation", f"{base}:probe")
+        try:
+            await self.redis.delete(f"{base}:probation", f"{base}:probe")
+        except redis.RedisError as exc:
+            log.warning("could not end %s's probation: %s", deployment, exc)
 
 
 def health(client: redis.Redis, deployment: str) -> dict[str, Any]:

@@ -241,15 +241,16 @@ class Producer:
                 qos.restore_visible(num=due, interval=1)
         return due
 
-    def restore_held(self, queues: set[str], delivered_before: float) -> int:
-        """Put back on their queues the tasks of ``queues`` delivered before ``delivered_before``
+    def restore_held(self, queues: set[str], delivered_after: float, delivered_before: float) -> int:
+        """Put back on their queues the tasks of ``queues`` delivered between the two times
         (epoch seconds) and never acknowledged: for a caller that knows the only worker reading
-        those queues then has died and its processes have ended. Tasks delivered since (to a
-        worker started in its place) are left alone. Returns how many went back."""
+        those queues then has died and its processes have ended. Tasks delivered to another
+        (one started in its place, or an earlier one still ending) are left alone. Returns how
+        many went back."""
         restored = 0
         with self.app.connection_for_write() as connection:
             qos = connection.default_channel.qos
-            for tag in self.ledger.redis.zrangebyscore(qos.unacked_index_key, 0, delivered_before):
+            for tag in self.ledger.redis.zrangebyscore(qos.unacked_index_key, delivered_after, delivered_before):
                 held = self.ledger.redis.hget(qos.unacked_key, tag)
                 if held is None:
                     continue  # acknowledged meanwhile

@@ -58,9 +58,12 @@ def litellm_params(deployment: Deployment, fake_url: str) -> dict[str, Any]:
     params["model"] = deployment.model
     params["timeout"] = deployment.timeout_s
     params["max_retries"] = 0  # the OpenAI SDK's own hidden retries would multiply provider calls
-    input_price, output_price = deployment.prices  # the config's, else LiteLLM's cost map's
-    params["input_cost_per_token"] = input_price / 1e6
-    params["output_cost_per_token"] = output_price / 1e6
+    # the config's prices; without them LiteLLM prices each call from its own map, which also
+    # knows cached-token and tiered prices (a flat price passed here would override those)
+    if deployment.input_cost_per_million is not None:
+        params["input_cost_per_token"] = deployment.input_cost_per_million / 1e6
+    if deployment.output_cost_per_million is not None:
+        params["output_cost_per_token"] = deployment.output_cost_per_million / 1e6
     if deployment.api_base == FAKE_API_BASE:
         params["api_base"] = fake_url
         params["api_key"] = FAKE_API_KEY
@@ -120,7 +123,7 @@ class TierProvider:
                         await self.gate.answered(name)
                 else:
                     retry_after = error.retry_after if isinstance(error, RetryableProviderError) else None
-                    await self.gate.failed(name, retry_after, self.tier.cooldown_s)
+                    await self.gate.failed(name, retry_after, self.tier.cooldown_s, probe=admission.probe)
                 failed.append(name)
                 errors.append(error)
                 tried.append(f"{name}: {error.code}: {error.message}")

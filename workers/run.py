@@ -87,7 +87,8 @@ def run_batch(
         write_report(client.ledger, batch_id, out_dir / "report.html")
         status = client.status(batch_id)
         letters = sum(1 for _ in DeadLetters(client.ledger.redis).entries([t.name for t in config.tiers], batch_id))
-        return summary(status) | {"output_lines": report.output_lines, "error_lines": report.error_lines, "dead_letters": letters}
+        return summary(status) | {"output_lines": report.output_lines, "error_lines": report.error_lines, "dead_letters": letters,
+                                  "resume": resume}
     except KeyboardInterrupt:
         console.print(f"interrupted: {resume} to resume batch {batch_id}")
         raise
@@ -168,18 +169,17 @@ def _hand_back_held_tasks(client: Client, state_dir: Path, console: Console) -> 
 
 
 def _hand_back_dead_pools_tasks(client: Client, supervisor: Supervisor, console: Console) -> None:
-    """Put back on its queues what a pool that died during this run held, once its processes
-    have ended (each finishes the task it runs, recording its answers; kept waiting past the
-    grace, they are killed): left alone, those tasks would wait out the visibility timeout
-    (minutes) while the batch sits a few lines short. Only this run's pools read these queues,
-    and the pool started in the dead one's place got its tasks after it died: so with the
-    embedded Redis only (the state dir is locked to this run)."""
+    """Put back on its queues what a pool that died during this run held (delivered between its
+    start and its death), once its process group has ended: left alone, those tasks would wait
+    out the visibility timeout (minutes) while the batch sits a few lines short. Only this
+    run's pools read these queues, and the pool started in the dead one's place got its tasks
+    after it died: so with the embedded Redis only (the state dir is locked to this run)."""
     from workers.producer import Producer
 
     for dead in supervisor.ended():
         pool = CLASSIFY_QUEUE if dead.pool == CLASSIFY_POOL else None
         queues = {pool} if pool else {client.config.tier(dead.pool).queue, client.config.tier(dead.pool).guard_queue}
-        restored = Producer(client.app, client.config, client.ledger).restore_held(queues, dead.died_at)
+        restored = Producer(client.app, client.config, client.ledger).restore_held(queues, dead.started_at, dead.died_at)
         if restored:
             console.print(f"{restored} tasks the dead {dead.pool} pool held were put back on its queues")
 

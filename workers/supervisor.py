@@ -47,8 +47,10 @@ class Child:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    started_at: float = 0.0  # epoch seconds: what this incarnation holds was delivered since
 
     def start(self, env: dict[str, str]) -> None:
+        self.started_at = time.time()
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -85,19 +87,23 @@ class Child:
             os.kill(self.process.pid, signal.SIGTERM)
 
     def wait(self, deadline: float, hurry: threading.Event | None = None) -> None:
-        """Wait for the child to exit until ``deadline`` (monotonic), then kill its group. Once
-        ``hurry`` is set, a Celery worker gets SIGQUIT first, its cold shutdown: its running
-        tasks are cut but handed back to their queues (kombu restores what it holds), so the
-        next run has them at once rather than after the visibility timeout."""
+        """Wait for the child to exit until ``deadline`` (monotonic) or ``hurry`` is set, then
+        kill its group."""
         if self.process is None:
             return
-        if not self.exited(deadline, hurry) and hurry is not None and hurry.is_set():
-            os.kill(self.process.pid, signal.SIGQUIT)
-            self.exited(time.monotonic() + COLD_STOP_S)
+        self.exited(deadline, hurry)
         if self.alive:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
         self.log_path.with_suffix(GROUP_SUFFIX).unlink(missing_ok=True)
+
+    def cold_stop(self) -> None:
+        """SIGQUIT, a Celery worker's cold shutdown: its running tasks are cut but handed back
+        to their queues (kombu restores what it holds), so the next run has them at once
+        rather than after the visibility timeout."""
+        if self.alive:
+            assert self.process is not None
+            os.kill(self.process.pid, signal.SIGQUIT)
 
     def exited(self, deadline: float, hurry: threading.Event | None = None) -> bool:
         """Whether the child exits by ``deadline`` (monotonic), waiting no longer once ``hurry`` is set."""
@@ -125,12 +131,14 @@ def live_groups(log_dir: Path) -> list[int]:
 @dataclass(frozen=True)
 class DeadPool:
     """A pool's worker that died during the run: the tasks it held wait in Redis, unacknowledged,
-    until its processes have ended (a pool process finishes the task it runs) and they are put
-    back on the pool's queues (``Supervisor.ended``)."""
+    until its process group has ended (Celery's pool processes die with their worker; anything
+    else left in the group is killed after the grace) and they are put back on the pool's
+    queues (``Supervisor.ended``)."""
 
     pool: str
     group: int
-    died_at: float  # epoch seconds: what the pool held was delivered before this
+    started_at: float  # epoch seconds: what this worker held was delivered between these two
+    died_at: float
     deadline: float  # monotonic: its processes are killed if they outlast it
 
 
@@ -179,8 +187,8 @@ class Supervisor:
                 if child.process is not None and child.process.returncode == USER_ERROR:
                     raise TurnoutError(f"{child.name} stopped: {child.last_words()} (log: {child.log_path})")
                 if child.process is not None and child.name.startswith(POOL_PREFIX):
-                    self.dead.append(DeadPool(child.name.removeprefix(POOL_PREFIX), child.process.pid, time.time(),
-                                              time.monotonic() + self.stop_grace_s))
+                    self.dead.append(DeadPool(child.name.removeprefix(POOL_PREFIX), child.process.pid, child.started_at,
+                                              time.time(), time.monotonic() + self.stop_grace_s))
                 child.restarts += 1
                 child.start(self.env)
                 restarted.append(child.name)
@@ -194,9 +202,11 @@ class Supervisor:
             try:
                 if time.monotonic() > dead.deadline:
                     os.killpg(dead.group, signal.SIGKILL)
+                    ended.append(dead)  # killed: what it held can go back (zombies, e.g. under PID 1, would keep the group)
+                    continue
                 os.killpg(dead.group, 0)
                 waiting.append(dead)
-            except ProcessLookupError:
+            except OSError:  # no such group any more (or, reused, not ours)
                 ended.append(dead)
         self.dead = waiting
         return ended
@@ -212,6 +222,11 @@ class Supervisor:
         ``stop_grace_s`` (or until ``hurry`` is set: a second Ctrl-C), then the fake provider
         they may still be calling. After ``STOP_QUIET_S`` ``say`` hears what the stop waits for."""
         pools = [c for c in self.children if c.name != FAKE_PROVIDER]
+        for dead in self.dead:  # what is left of pools that died in the run
+            try:
+                os.killpg(dead.group, signal.SIGKILL)
+            except OSError:
+                pass
         for child in pools:
             child.terminate()
         started = time.monotonic()
@@ -223,7 +238,13 @@ class Supervisor:
             say(f"waiting up to {deadline - time.monotonic():.0f} s for {', '.join(c.name for c in waiting)} to finish the calls "
                 "they have out (paid for either way); Ctrl-C again to stop now, and they are made again on resume")
         for child in pools:
-            child.wait(deadline, hurry)
+            child.exited(deadline, hurry)
+        if hurry is not None and hurry.is_set():  # every pool at once, on one deadline
+            for child in pools:
+                child.cold_stop()
+            deadline = time.monotonic() + COLD_STOP_S
+        for child in pools:
+            child.wait(deadline)
         for child in self.children:
             if child.name == FAKE_PROVIDER:
                 child.stop()

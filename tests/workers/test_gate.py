@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import pytest
+
+import workers.gate as gate_module
 from tests.conftest import other_db
-from workers.gate import Gate
+from workers.gate import PROBE_WAIT_S, Gate
 
 
 def on_gate(redis_url: str, body: Callable[[Gate], Awaitable[None]]) -> None:
@@ -37,11 +40,12 @@ def test_after_a_cooldown_one_call_at_a_time_probes_until_one_is_answered(redis_
         # Given a deployment whose cooldown has just ended
         await cool_down(gate, "d", 0.2)
 
-        # Then the first call is a probe, and the next ones pass it over while it is out
-        probe = await gate.admit("d", None, None, 10, probe_s=5)
+        # Then the first call is a probe, and the next ones pass it over while it is out,
+        # looking again within PROBE_WAIT_S (not the probe's whole lease, its call's timeout)
+        probe = await gate.admit("d", None, None, 10, probe_s=60)
         assert probe.wait == 0 and probe.probe
-        held = await gate.admit("d", None, None, 10, probe_s=5)
-        assert held.wait > 0 and not held.probe
+        held = await gate.admit("d", None, None, 10, probe_s=60)
+        assert 0 < held.wait <= PROBE_WAIT_S and not held.probe
         # And once the probe is answered, calls are admitted freely again, none a probe
         await gate.answered("d")
         assert [(a.wait, a.probe) for a in [await gate.admit("d", None, None, 10, probe_s=5) for _ in range(3)]] == [(0, False)] * 3
@@ -49,12 +53,14 @@ def test_after_a_cooldown_one_call_at_a_time_probes_until_one_is_answered(redis_
     on_gate(redis_url, body)
 
 
-def test_a_failed_probe_cools_the_deployment_again_and_a_lost_one_lapses(redis_url: str) -> None:
+def test_a_failed_probe_cools_the_deployment_again_and_a_lost_one_lapses(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gate_module, "PROBE_MARGIN_S", 0.0)
+
     async def body(gate: Gate) -> None:
         # Given a deployment on probation whose probe failed
         await cool_down(gate, "d", 0.2)
         assert (await gate.admit("d", None, None, 10, probe_s=5)).probe
-        await gate.failed("d", None, 0.2)
+        await gate.failed("d", None, 0.2, probe=True)
 
         # Then it cools down again at once (one failure, not more than 3), then probes again
         assert (await gate.admit("d", None, None, 10, probe_s=5)).wait > 0
@@ -65,6 +71,17 @@ def test_a_failed_probe_cools_the_deployment_again_and_a_lost_one_lapses(redis_u
         assert (await gate.admit("d", None, None, 10, probe_s=0.2)).wait > 0
         await asyncio.sleep(0.3)
         assert (await gate.admit("d", None, None, 10, probe_s=0.2)).probe
+
+    on_gate(redis_url, body)
+
+
+def test_a_retry_after_cools_a_deployment_without_putting_it_on_probation(redis_url: str) -> None:
+    async def body(gate: Gate) -> None:
+        await gate.failed("d", 0.2, 0.2)  # a 429 saying: again in 0.2 s
+        assert (await gate.admit("d", None, None, 10, probe_s=5)).wait > 0
+        await asyncio.sleep(0.25)
+        admitted = [await gate.admit("d", None, None, 10, probe_s=5) for _ in range(3)]
+        assert [(a.wait, a.probe) for a in admitted] == [(0, False)] * 3
 
     on_gate(redis_url, body)
 
@@ -95,7 +112,7 @@ def test_health_says_whether_a_deployment_cools_down_or_is_on_probation_and_coun
         seen.append(health(sync, "d"))
         assert (await gate.admit("d", None, None, 10, probe_s=5)).probe
         seen.append(health(sync, "d"))
-        await gate.failed("d", 2.0, 0.3)  # a 429 with Retry-After: 2 s
+        await gate.failed("d", 2.0, 0.3, probe=True)  # the probe got a 429 with Retry-After: 2 s
         seen.append(health(sync, "d"))
 
     on_gate(redis_url, body)
