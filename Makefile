@@ -29,7 +29,7 @@ model: $(STAMP)  ## train the default router model from $(DATA) into router/mode
 	$(BIN)/python -m router.training --out router/models/default.json $(DATA)/mmlu.train.jsonl $(DATA)/gsm8k.train.jsonl
 
 bench: $(STAMP)  ## the router's speed and held-out quality (the other bench/ scripts say how to run them)
-	$(BIN)/python bench/classifier.py
+	$(BIN)/python bench/classifier.py --data $(wildcard $(DATA)/*.train.jsonl)
 	$(BIN)/python bench/router_quality.py --data $(DATA)
 
 typecheck: $(STAMP)

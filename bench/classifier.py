@@ -70,6 +70,8 @@ def main() -> int:
     parser.add_argument("--single", type=int, default=2000, help="prompts timed one at a time")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the lines")
     args = parser.parse_args()
+    if not args.data:
+        parser.error(f"no labeled data in {SHARED_DATA}: pass --data FILE ... (e.g. the shared data's *.train.jsonl)")
 
     model = TrainedClassifier.load(args.model)
     open_ended = open_ended_prompts() * 50

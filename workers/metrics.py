@@ -36,8 +36,9 @@ EXPORTED_BATCHES = 20
 
 def recent_stats(client: redis.Redis, minutes: int = 0) -> tuple[dict[str, float], float]:
     """The counters added in the last ``minutes`` (default RECENT_MINUTES) whole minutes and
-    this one so far, summed, and the seconds they span: what `status` and `scale` read, so
-    their latency and rates say how things go now, not since the Redis began."""
+    this one so far, summed, and the seconds they span (from the oldest of those minutes that
+    has counts): what `status` and `scale` read, so their latency and rates say how things go
+    now, not since the Redis began."""
     minutes = minutes or RECENT_MINUTES
     now = time.time()
     current = int(now) // 60
@@ -45,10 +46,13 @@ def recent_stats(client: redis.Redis, minutes: int = 0) -> tuple[dict[str, float
     for minute in range(current - minutes, current + 1):
         pipe.hgetall(f"{STATS}:minute:{minute}")
     summed: dict[str, float] = defaultdict(float)
-    for counts in pipe.execute():
+    oldest = current  # the oldest minute with counts: just after a start, rates span only that
+    for minute, counts in zip(range(current - minutes, current + 1), pipe.execute()):
+        if counts:
+            oldest = min(oldest, minute)
         for key, value in counts.items():
             summed[key.decode()] += float(value)
-    return dict(summed), minutes * 60 + now % 60
+    return dict(summed), (current - oldest) * 60 + now % 60 or 1.0
 
 
 class Stats:

@@ -189,3 +189,17 @@ def test_status_and_scale_read_latency_and_arrivals_of_the_last_minutes_not_all_
     assert now.latency["cheap"] == 20.0 and now.latency["frontier"] == 1.0  # none lately: the default
     assert _percentiles(client)["cheap"]["p50"] > 10
     assert now.recent_arrivals["cheap"] > 0 and now.recent_arrivals["frontier"] == 0
+
+
+def test_recent_rates_span_only_the_minutes_that_have_counts(broker: str) -> None:
+    from workers.metrics import Stats, recent_stats
+
+    client = redis.Redis.from_url(broker)
+    if time.time() % 60 > 55:  # all in this minute: do not start at its end
+        time.sleep(60.1 - time.time() % 60)
+    stats = Stats(client)
+    stats.add("routed", "cheap", by=30)
+    stats.flush()
+    counts, span = recent_stats(client)
+    # only this minute has counts: the span is the seconds into it, not 2 minutes more
+    assert counts["routed|cheap"] == 30 and 0 < span <= 60
