@@ -106,6 +106,7 @@ def run(
     input_file(file, hint="pass a JSONL file (examples/batch.jsonl is one)")
     config = _config(config_path)
     batch = batch_id or _file_batch_id(file, fresh)
+    _say_unpriced(config)
     summary = run_batch(config, config_path, file, out_dir, batch, timeout, err, fresh=fresh and not batch_id)
     _print_summary(summary, out_dir)
 
@@ -259,12 +260,12 @@ def scale(
     import time as _time
 
     from workers.scaling import recommendations, snapshot
-    from workers.status import in_flight
+    from workers.status import held_jobs, in_flight
 
     client = _client(config_path)
     before = snapshot(client.config, client.ledger.redis)
     _time.sleep(interval)
-    held = {tier: c["running"] + c["waiting_retry"] for tier, c in in_flight(client.config, client.ledger.redis).items()}
+    held = held_jobs(in_flight(client.config, client.ledger.redis))
     advice = recommendations(client.config, before, snapshot(client.config, client.ledger.redis), drain_s, held)
     if as_json:
         print(json.dumps([r.__dict__ | {"note": r.note} for r in advice], indent=2))

@@ -9,9 +9,10 @@ The minute is a sliding window estimated from two fixed windows (the previous on
 weighted by how much of it still overlaps), which is accurate to a few percent and needs
 two counters per deployment instead of a log of every call.
 
-A deployment that cooled down is on probation once the cooldown ends (a circuit breaker's
-half-open state): it takes one call at a time, the probe, and the others pass it over as if
-it still cooled down, until a probe is answered. A failed probe cools it down again. So a
+A deployment that cooled down for its failures is on probation once the cooldown ends (a
+circuit breaker's half-open state): it takes one call at a time, the probe, and the others
+pass it over as if it still cooled down, until a probe is answered. A failed probe cools it
+down again. (A Retry-After's cooldown sets no probation: the provider said when to return.) So a
 provider that hangs, or keeps failing, gets one call per cooldown instead of every call
 made in the moment after each cooldown (a walkthrough saw a micro-batch's 13 to 23 calls
 sent to a hung provider each time, every process of the tier stalled for the calls'

@@ -114,14 +114,13 @@ class TierProvider:
                 response = await litellm.acompletion(messages=job.messages, **self.params[index], **kwargs)
             except Exception as exc:  # LiteLLM raises many kinds; classify() sorts them
                 error = classify(exc)
+                # a bad request, or a prompt too big for it: the request's doing, not the deployment's health
+                healthy = _request_at_fault(error) or isinstance(error, ContextWindowError)
+                if healthy and admission.probe:
+                    await self.gate.answered(name)
                 if _request_at_fault(error):
-                    if admission.probe:
-                        await self.gate.answered(name)
                     raise error from None
-                if isinstance(error, ContextWindowError):  # the prompt's size, not the deployment's health
-                    if admission.probe:
-                        await self.gate.answered(name)
-                else:
+                if not healthy:
                     retry_after = error.retry_after if isinstance(error, RetryableProviderError) else None
                     await self.gate.failed(name, retry_after, self.tier.cooldown_s, probe=admission.probe)
                 failed.append(name)

@@ -49,8 +49,6 @@ def run_batch(
     ``fresh``: the batch id is new (``--fresh``), so the same command would not resume it."""
     resume = f"run the same command with --batch-id {batch_id} in place of --fresh" if fresh else "run the same command again"
     preflight(config, [CLASSIFY_POOL] + [tier.name for tier in config.tiers])
-    if config.unpriced_note():
-        console.print(f"[yellow]{config.unpriced_note()}[/yellow]", highlight=False)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _stop_like_ctrl_c)  # kill, systemd, docker stop: stop as on Ctrl-C
     state_dir = Path(config.state_dir)
@@ -177,8 +175,11 @@ def _hand_back_dead_pools_tasks(client: Client, supervisor: Supervisor, console:
     from workers.producer import Producer
 
     for dead in supervisor.ended():
-        pool = CLASSIFY_QUEUE if dead.pool == CLASSIFY_POOL else None
-        queues = {pool} if pool else {client.config.tier(dead.pool).queue, client.config.tier(dead.pool).guard_queue}
+        if dead.pool == CLASSIFY_POOL:
+            queues = {CLASSIFY_QUEUE}
+        else:
+            tier = client.config.tier(dead.pool)
+            queues = {tier.queue, tier.guard_queue}
         restored = Producer(client.app, client.config, client.ledger).restore_held(queues, dead.started_at, dead.died_at)
         if restored:
             console.print(f"{restored} tasks the dead {dead.pool} pool held were put back on its queues")

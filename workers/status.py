@@ -43,8 +43,7 @@ def view(client: Any, batch_id: str | None, interval: float) -> dict[str, Any]:
     time.sleep(interval)
     later = snapshot(client.config, redis)
     held = in_flight(client.config, redis)
-    holding = {tier: counts["running"] + counts["waiting_retry"] for tier, counts in held.items()}
-    advice = {r.tier: r for r in recommendations(client.config, first, later, held=holding)}
+    advice = {r.tier: r for r in recommendations(client.config, first, later, held=held_jobs(held))}
     latency = _percentiles(redis)
     letters = DeadLetters(redis)
     return {
@@ -108,6 +107,12 @@ def in_flight(config: Any, redis: Any) -> dict[str, dict[str, int]]:
         state = "waiting_retry" if _in_future(headers.get("eta")) else "running"
         held[queues[queue]][state] += int(found.group(1)) if found else 1
     return held
+
+
+def held_jobs(held: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Per tier, the jobs ``in_flight`` found workers holding, running or waiting out a retry:
+    the backlog a recommendation drains beside the queued jobs."""
+    return {tier: counts["running"] + counts["waiting_retry"] for tier, counts in held.items()}
 
 
 def _calls_out(redis: Any, message: dict[str, Any]) -> int:

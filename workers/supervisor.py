@@ -86,12 +86,11 @@ class Child:
             assert self.process is not None
             os.kill(self.process.pid, signal.SIGTERM)
 
-    def wait(self, deadline: float, hurry: threading.Event | None = None) -> None:
-        """Wait for the child to exit until ``deadline`` (monotonic) or ``hurry`` is set, then
-        kill its group."""
+    def wait(self, deadline: float) -> None:
+        """Wait for the child to exit until ``deadline`` (monotonic), then kill its group."""
         if self.process is None:
             return
-        self.exited(deadline, hurry)
+        self.exited(deadline)
         if self.alive:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()

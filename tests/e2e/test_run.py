@@ -31,6 +31,19 @@ def write_batch(path: Path, lines: int, seed: int = 3) -> int:
     return lines
 
 
+def slow_run(tmp_path: Path, repo_root: Path, latency_ms: int) -> tuple[Path, dict[str, str]]:
+    """The sample config with the fake provider answering in ``latency_ms``, written into
+    ``tmp_path``, and an environment naming no Redis: `turnout run` starts its embedded one."""
+    config = tmp_path / "turnout.yaml"
+    config.write_text((repo_root / "examples/turnout.yaml").read_text().replace("latency_ms: 20", f"latency_ms: {latency_ms}"))
+    return config, {k: v for k, v in os.environ.items() if k not in ("TURNOUT_REDIS_URL", "TURNOUT_FAKE_URL")}
+
+
+def write_prompts(path: Path, prefix: str, lines: int, prompt: str) -> None:
+    """``lines`` simple lines, custom_id ``<prefix><i>``, the prompt formatted with ``i``."""
+    path.write_text("".join(json.dumps({"custom_id": f"{prefix}{i}", "prompt": prompt.format(i=i)}) + "\n" for i in range(lines)))
+
+
 def test_run_keeps_the_ledger_on_a_thousand_lines_with_malformed_ones(tmp_path: Path, repo_root: Path) -> None:
     # Given a 1,000-line file with malformed lines, and no Redis configured
     batch = tmp_path / "batch.jsonl"
@@ -69,10 +82,8 @@ def test_sigterm_stops_run_as_ctrl_c_does_and_a_rerun_finishes_the_batch(tmp_pat
     # Given a run of a slow batch (the fake provider answers in 2 s: stopping, a pool waits
     # for its calls in flight)
     batch = tmp_path / "batch.jsonl"
-    batch.write_text("".join(json.dumps({"custom_id": f"r{i}", "prompt": f"What is {i} + {i}?"}) + "\n" for i in range(300)))
-    config = tmp_path / "turnout.yaml"
-    config.write_text((repo_root / "examples/turnout.yaml").read_text().replace("latency_ms: 20", "latency_ms: 2000"))
-    env = {k: v for k, v in os.environ.items() if k not in ("TURNOUT_REDIS_URL", "TURNOUT_FAKE_URL")}
+    write_prompts(batch, "r", 300, "What is {i} + {i}?")
+    config, env = slow_run(tmp_path, repo_root, latency_ms=2000)
     command = [sys.executable, "-m", "workers.cli", "run", str(batch), "-c", str(config), "-o", "out"]
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     redis_url = EmbeddedRedis(tmp_path / ".turnout").url
@@ -119,11 +130,9 @@ def test_sigterm_stops_run_as_ctrl_c_does_and_a_rerun_finishes_the_batch(tmp_pat
 def test_a_second_run_in_the_same_directory_is_refused_and_the_first_finishes(tmp_path: Path, repo_root: Path) -> None:
     # Given a run of a slow batch under way in a directory
     first_file, second_file = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    first_file.write_text("".join(json.dumps({"custom_id": f"a{i}", "prompt": f"What is {i}?"}) + "\n" for i in range(200)))
+    write_prompts(first_file, "a", 200, "What is {i}?")
     second_file.write_text(json.dumps({"custom_id": "b0", "prompt": "What is 0?"}) + "\n")
-    config = tmp_path / "turnout.yaml"
-    config.write_text((repo_root / "examples/turnout.yaml").read_text().replace("latency_ms: 20", "latency_ms: 3000"))
-    env = {k: v for k, v in os.environ.items() if k not in ("TURNOUT_REDIS_URL", "TURNOUT_FAKE_URL")}
+    config, env = slow_run(tmp_path, repo_root, latency_ms=3000)
     run = [sys.executable, "-m", "workers.cli", "run", "-c", str(config)]
     first = subprocess.Popen([*run, str(first_file), "-o", "out-a"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
@@ -147,11 +156,9 @@ def test_a_second_run_in_the_same_directory_is_refused_and_the_first_finishes(tm
 def test_an_interrupted_fresh_run_says_how_to_resume_it_and_the_next_run_names_it(tmp_path: Path, repo_root: Path) -> None:
     # Given a `--fresh` run of a slow batch that stops short (its --timeout)
     slow_file, other_file = tmp_path / "slow.jsonl", tmp_path / "other.jsonl"
-    slow_file.write_text("".join(json.dumps({"custom_id": f"s{i}", "prompt": f"What is {i}?"}) + "\n" for i in range(100)))
+    write_prompts(slow_file, "s", 100, "What is {i}?")
     other_file.write_text(json.dumps({"custom_id": "o0", "prompt": "What is 0?"}) + "\n")
-    config = tmp_path / "turnout.yaml"
-    config.write_text((repo_root / "examples/turnout.yaml").read_text().replace("latency_ms: 20", "latency_ms: 1500"))
-    env = {k: v for k, v in os.environ.items() if k not in ("TURNOUT_REDIS_URL", "TURNOUT_FAKE_URL")}
+    config, env = slow_run(tmp_path, repo_root, latency_ms=1500)
     run = [sys.executable, "-m", "workers.cli", "run", "-c", str(config), "-o", "out"]
     first = subprocess.run([*run, str(slow_file), "--fresh", "--timeout", "3"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
@@ -178,10 +185,8 @@ def test_an_interrupted_fresh_run_says_how_to_resume_it_and_the_next_run_names_i
 def test_a_pool_that_dies_mid_run_has_its_tasks_handed_back_without_waiting_the_visibility_timeout(tmp_path: Path, repo_root: Path) -> None:
     # Given a run of a slow batch (calls take 2 s; the visibility timeout is 360 s)
     batch = tmp_path / "batch.jsonl"
-    batch.write_text("".join(json.dumps({"custom_id": f"r{i}", "prompt": f"What is {i} + {i}?"}) + "\n" for i in range(160)))
-    config = tmp_path / "turnout.yaml"
-    config.write_text((repo_root / "examples/turnout.yaml").read_text().replace("latency_ms: 20", "latency_ms: 2000"))
-    env = {k: v for k, v in os.environ.items() if k not in ("TURNOUT_REDIS_URL", "TURNOUT_FAKE_URL")}
+    write_prompts(batch, "r", 160, "What is {i} + {i}?")
+    config, env = slow_run(tmp_path, repo_root, latency_ms=2000)
     command = [sys.executable, "-m", "workers.cli", "run", str(batch), "-c", str(config), "-o", "out"]
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

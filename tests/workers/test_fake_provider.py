@@ -304,15 +304,32 @@ def test_litellm_gets_the_reply_and_usage_back(provider: Callable[..., str]) -> 
     assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens
 
 
-def test_a_job_no_deployment_answers_fails_naming_each_deployment_and_its_error(provider: Callable[..., str], redis_url: str) -> None:
+def complete_once(redis_url: str, tier: Any, fake_url: str) -> None:
+    """One job through the tier's deployments, as a tier task calls them, on a gate of its own."""
     import asyncio
 
-    from schemas.config import Tier
-    from schemas.errors import RetryableProviderError
     from schemas.job import Job
     from tests.conftest import other_db
     from workers.gate import Gate
     from workers.provider import TierProvider
+
+    job = Job(batch_id="b", custom_id="a", line=1, messages=[{"role": "user", "content": "hi"}])
+
+    async def call() -> None:
+        gate = Gate(other_db(redis_url, 12))
+        try:
+            await gate.redis.flushdb()
+            await TierProvider(tier, fake_url, gate).complete(job)
+        finally:
+            await gate.redis.flushdb()
+            await gate.redis.aclose()
+
+    asyncio.run(call())
+
+
+def test_a_job_no_deployment_answers_fails_naming_each_deployment_and_its_error(provider: Callable[..., str], redis_url: str) -> None:
+    from schemas.config import Tier
+    from schemas.errors import RetryableProviderError
 
     # Given a tier of two deployments, both down (503 and 502)
     url = provider(fail_models={"primary": 503, "backup": 502})
@@ -320,20 +337,10 @@ def test_a_job_no_deployment_answers_fails_naming_each_deployment_and_its_error(
         {"model": "openai/primary", "name": "cheap-primary", "api_base": "fake"},
         {"model": "openai/backup", "name": "cheap-backup", "api_base": "fake"},
     ]})  # fmt: skip
-    job = Job(batch_id="b", custom_id="a", line=1, messages=[{"role": "user", "content": "hi"}])
 
     # When a job is sent
-    async def call() -> None:
-        gate = Gate(other_db(redis_url, 12))
-        try:
-            await gate.redis.flushdb()
-            await TierProvider(tier, url, gate).complete(job)
-        finally:
-            await gate.redis.flushdb()
-            await gate.redis.aclose()
-
     with pytest.raises(RetryableProviderError) as failed:
-        asyncio.run(call())
+        complete_once(redis_url, tier, url)
 
     # Then its error (what the dead letter and the error line keep) says which deployment failed how
     message = failed.value.message
@@ -341,15 +348,10 @@ def test_a_job_no_deployment_answers_fails_naming_each_deployment_and_its_error(
 
 
 def test_a_deployment_refusing_connections_is_a_connection_error_not_a_500(redis_url: str) -> None:
-    import asyncio
     import socket
 
     from schemas.config import Tier
     from schemas.errors import RetryableProviderError
-    from schemas.job import Job
-    from tests.conftest import other_db
-    from workers.gate import Gate
-    from workers.provider import TierProvider
 
     # Given a deployment at a port nothing listens on
     with socket.socket() as probe:
@@ -358,18 +360,8 @@ def test_a_deployment_refusing_connections_is_a_connection_error_not_a_500(redis
     tier = Tier.model_validate({"name": "cheap", "deployments": [
         {"model": "openai/x", "name": "gone", "api_base": f"http://127.0.0.1:{port}/v1", "api_key": "os.environ/HOME"},
     ]})  # fmt: skip
-    job = Job(batch_id="b", custom_id="a", line=1, messages=[{"role": "user", "content": "hi"}])
-
-    async def call() -> None:
-        gate = Gate(other_db(redis_url, 12))
-        try:
-            await gate.redis.flushdb()
-            await TierProvider(tier, "", gate).complete(job)
-        finally:
-            await gate.redis.flushdb()
-            await gate.redis.aclose()
 
     # Then the call fails as a retryable connection error with no made-up HTTP status
     with pytest.raises(RetryableProviderError) as failed:
-        asyncio.run(call())
+        complete_once(redis_url, tier, "")
     assert failed.value.code == "connection_error" and failed.value.status_code is None
