@@ -31,6 +31,9 @@ DEFAULT_HIGH_WATER = 50_000
 DEFAULT_MAX_ATTEMPTS = 4
 #: Seconds a failing deployment sits out before LiteLLM sends it calls again.
 DEFAULT_COOLDOWN_S = 10.0
+#: Retries a job may wait through while its tier's deployments are down; they back off to
+#: 15-30 s apart, so 30 is about 10 minutes of outage.
+DEFAULT_MAX_WAITS = 30
 #: Seconds one provider call may take before it counts as a timeout.
 DEFAULT_CALL_TIMEOUT_S = 60.0
 
@@ -132,6 +135,14 @@ class Tier(_Strict):
     batch_size: int = Field(DEFAULT_TIER_BATCH_SIZE, ge=1, le=1024, description="jobs per task")
     processes: int = Field(1, ge=1, description="worker processes per pool (concurrency hint)")
     max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1)
+    max_waits: int = Field(
+        DEFAULT_MAX_WAITS,
+        ge=0,
+        description=(
+            "retries a job waits through, without spending an attempt, while the deployments are down (every one "
+            "called answered 429, or failed again after a run of failures); 15-30 s apart, so 30 is about 10 minutes"
+        ),
+    )
     cooldown_s: float = Field(DEFAULT_COOLDOWN_S, ge=0, description="how long a failing deployment sits out")
     policy: Literal["route", "cascade"] = Field("route", description="cascade: escalate answers the scorer rejects")
     scorer: ScorerConfig | None = Field(None, description="for policy cascade")

@@ -40,13 +40,19 @@ class ProviderError(TurnoutError):
 
 
 class RetryableProviderError(ProviderError):
-    """Raised for rate limits, 5xx, timeouts and lost connections: worth trying again later."""
+    """Raised for rate limits, 5xx, timeouts and lost connections: worth trying again later.
+
+    ``outage`` says the failure was the deployments' state, not the job's: every deployment
+    that was called refused it for load (429) or failed while already on probation after a
+    run of failures. Such a job waits for the provider without spending an attempt."""
 
     def __init__(
-        self, code: str, message: str, status_code: int | None = None, retry_after: float | None = None
+        self, code: str, message: str, status_code: int | None = None, retry_after: float | None = None,
+        outage: bool = False,
     ) -> None:
         super().__init__(code, message, status_code)
         self.retry_after = retry_after
+        self.outage = outage
 
 
 class FatalProviderError(ProviderError):

@@ -87,6 +87,7 @@ class Job(BaseModel):
     metadata: dict[str, Any] | None = None
     decision: Decision | None = None
     attempts: int = 0
+    waits: int = Field(0, description="retries spent waiting for the tier's deployments to come back (an outage)")
     errors: list[str] = Field(default_factory=list, description="one entry per failed attempt")
     calls: list[dict[str, Any]] = Field(
         default_factory=list, description="earlier tiers' calls in a cascade, each with its answer and score"

@@ -123,6 +123,10 @@ class TierProvider:
                 if not healthy:
                     retry_after = error.retry_after if isinstance(error, RetryableProviderError) else None
                     await self.gate.failed(name, retry_after, self.tier.cooldown_s, probe=admission.probe)
+                if isinstance(error, RetryableProviderError):
+                    # refused for load, or failing still after a run of failures: the provider's
+                    # state, which the job waits out (other jobs were answered between its tries)
+                    error.outage = admission.probe or error.status_code == 429
                 failed.append(name)
                 errors.append(error)
                 tried.append(f"{name}: {error.code}: {error.message}")
@@ -164,7 +168,8 @@ def _exhausted(errors: list[ProviderError], waits: list[float], tried: list[str]
     or that one refused only for its size, is BUSY, retried without spending an attempt. One
     that a deployment failed for good (a bad key) while the others cooled down spends one:
     their cooldown is often that failure's own doing, and a BUSY retry would call the failing
-    deployment again and again, for ever."""
+    deployment again and again, for ever. One that every deployment it called refused for
+    load or failed on probation is an ``outage``: it waits (``Tier.max_waits``) instead."""
     every = "; ".join(tried)
     retryable = [e for e in errors if isinstance(e, RetryableProviderError)]
     if waits or retryable:
@@ -174,7 +179,8 @@ def _exhausted(errors: list[ProviderError], waits: list[float], tried: list[str]
         last = retryable[-1] if retryable else (failures[-1] if failures else None)
         code = last.code if last else BUSY
         message = f"no deployment answered: {every}" if last else "every deployment is cooling down or at its rate limit"
-        return RetryableProviderError(code, message, last.status_code if last else 429, min(hints) if hints else None)
+        outage = bool(failures) and all(isinstance(e, RetryableProviderError) and e.outage for e in failures)
+        return RetryableProviderError(code, message, last.status_code if last else 429, min(hints) if hints else None, outage)
     contexts = [e for e in errors if isinstance(e, ContextWindowError)]
     final = contexts[-1] if contexts else errors[-1]
     if len(tried) > 1:

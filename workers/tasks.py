@@ -56,6 +56,10 @@ log = logging.getLogger("turnout.tasks")
 #: Backoff for a job whose every deployment failed: base × 2^attempt, capped, with full jitter.
 RETRY_BASE_S = 2.0
 RETRY_CAP_S = 60.0
+#: The longest backoff between a job's waits for its deployments to come back: the gate
+#: already spares the provider (a cooldown, then one probe), so a job need not stay away
+#: long after it is back.
+WAIT_CAP_S = 30.0
 #: Room left in the visibility timeout after a retried task's wait and its longest run.
 RETRY_SLACK_S = 5.0
 #: A task delivered this many times without finishing (its worker died, or it raised, each time) is split
@@ -547,6 +551,12 @@ def _handle_failure(app: Celery, runtime: Runtime, tier: Tier, job: Job, error: 
         # attempt is spent; the job waits for the gate instead of drifting into the DLQ
         job.attempts -= 1
         return max(error.retry_after or RETRY_BASE_S, RETRY_BASE_S)
+    if isinstance(error, RetryableProviderError) and error.outage and job.waits < tier.max_waits:
+        # every deployment it called refused it for load or was down already: the provider's
+        # state, not the job's; it waits that out, backing off, without spending an attempt
+        job.attempts -= 1
+        job.waits += 1
+        return backoff(job.waits, error.retry_after, WAIT_CAP_S)
     job.errors.append(f"attempt {job.attempts} on {tier.name} ({_now()}): {error.code}: {error.message}")
     if isinstance(error, RetryableProviderError) and job.attempts < tier.max_attempts:
         return backoff(job.attempts, error.retry_after)
@@ -556,7 +566,8 @@ def _handle_failure(app: Celery, runtime: Runtime, tier: Tier, job: Job, error: 
             job.decision = job.decision.model_copy(update={"tier": bigger.name}) if job.decision else None
             send_tier(app, bigger, job.batch_id, [job])
             return None
-    dead_letter(runtime, tier, job, error.code, error.message, error.status_code)
+    waited = f" (it had waited through {job.waits} retries while the deployments were down)" if job.waits else ""
+    dead_letter(runtime, tier, job, error.code, error.message + waited, error.status_code)
     return None
 
 
@@ -594,9 +605,9 @@ def retry_ceiling(config: Config, tier: Tier) -> float:
     return max(RETRY_BASE_S, min(RETRY_CAP_S, room))
 
 
-def backoff(attempt: int, retry_after: float | None) -> float:
+def backoff(attempt: int, retry_after: float | None, cap: float = RETRY_CAP_S) -> float:
     """Exponential backoff with full jitter, never sooner than the provider's Retry-After."""
-    ceiling = min(RETRY_CAP_S, RETRY_BASE_S * 2 ** (attempt - 1))
+    ceiling = min(cap, RETRY_BASE_S * 2 ** (attempt - 1))
     return max(retry_after or 0.0, random.uniform(ceiling / 2, ceiling))
 
 

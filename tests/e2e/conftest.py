@@ -46,6 +46,7 @@ tiers:
     batch_size: 8
     processes: 2
     max_attempts: 3
+    max_waits: 0                 # an outage spends attempts at once: dead letters to replay
     cooldown_s: 1
     models: [gpt-4o]
     deployments:

@@ -78,6 +78,25 @@ def test_a_job_whose_backup_refuses_the_key_while_the_primary_cools_down_ends_as
     assert all(re.match(r"attempt \d on cheap \(20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ\): authentication_error", e) for e in letters[0].errors)
 
 
+def test_jobs_wait_out_a_provider_refusing_every_call_for_load_and_none_is_dead_lettered(fresh_fake: Cluster) -> None:
+    # Given both cheap deployments answer 429 (Retry-After 1 s) to every call for 7 s: longer
+    # than a job's three attempts (the tier's max_attempts) take to spend
+    fresh_fake.fake(fail_models={"fake-cheap": 429, "fake-cheap-backup": 429}, retry_after_s=1)
+    lines = cheap_jobs("storm", 12)
+
+    # When a batch runs on the cheap tier through the storm
+    def clear_after_storm() -> None:
+        time.sleep(7)
+        fresh_fake.fake(fail_models={})
+
+    result = run_while(fresh_fake, lines, "storm", clear_after_storm)
+
+    # Then every job waited the storm out without spending its attempts, and was answered
+    assert result["err"] == [] and sorted(line["custom_id"] for line in result["out"]) == sorted(x["custom_id"] for x in lines)
+    assert {line["turnout"]["attempts"] for line in result["out"]} == {1}
+    assert fresh_fake.fake_stats()["by_status"].get("429", 0) >= 12  # refused again and again meanwhile
+
+
 def test_a_primary_that_hangs_gets_one_call_per_cooldown_not_each_micro_batchs_calls(fresh_fake: Cluster) -> None:
     # Given the cheap primary takes every call and never answers (its calls end at the 5 s
     # timeout; the tier cools a failing deployment down for 1 s) and the backup answers in 0.5 s
@@ -122,24 +141,26 @@ def test_random_failures_are_retried_until_every_job_is_answered(fresh_fake: Clu
 
 
 def test_dead_letters_are_replayed_into_a_whole_output(fresh_fake: Cluster, tmp_path: Any) -> None:
-    # Given every deployment of the cheap tier is down for the whole of a batch
-    fresh_fake.fake(fail_models={"fake-cheap": 503, "fake-cheap-backup": 503})
-    result = fresh_fake.run(cheap_jobs("dlq", 5), "outage", timeout=120)
+    # Given every deployment of the frontier tier (which waits out no outage: max_waits 0) is
+    # down for the whole of a batch
+    fresh_fake.fake(fail_models={"fake-frontier": 503, "fake-frontier-backup": 503})
+    jobs = [{"custom_id": f"dlq{i}", "prompt": f"{EASY} ({i})", "model": "tier:frontier"} for i in range(5)]
+    result = fresh_fake.run(jobs, "outage", timeout=120)
     # Then its jobs land in errors and the dead-letter queue after the tier's attempts
     assert result["out"] == [] and len(result["err"]) == 5
     assert {line["turnout"]["attempts"] for line in result["err"]} == {3}
     letters = DeadLetters(fresh_fake.client.ledger.redis)
-    assert len(list(letters.entries(["cheap"], "outage"))) == 5
+    assert len(list(letters.entries(["frontier"], "outage"))) == 5
 
     # When the provider comes back (slowly) and the dead letters are replayed
     fresh_fake.fake(fail_models={}, latency_ms=500)
-    assert replay(fresh_fake.client.app, fresh_fake.config, letters, ["cheap"], "outage", None) == 5
+    assert replay(fresh_fake.client.app, fresh_fake.config, letters, ["frontier"], "outage", None) == 5
 
     # Then the batch counts their lines as not done until they are answered: waiting for it
     # waits for the answers
     status = fresh_fake.client.wait("outage", timeout=60)
     assert status.complete and status.failed == 0 and list(fresh_fake.client.ledger.error_lines("outage")) == []
-    assert status.tiers["cheap"].failed == 0 and status.tiers["cheap"].jobs == 5
+    assert status.tiers["frontier"].failed == 0 and status.tiers["frontier"].jobs == 5
 
     # Then collect writes every job to the output and none to the errors
     env_config = ["-c", str(fresh_fake.config_path)]
@@ -151,7 +172,7 @@ def test_dead_letters_are_replayed_into_a_whole_output(fresh_fake: Cluster, tmp_
     output = [json.loads(x) for x in (tmp_path / "output.jsonl").read_text().splitlines()]
     assert sorted(line["custom_id"] for line in output) == sorted(f"dlq{i}" for i in range(5))
     assert (tmp_path / "errors.jsonl").read_text() == ""
-    assert list(letters.entries(["cheap"], "outage")) == []
+    assert list(letters.entries(["frontier"], "outage")) == []
 
 
 

@@ -71,3 +71,48 @@ def test_a_job_a_deployment_failed_for_good_while_the_others_cooled_down_spends_
     assert _exhausted([too_long], [4.0], ["a: context_length_exceeded", "b: cooling"]).code == BUSY
     # And one every deployment failed for good is final
     assert isinstance(_exhausted([unauthorised, unauthorised], [], ["a: 401", "b: 401"]), FatalProviderError)
+
+
+def test_a_job_every_deployment_refused_for_load_or_failed_on_probation_is_an_outage() -> None:
+    from schemas.errors import RetryableProviderError
+    from workers.provider import _exhausted
+
+    def failure(status: int, outage: bool) -> RetryableProviderError:
+        error = RetryableProviderError("rate_limit_error" if status == 429 else "service_unavailable_error", "no", status, 1.0)
+        error.outage = outage  # as TierProvider.complete marks a 429 or a probe's failure
+        return error
+
+    # Given a pass where the primary answered 429 and the backup failed on probation
+    error = _exhausted([failure(429, True), failure(503, True)], [], ["a: 429", "b: 503"])
+    # Then the job's retry is an outage: the provider's state, not the job's
+    assert isinstance(error, RetryableProviderError) and error.outage
+    # And so is one where the primary was cooling down and the backup refused it for load
+    assert _exhausted([failure(429, True)], [3.0], ["a: cooling", "b: 429"]).outage  # type: ignore[attr-defined]
+    # But a deployment in service that failed this job makes it the job's failure
+    assert not _exhausted([failure(429, True), failure(500, False)], [], ["a: 429", "b: 500"]).outage  # type: ignore[attr-defined]
+    assert not _exhausted([failure(500, False)], [3.0], ["a: cooling", "b: 500"]).outage  # type: ignore[attr-defined]
+
+
+def test_an_outage_costs_a_job_a_wait_not_an_attempt_until_its_waits_are_spent(tmp_path: Path) -> None:
+    from schemas.errors import RetryableProviderError
+    from schemas.job import Job
+    from workers.tasks import _handle_failure
+
+    path = tmp_path / "turnout.yaml"
+    path.write_text(CONFIG.format(visibility=""))
+    tier = load_config(path).tier("cheap").model_copy(update={"max_waits": 3})
+    job = Job(batch_id="b", custom_id="c", line=1, messages=[{"role": "user", "content": "hi"}])
+    outage = RetryableProviderError("rate_limit_error", "no deployment answered", 429, 5.0, outage=True)
+    # Given a job whose calls every deployment refused, three times (attempts are counted
+    # before the call, as the task does)
+    delays = []
+    for _ in range(3):
+        job.attempts += 1
+        delays.append(_handle_failure(None, None, tier, job, outage))  # type: ignore[arg-type]
+    # Then it spent no attempt, waited each time at least the Retry-After, backing off
+    assert job.attempts == 0 and job.waits == 3 and job.errors == []
+    assert all(d is not None and d >= 5.0 for d in delays)
+    # And once its waits are spent, the next outage failure spends an attempt (and is logged)
+    job.attempts += 1
+    assert _handle_failure(None, None, tier, job, outage) is not None  # type: ignore[arg-type]
+    assert job.attempts == 1 and job.waits == 3 and len(job.errors) == 1
