@@ -62,6 +62,11 @@ ERROR_BODIES: dict[int, tuple[str, str, str | None]] = {
 }
 
 
+#: OpenAI's message for an account out of credit (a 429 that waiting does not clear).
+OUT_OF_QUOTA = ("You exceeded your current quota, please check your plan and billing details. For more information "
+                "on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.")
+
+
 @dataclass(frozen=True)
 class FakeProviderOptions:
     """How the fake provider behaves. Every field can also be patched at run time with
@@ -100,6 +105,9 @@ class FakeProviderOptions:
     """Seeds the random failures, so a run's sequence of failures repeats."""
     fail_models: Mapping[str, int] = field(default_factory=dict)
     """Model → status every request for that model gets, e.g. ``{"primary": 503}``."""
+    out_of_quota_models: tuple[str, ...] = ()
+    """Models whose account is out of credit: every request gets OpenAI's 429
+    ``insufficient_quota`` (no Retry-After), which no wait clears."""
     rate_limit_rpm: int | Mapping[str, int] | None = None
     """Requests per sliding minute, per model (one number for each model, or a mapping)."""
     bad_answer_rate: float | Mapping[str, float] = 0.0
@@ -117,6 +125,7 @@ class FakeProviderOptions:
         object.__setattr__(self, "models", tuple(self.models))
         object.__setattr__(self, "hang_on", tuple(str(m) for m in self.hang_on))
         object.__setattr__(self, "hang_models", tuple(str(m) for m in self.hang_models))
+        object.__setattr__(self, "out_of_quota_models", tuple(str(m) for m in self.out_of_quota_models))
         object.__setattr__(self, "broken_unicode_on", tuple(str(m) for m in self.broken_unicode_on))
         object.__setattr__(self, "fail_models", {str(m): int(s) for m, s in self.fail_models.items()})
         object.__setattr__(self, "fail_on", {str(m): int(s) for m, s in self.fail_on.items()})
@@ -476,6 +485,9 @@ class FakeProvider:
                       options: FakeProviderOptions) -> web.Response:
         if model in options.fail_models:
             return error_response(options.fail_models[model], retry_after_s=options.retry_after_s)
+        if model in options.out_of_quota_models:
+            return json_response(429, {"error": {"message": OUT_OF_QUOTA, "type": "insufficient_quota", "param": None,
+                                                 "code": "insufficient_quota"}})
         refused = self._rate_limit(model, options)
         if refused is not None:
             return refused

@@ -21,6 +21,7 @@ timeout).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -37,10 +38,11 @@ log = logging.getLogger("turnout.gate")
 #       probation, probe
 # ARGV: rpm (0 = none), tpm (0 = none), tokens, ms into the current window, ms a probe may take,
 #       ms to wait at most while another's probe is out
-# Returns 0 when admitted (and counted), -1 when admitted as a probation's probe, else the ms to wait.
+# Returns 0 when admitted (and counted), -1 when admitted as a probation's probe, else the ms to
+# wait; while cooling down, {ms, the cooldown's value}: "1", or the failure for good that cooled it.
 _ADMIT = """
 local cooling = redis.call('PTTL', KEYS[1])
-if cooling > 0 then return cooling end
+if cooling > 0 then return {cooling, redis.call('GET', KEYS[1])} end
 local probe = 0
 if redis.call('EXISTS', KEYS[7]) == 1 then
   if not redis.call('SET', KEYS[8], 1, 'NX', 'PX', ARGV[5]) then return math.max(math.min(redis.call('PTTL', KEYS[8]), tonumber(ARGV[6])), 1) end
@@ -65,7 +67,9 @@ return probe
 
 # KEYS: cooldown, failures this minute, calls this minute, probation, probe
 # ARGV: retry-after ms (0 = none), cooldown ms, allowed fails, ms probation lasts unless a probe
-#       is answered, 1 when the failed call was a probation's probe
+#       is answered, 1 when the failed call was a probation's probe, the failure when it was for
+#       good (a bad key, an account out of credit; '' otherwise): a cooldown it sets or lengthens
+#       keeps it, and callers passing the deployment over meanwhile fail as it did
 # Without a Retry-After, a deployment cools down only when it failed more than the allowed
 # number of times AND on more than half its calls this minute: at 10% random errors and
 # hundreds of calls a minute it stays in service; a failed probe, at once (and frees the
@@ -74,7 +78,7 @@ return probe
 # come back, and a tier whose calls all waited on one probe would lose more than it saves.
 _FAILED = """
 local function cool(ms, probation)
-  if ms > 0 and redis.call('PTTL', KEYS[1]) < ms then redis.call('SET', KEYS[1], 1, 'PX', ms) end
+  if ms > 0 and redis.call('PTTL', KEYS[1]) < ms then redis.call('SET', KEYS[1], ARGV[6] ~= '' and ARGV[6] or 1, 'PX', ms) end
   if probation and ms > 0 then redis.call('SET', KEYS[4], 1, 'PX', ms + tonumber(ARGV[4])) end
 end
 local fails = redis.call('INCR', KEYS[2])
@@ -117,19 +121,24 @@ class Gate:
         keys += [f"{base}:tpm:{window}", f"{base}:tpm:{window - 1}", f"{base}:calls:{now_ms // 60_000}"]
         keys += [f"{base}:probation", f"{base}:probe"]
         lease_ms, most_ms = int((probe_s + PROBE_MARGIN_S) * 1000), int(PROBE_WAIT_S * 1000)
-        wait_ms = int(await self._admit(keys=keys, args=[rpm or 0, tpm or 0, tokens, into, lease_ms, most_ms]))
-        return Admission(max(wait_ms, 0) / 1000, probe=wait_ms < 0)
+        result = await self._admit(keys=keys, args=[rpm or 0, tpm or 0, tokens, into, lease_ms, most_ms])
+        if isinstance(result, list):  # cooling down: for what?
+            return Admission(int(result[0]) / 1000, broken=_for_good(result[1]))
+        return Admission(max(int(result), 0) / 1000, probe=int(result) < 0)
 
-    async def failed(self, deployment: str, retry_after: float | None, cooldown_s: float, probe: bool = False) -> None:
+    async def failed(self, deployment: str, retry_after: float | None, cooldown_s: float, probe: bool = False,
+                     for_good: FailedForGood | None = None) -> None:
         """Note a failed call: a Retry-After cools the deployment down at once, for every worker;
         otherwise more than ALLOWED_FAILS_PER_MINUTE failures do, for ``cooldown_s``, or a
-        failed ``probe`` (its probation's one call)."""
+        failed ``probe`` (its probation's one call). A failure ``for_good`` (a bad key) that
+        cools the deployment down is kept with the cooldown: jobs passing it over meanwhile
+        fail as it did, instead of waiting to call it again."""
         base = f"{PREFIX}:gate:{deployment}"
         window = int(time.time()) // 60
         await self._failed(
             keys=[f"{base}:cooldown", f"{base}:fails:{window}", f"{base}:calls:{window}", f"{base}:probation", f"{base}:probe"],
             args=[int((retry_after or 0) * 1000), int(cooldown_s * 1000), ALLOWED_FAILS_PER_MINUTE, int(PROBATION_S * 1000),
-                  "1" if probe else "0"],
+                  "1" if probe else "0", json.dumps(for_good.__dict__) if for_good else ""],
         )
 
     async def answered(self, deployment: str) -> None:
@@ -150,10 +159,11 @@ def health(client: redis.Redis, deployment: str) -> dict[str, Any]:
     minute = int(time.time()) // 60
     pipe = client.pipeline(transaction=False)
     pipe.pttl(f"{base}:cooldown").exists(f"{base}:probation").exists(f"{base}:probe")
-    pipe.get(f"{base}:calls:{minute}").get(f"{base}:fails:{minute}")
-    cooling_ms, probation, probe, calls, fails = pipe.execute()
+    pipe.get(f"{base}:calls:{minute}").get(f"{base}:fails:{minute}").get(f"{base}:cooldown")
+    cooling_ms, probation, probe, calls, fails, why = pipe.execute()
+    broken = _for_good(why)
     if cooling_ms and cooling_ms > 0:
-        state = f"cooling down {cooling_ms / 1000:.0f}s"
+        state = f"cooling down {cooling_ms / 1000:.0f}s" + (f" ({broken.code})" if broken else "")
     elif probation:
         state = "on probation, probe out" if probe else "on probation"
     else:
@@ -162,6 +172,26 @@ def health(client: redis.Redis, deployment: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class FailedForGood:
+    """A deployment's failure that no retry mends (a bad key, an account out of credit)."""
+
+    code: str
+    message: str
+    status: int | None
+
+
+def _for_good(value: Any) -> FailedForGood | None:
+    """The failure for good a cooldown key holds, if it holds one (else it is "1")."""
+    if not value or value in (b"1", "1"):
+        return None
+    try:
+        return FailedForGood(**json.loads(value))
+    except (ValueError, TypeError):
+        return None
+
+
+@dataclass(frozen=True)
 class Admission:
     wait: float  # 0: admitted; else seconds until the deployment might take a call
     probe: bool = False  # admitted as its probation's one call at a time
+    broken: FailedForGood | None = None  # cooling down after this failure for good

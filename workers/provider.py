@@ -22,7 +22,7 @@ from schemas.config import FAKE_API_BASE, Config, Deployment, Tier, resolve_secr
 from schemas.errors import ContextWindowError, FatalProviderError, ProviderError, RetryableProviderError  # noqa: E402
 from schemas.job import Job  # noqa: E402
 from workers.answer import BUSY, Answer  # noqa: E402
-from workers.gate import Gate  # noqa: E402
+from workers.gate import FailedForGood, Gate  # noqa: E402
 
 litellm.suppress_debug_info = True
 litellm.telemetry = False
@@ -104,6 +104,12 @@ class TierProvider:
         for index, deployment in enumerate(self.tier.deployments):
             name = self.names[index]
             admission = await self.gate.admit(name, deployment.rpm, deployment.tpm, tokens, deployment.timeout_s)
+            if admission.broken:  # cooling down after a failure for good: this call would fail as it did
+                broken = admission.broken
+                failed.append(name)
+                errors.append(FatalProviderError(broken.code, broken.message, broken.status))
+                tried.append(f"{name}: {broken.code} (on an earlier call): {broken.message}")
+                continue
             if admission.wait > 0:  # cooling down, on probation, or at its rate limit: passed over, like a failure
                 waits.append(admission.wait)
                 failed.append(name)
@@ -122,7 +128,8 @@ class TierProvider:
                     raise error from None
                 if not healthy:
                     retry_after = error.retry_after if isinstance(error, RetryableProviderError) else None
-                    await self.gate.failed(name, retry_after, self.tier.cooldown_s, probe=admission.probe)
+                    for_good = None if isinstance(error, RetryableProviderError) else FailedForGood(error.code, error.message, error.status_code)
+                    await self.gate.failed(name, retry_after, self.tier.cooldown_s, probe=admission.probe, for_good=for_good)
                 if isinstance(error, RetryableProviderError):
                     # refused for load, or failing still after a run of failures: the provider's
                     # state, which the job waits out (other jobs were answered between its tries)
@@ -154,8 +161,9 @@ class TierProvider:
 
 
 def _request_at_fault(error: ProviderError) -> bool:
-    """A bad request fails the same on every deployment; auth and missing models do not."""
-    if isinstance(error, (RetryableProviderError, ContextWindowError)):
+    """A bad request fails the same on every deployment; auth, missing models and an account
+    out of credit do not."""
+    if isinstance(error, (RetryableProviderError, ContextWindowError)) or error.code == OUT_OF_CREDIT:
         return False
     return error.status_code not in (401, 403, 404)
 
@@ -189,12 +197,20 @@ def _exhausted(errors: list[ProviderError], waits: list[float], tried: list[str]
     return final
 
 
+#: The error code of a deployment whose account is out of quota or credit.
+OUT_OF_CREDIT = "insufficient_quota"
+#: How OpenAI (a 429 ``insufficient_quota``) and Anthropic (a 400) say an account is out of credit.
+_OUT_OF_CREDIT = ("insufficient_quota", "exceeded your current quota", "credit balance is too low")
+
+
 def classify(exc: BaseException) -> ProviderError:
     """Sort a LiteLLM exception into turnout's error classes (DESIGN.md, Reliability rules)."""
     message = _short(exc)
     status = getattr(exc, "status_code", None)
     if isinstance(exc, litellm.ContextWindowExceededError):
         return ContextWindowError("context_length_exceeded", message, status)
+    if any(sign in message.lower() for sign in _OUT_OF_CREDIT):  # a 429 or 400 that no wait clears
+        return FatalProviderError(OUT_OF_CREDIT, f"the provider says the account is out of quota or credit (top it up, then `turnout dlq replay`): {message}", status)
     if _refused(exc):  # LiteLLM reports it as a 500 the provider never sent
         return RetryableProviderError("connection_error", message, None, None)
     if isinstance(exc, _RETRYABLE) or (isinstance(status, int) and (status in (408, 409, 429) or status >= 500)):

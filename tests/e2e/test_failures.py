@@ -57,6 +57,24 @@ def test_bad_requests_go_straight_to_errors_without_retries(fresh_fake: Cluster)
     assert len([x for x in letters.entries(["cheap"], "bad-requests")]) == 6
 
 
+def test_a_key_every_deployment_refuses_ends_every_job_at_once_not_one_per_cooldown(fresh_fake: Cluster) -> None:
+    # Given both cheap deployments refuse the key (401, a failure for good)
+    fresh_fake.fake(fail_models={"fake-cheap": 401, "fake-cheap-backup": 401})
+
+    # When a batch of five micro-batches runs on the cheap tier
+    started = time.monotonic()
+    result = fresh_fake.run(cheap_jobs("nokey", 40), "no-key", timeout=60)
+
+    # Then every job is an error line after its first attempt: once the deployments cooled
+    # down for the 401s, jobs passing them over fail as those calls did, rather than waiting
+    # for the one call each cooldown allows (a batch of millions would take weeks to end)
+    assert result["out"] == [] and len(result["err"]) == 40
+    assert {line["error"]["code"] for line in result["err"]} == {"authentication_error"}
+    assert {line["turnout"]["attempts"] for line in result["err"]} == {1}
+    assert fresh_fake.fake_stats()["requests"] < 2 * 40  # fewer calls than jobs × deployments
+    assert time.monotonic() - started < 30
+
+
 def test_a_job_whose_backup_refuses_the_key_while_the_primary_cools_down_ends_as_an_error(fresh_fake: Cluster) -> None:
     # Given the cheap backup refuses the key (401, a failure for good) while the primary cools
     # down for two minutes (as its own failures would have it, re-armed by each)
@@ -71,7 +89,9 @@ def test_a_job_whose_backup_refuses_the_key_while_the_primary_cools_down_ends_as
     assert result["out"] == [] and len(result["err"]) == 10
     assert {line["error"]["code"] for line in result["err"]} == {"authentication_error"}
     assert {line["turnout"]["attempts"] for line in result["err"]} == {3}
-    assert fresh_fake.fake_stats()["requests"] == 10 * 3  # the backup, once an attempt
+    # the backup at most once an attempt: once the 401s cooled it down, an attempt passing it
+    # over fails as those calls did, without calling it
+    assert 4 <= fresh_fake.fake_stats()["requests"] <= 10 * 3
     # And each dead letter lists every attempt's error with the time it failed
     letters = list(DeadLetters(fresh_fake.client.ledger.redis).entries(["cheap"], "bad-key"))
     assert len(letters) == 10 and all(len(letter.errors) == 3 for letter in letters)

@@ -365,3 +365,23 @@ def test_a_deployment_refusing_connections_is_a_connection_error_not_a_500(redis
     with pytest.raises(RetryableProviderError) as failed:
         complete_once(redis_url, tier, "")
     assert failed.value.code == "connection_error" and failed.value.status_code is None
+
+
+def test_a_deployment_out_of_quota_hands_its_jobs_to_the_next_and_when_all_are_it_is_final(provider: Callable[..., str], redis_url: str) -> None:
+    from schemas.config import Tier
+    from schemas.errors import FatalProviderError
+
+    def tier(*models: str) -> Tier:
+        return Tier.model_validate({"name": "cheap", "deployments": [
+            {"model": f"openai/{m}", "name": f"cheap-{m}", "api_base": "fake"} for m in models]})  # fmt: skip
+
+    # Given a primary whose account is out of credit (OpenAI's 429 insufficient_quota)
+    url = provider(out_of_quota_models=["primary", "backup"])
+    # When a tier whose backup is another account calls them, the backup answers
+    complete_once(redis_url, tier("primary", "other"), url)
+    # And when every deployment is out of credit, the job fails for good (no retry can mend
+    # it), saying so and what to do: not a 429 it would wait out for ten minutes
+    with pytest.raises(FatalProviderError) as failed:
+        complete_once(redis_url, tier("primary", "backup"), url)
+    assert failed.value.code == "insufficient_quota" and failed.value.status_code == 429
+    assert "out of quota or credit (top it up" in failed.value.message and "cheap-backup" in failed.value.message

@@ -118,3 +118,33 @@ def test_health_says_whether_a_deployment_cools_down_or_is_on_probation_and_coun
     on_gate(redis_url, body)
     assert [s["state"] for s in seen] == ["ok", "on probation", "on probation, probe out", "cooling down 2s"]
     assert [(s["calls_this_minute"], s["failures_this_minute"]) for s in seen] == [(0, 0), (4, 4), (5, 4), (5, 5)]
+
+
+def test_a_cooldown_for_a_failure_for_good_says_what_failed_to_those_passing_it_over(redis_url: str) -> None:
+    from workers.gate import FailedForGood, health
+
+    bad_key = FailedForGood("authentication_error", "Incorrect API key provided", 401)
+
+    async def body(gate: Gate) -> None:
+        # Given a deployment that refused the key on four calls in a row, and another whose
+        # failures were the passing kind
+        for _ in range(4):
+            await gate.admit("d", None, None, 10, probe_s=5)
+            await gate.failed("d", None, 5.0, for_good=bad_key)
+            await gate.admit("e", None, None, 10, probe_s=5)
+            await gate.failed("e", None, 5.0)
+        # Then a caller passed over the first learns why: its call would fail for good too
+        # (so a job every deployment refused ends at once, not after waiting out cooldowns)
+        refused = await gate.admit("d", None, None, 10, probe_s=5)
+        assert refused.wait > 0 and refused.broken == bad_key
+        # And one passed over the second only waits
+        waiting = await gate.admit("e", None, None, 10, probe_s=5)
+        assert waiting.wait > 0 and waiting.broken is None
+        # And status shows the reason beside the cooldown
+        import redis as sync_redis
+
+        client = sync_redis.Redis.from_url(other_db(redis_url, 12))
+        assert health(client, "d")["state"].endswith("(authentication_error)")
+        assert health(client, "e")["state"].startswith("cooling down") and "(" not in health(client, "e")["state"]
+
+    on_gate(redis_url, body)
