@@ -193,6 +193,9 @@ DELETED_TTL_S = 7 * 86_400
 
 #: Tier name used in counters for lines that failed before routing (bad input).
 NO_TIER = "-"
+#: `status` measures a batch's rate over this long (its last RATE_SAMPLE lines, if more).
+RATE_WINDOW_S = 60.0
+RATE_SAMPLE = 5000
 
 
 @dataclass(frozen=True)
@@ -405,6 +408,22 @@ class Ledger:
             started_at=float(meta["started_at"]) if "started_at" in meta else None,
             updated_at=float(meta["updated_at"]) if "updated_at" in meta else None,
         )
+
+    def recent_rate(self, batch_id: str, started_at: float | None = None) -> float:
+        """Lines recorded per second lately: over the last RATE_WINDOW_S (or since the batch
+        started, if later), or over its last RATE_SAMPLE lines when more came in that time,
+        read from the batch's events stream on Redis's clock. 0.0 when none came."""
+        seconds, micros = self.redis.time()
+        now_ms = seconds * 1000 + micros // 1000
+        since_ms = now_ms - int(RATE_WINDOW_S * 1000)
+        if started_at is not None:
+            since_ms = max(since_ms, int(started_at * 1000))
+        entries = self.redis.xrevrange(BatchKeys(batch_id).events, max="+", min=str(since_ms), count=RATE_SAMPLE)
+        if not entries:
+            return 0.0
+        if len(entries) >= RATE_SAMPLE:  # a busy batch: the span of its last RATE_SAMPLE lines
+            since_ms = int(entries[-1][0].split(b"-")[0])
+        return len(entries) / max((now_ms - since_ms) / 1000, 1.0)
 
     def batches(self) -> list[str]:
         return [b.decode() for b in self.redis.zrevrange(BATCHES, 0, -1)]

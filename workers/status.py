@@ -49,7 +49,7 @@ def view(client: Any, batch_id: str | None, interval: float) -> dict[str, Any]:
     return {
         "in_flight_tasks": int(redis.hlen(UNACKED)),
         "classify_queued_jobs": int(redis.llen(CLASSIFY_QUEUE)) * client.config.chunk_size,  # an estimate: full chunks
-        "batches": [_batch(client.status(b), before[b], interval) for b in batches],
+        "batches": [_batch(client.ledger, client.status(b)) for b in batches],
         "batches_not_shown": len(before) - len(batches),
         "tiers": [
             {
@@ -138,7 +138,11 @@ def _in_future(eta: Any) -> bool:
     return when > now
 
 
-def _batch(now: Any, before: Any, interval: float) -> dict[str, Any]:
+def _batch(ledger: Any, now: Any) -> dict[str, Any]:
+    """One batch's row: its rate over the last minute (``Ledger.recent_rate``) and, once its
+    input is all read, the time its remaining lines take at that rate."""
+    rate = 0.0 if now.complete else ledger.recent_rate(now.batch_id, now.started_at)
+    left = now.submitted - now.done
     return {
         "batch_id": now.batch_id,
         "submitted": now.submitted,
@@ -147,8 +151,18 @@ def _batch(now: Any, before: Any, interval: float) -> dict[str, Any]:
         "complete": now.complete,
         "cost_usd": round(now.cost_usd, 6),
         "all_frontier_cost_usd": round(now.frontier_cost_usd, 6),
-        "throughput_per_s": round((now.done - before.done) / interval, 1) if interval else 0.0,
+        "throughput_per_s": round(rate, 1),
+        "eta_s": round(left / rate) if rate and now.sealed and not now.complete else None,
     }
+
+
+def eta_text(seconds: float | None) -> str:
+    """``3h 05m``, ``12m 40s``, ``45s``; ``-`` when there is no estimate."""
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
 def _percentiles(redis: Any) -> dict[str, dict[str, float]]:
@@ -183,14 +197,14 @@ def render(data: dict[str, Any]) -> RenderableType:
     hidden = data["batches_not_shown"]
     batches = Table(title=f"batches ({hidden} older complete ones not shown)" if hidden else "batches", show_edge=False)
     batches.add_column("batch", no_wrap=True, min_width=max((len(b["batch_id"]) for b in data["batches"]), default=5))  # whole: commands take it
-    for column in ("progress", "done", "failed", "jobs/s", "cost", "all-frontier"):
+    for column in ("progress", "done", "failed", "jobs/s", "ETA", "cost", "all-frontier"):
         batches.add_column(column)
     for b in data["batches"]:
         total = b["submitted"] or 1
         bar = ProgressBar(total=total, completed=b["done"], width=30)
         state = "complete" if b["complete"] else f"{b['done']}/{b['submitted']}"
         batches.add_row(
-            b["batch_id"], bar, state, str(b["failed"]), f"{b['throughput_per_s']:.1f}",
+            b["batch_id"], bar, state, str(b["failed"]), f"{b['throughput_per_s']:.1f}", eta_text(b["eta_s"]),
             f"${b['cost_usd']:.4f}", f"${b['all_frontier_cost_usd']:.4f}",
         )  # fmt: skip
     waiting = f"; ~{data['classify_queued_jobs']:,} jobs waiting to be classified" if data["classify_queued_jobs"] else ""

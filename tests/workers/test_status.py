@@ -203,3 +203,37 @@ def test_recent_rates_span_only_the_minutes_that_have_counts(broker: str) -> Non
     counts, span = recent_stats(client)
     # only this minute has counts: the span is the seconds into it, not 2 minutes more
     assert counts["routed|cheap"] == 30 and 0 < span <= 60
+
+
+def test_a_batchs_rate_is_its_lines_lately_and_its_eta_the_rest_at_that_rate(broker: str) -> None:
+    from schemas.result import error_line
+    from workers.client import Client
+    from workers.ledger import Ledger
+    from workers.status import eta_text, view
+
+    config = Config.model_validate(CONFIG)
+    client = Client(config, broker, create_app(config, broker))
+    ledger = Ledger(redis.Redis.from_url(broker))
+    # Given a batch of 100 lines, all read, 30 of them recorded a moment ago; a batch still
+    # being read; and a complete one
+    for batch, sealed in (("running", 100), ("reading", None), ("finished", 1)):
+        ledger.open_batch(batch)
+        if sealed is not None:
+            ledger.seal(batch, sealed)
+    for n in range(30):
+        ledger.record_error("running", f"j{n}", error_line("running", f"j{n}", "boom", "failed"))
+        ledger.record_error("reading", f"j{n}", error_line("reading", f"j{n}", "boom", "failed"))
+    ledger.record_error("finished", "j0", error_line("finished", "j0", "boom", "failed"))
+
+    # When status is read (in one shot: no interval to measure over)
+    rows = {b["batch_id"]: b for b in view(client, None, interval=0)["batches"]}
+
+    # Then the running batch's rate is its 30 lines over the time since it began (at least a
+    # second), and its ETA the 70 left at that rate
+    running = rows["running"]
+    assert 5 <= running["throughput_per_s"] <= 30
+    assert running["eta_s"] == pytest.approx(70 / running["throughput_per_s"], abs=1)
+    # And a batch whose input is not all read has a rate but no ETA; a complete one neither
+    assert rows["reading"]["throughput_per_s"] > 0 and rows["reading"]["eta_s"] is None
+    assert rows["finished"]["throughput_per_s"] == 0 and rows["finished"]["eta_s"] is None
+    assert [eta_text(s) for s in (None, 45, 760, 11_100)] == ["-", "45s", "12m 40s", "3h 05m"]
