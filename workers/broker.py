@@ -210,6 +210,18 @@ def lock_state_dir(state_dir: Path, wait_s: float = STATE_LOCK_WAIT_S, advice: s
     return handle
 
 
+def state_dir_in_use(state_dir: Path) -> bool:
+    """Whether a process holds the state directory now (``lock_state_dir``); takes nothing."""
+    try:
+        with open(state_dir / "lock") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # let go when the file closes
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def state_dir_holder(state_dir: Path) -> str:
     """Who holds (or last held) the state directory's lock, as it wrote itself there."""
     try:

@@ -25,7 +25,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from schemas.config import CLASSIFY_POOL, Config, load_config  # noqa: E402
-from schemas.errors import TurnoutError  # noqa: E402
+from schemas.errors import ConfigError, TurnoutError  # noqa: E402
 from workers.paths import input_file  # noqa: E402
 
 app = typer.Typer(
@@ -48,10 +48,11 @@ def _config(path: Path) -> Config:
     return load_config(path)
 
 
-def _client(config_path: Path, after_run: bool = False) -> Any:
+def _client(config_path: Path, after_run: bool = False, live: bool = False) -> Any:
     """A client of the configured Redis. With ``after_run`` and none configured, the embedded
     Redis that a `turnout run` from this directory kept its batches in (it persists them),
-    started for this command if it is not running, and stopped when the command ends."""
+    started for this command if it is not running, and stopped when the command ends; with
+    ``live``, the one a `turnout run` serves now (``live_redis_url``)."""
     from workers.app import configured_redis_url, redis_url_for
     from workers.client import Client
 
@@ -79,7 +80,26 @@ def _client(config_path: Path, after_run: bool = False) -> Any:
             atexit.register(embedded.stop)  # runs first: stops what this command started, then lets go
             break
         return Client(config, embedded.url)
-    return Client(config, redis_url_for(config))
+    return Client(config, live_redis_url(config) if live else redis_url_for(config))
+
+
+def live_redis_url(config: Any) -> str:
+    """The configured Redis, else the embedded one a `turnout run` from this directory serves
+    now: what watching commands (flower, metrics, scale, collect --follow) attach to."""
+    from workers.app import configured_redis_url
+    from workers.broker import EmbeddedRedis, state_dir_holder, state_dir_in_use
+
+    url = configured_redis_url(config)
+    if url:
+        return url
+    state_dir = Path(config.state_dir)
+    embedded = EmbeddedRedis(state_dir)
+    if state_dir_in_use(state_dir) and state_dir_holder(state_dir).startswith("turnout run") and embedded.answering:
+        return embedded.url
+    raise ConfigError(
+        f"no Redis configured, and no `turnout run` is going with state directory {state_dir}: run this beside a "
+        "`turnout run` (same directory and config), or set TURNOUT_REDIS_URL to watch a shared Redis"
+    )
 
 
 # --- run ---------------------------------------------------------------------------------
@@ -262,7 +282,7 @@ def scale(
     from workers.scaling import recommendations, snapshot
     from workers.status import held_jobs, in_flight
 
-    client = _client(config_path)
+    client = _client(config_path, live=True)
     before = snapshot(client.config, client.ledger.redis)
     _time.sleep(interval)
     held = held_jobs(in_flight(client.config, client.ledger.redis))
@@ -293,7 +313,8 @@ def collect(
         raise TurnoutError("--delete needs files to keep the results in: use --out DIR, not --follow")
     if spill_ and not wait_:
         raise TurnoutError("--spill moves answers out of Redis while the batch runs: use it with --wait")
-    client = _client(config_path, after_run=not (wait_ or follow))  # nothing answers while no run is going
+    # waiting or following needs pools: a configured Redis, or the one a `turnout run` serves now
+    client = _client(config_path, after_run=not (wait_ or follow), live=wait_ or follow)
     if follow:
         for raw in client.raw_results(batch_id):
             sys.stdout.buffer.write(raw + b"\n")
@@ -390,13 +411,13 @@ def flower(
     Basic auth comes from FLOWER_BASIC_AUTH=user:password (Flower reads it itself, so the
     password never shows in the process list); it is required beyond localhost.
     """
-    from workers.app import create_app, redis_url_for
+    from workers.app import create_app
     from workers.broker import check, service_wait_s
 
     if host not in LOCALHOST and not os.environ.get("FLOWER_BASIC_AUTH"):
         raise TurnoutError(f"Flower would listen on {host} without a password; set FLOWER_BASIC_AUTH=user:password")
     config = _config(config_path)
-    url = redis_url_for(config)
+    url = live_redis_url(config)
     check(url, service_wait_s())  # a Redis started beside it may come up a little later
     if host in LOCALHOST and not os.environ.get("FLOWER_BASIC_AUTH"):
         os.environ.setdefault("FLOWER_UNAUTHENTICATED_API", "true")  # only this machine can reach it
@@ -410,12 +431,11 @@ def metrics(
     port: Annotated[int, typer.Option(help="Port for /metrics.")] = 9808,
 ) -> None:
     """Serve Prometheus metrics: queue depths, jobs, costs, fallbacks, latency, DLQ depth."""
-    from workers.app import redis_url_for
     from workers.broker import check, connect, service_wait_s
     from workers.metrics import serve
 
     config = _config(config_path)
-    url = redis_url_for(config)
+    url = live_redis_url(config)
     check(url, service_wait_s())  # a Redis started beside it may come up a little later
     err.print(f"serving metrics on http://{host}:{port}/metrics")
     serve(config, connect(url), host, port)

@@ -361,3 +361,35 @@ def test_redis_failing_mid_command_is_one_sentence_saying_what_to_do() -> None:
     full = redis_problem(ResponseError("MISCONF Errors writing to the AOF file: No space left on device"))
     assert "lost the connection to Redis" in lost and "run the same command again" in lost
     assert "No space left on device" in full and "free disk space" in full and "run the same command again" in full
+
+
+def test_watching_commands_attach_to_a_running_turnout_runs_redis_and_say_how_when_none(
+    tmp_path: Path, repo_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from schemas.config import load_config
+    from workers.broker import EmbeddedRedis, lock_state_dir
+    from workers.cli import live_redis_url
+
+    env = {k: v for k, v in os.environ.items() if k != "TURNOUT_REDIS_URL"} | {"TURNOUT_STATE_DIR": str(tmp_path / "state")}
+    # Given no Redis configured and no `turnout run` going here
+    result = subprocess.run([sys.executable, "-m", "workers.cli", "scale", "-c", str(repo_root / "examples/turnout.yaml")],
+                            capture_output=True, text=True, env=env, timeout=120)
+    # Then a watching command says what to do: run it beside a `turnout run`, or name a Redis
+    assert_one_clear_line(result, "no `turnout run` is going", "beside a `turnout run`", "TURNOUT_REDIS_URL")
+
+    # And given a `turnout run` holding the state directory and serving its embedded Redis
+    monkeypatch.delenv("TURNOUT_REDIS_URL", raising=False)
+    embedded = EmbeddedRedis(tmp_path / "state")
+    url = embedded.start()
+    held = lock_state_dir(tmp_path / "state", wait_s=0)
+    held.seek(0), held.truncate(), held.write("turnout run (pid 1)"), held.flush()
+    try:
+        config = load_config(repo_root / "examples/turnout.yaml").model_copy(update={"state_dir": str(tmp_path / "state")})
+        # Then they attach to it
+        assert live_redis_url(config) == url
+    finally:
+        held.close()
+        embedded.stop()
+    # And once the run let go, they say so again rather than start a Redis of their own
+    with pytest.raises(Exception, match="no `turnout run` is going"):
+        live_redis_url(config)
