@@ -656,10 +656,21 @@ def _tiers(client: Any, tiers: Optional[list[str]]) -> list[str]:
 
 
 @dlq_app.command("list")
-def dlq_list(tier: TierOption = None, batch: BatchOption = None, config_path: ConfigOption = DEFAULT_CONFIG) -> None:
-    """List dead letters: id, tier, error code, attempts and reason."""
+def dlq_list(
+    tier: TierOption = None,
+    batch: BatchOption = None,
+    config_path: ConfigOption = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per dead letter, its reason whole.")] = False,
+) -> None:
+    """List dead letters: id, tier, error code, attempts and reason (its first 80 characters;
+    `dlq show ID` or --json for all of it)."""
     client, letters = _dead_letters(config_path)
     found = list(letters.entries(_tiers(client, tier), batch))
+    if as_json:
+        for letter in found:
+            print(json.dumps({"id": letter.id, "tier": letter.tier, "batch_id": letter.job.batch_id, "custom_id": letter.job.custom_id,
+                              "code": letter.code, "attempts": letter.job.attempts, "reason": letter.reason}))
+        return
     table = Table(show_edge=False)
     # the id whole, however narrow the terminal (`dlq show` and `replay` take it): the reason folds
     table.add_column("id", no_wrap=True, min_width=max((len(letter.id) for letter in found), default=2))

@@ -266,14 +266,19 @@ def test_dlq_list_shows_each_id_whole_at_80_columns(redis_url: str, repo_root: P
     job = Job(batch_id="run-f5928cf5bd7e0123", custom_id="request-000000042-with-a-long-name-and-a-variant-of-it", line=42, messages=[{"role": "user", "content": "x"}])
     DeadLetters(client).add("cheap", job, "service_unavailable_error", "the provider said no " * 8)
 
-    # When it is listed, piped (80 columns)
+    # When it is listed, piped (80 columns), and as JSON
     result = turnout("dlq", "list", "-c", str(repo_root / "examples/turnout.yaml"), env={"TURNOUT_REDIS_URL": url, "COLUMNS": "80"})
+    as_json = turnout("dlq", "list", "--json", "-c", str(repo_root / "examples/turnout.yaml"), env={"TURNOUT_REDIS_URL": url})
     client.flushdb()
 
     # Then the id is there whole, for `dlq show` and `dlq replay` to take
     assert result.returncode == 0, result.stderr
     assert "run-f5928cf5bd7e0123:request-000000042-with-a-long-name-and-a-variant-of-it" in result.stdout
     assert "service_unavailable_error" in result.stdout  # and the other columns stay
+    # And as JSON, one object per letter with its reason whole (the table cuts it at 80)
+    [letter] = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert letter["reason"] == "the provider said no " * 8
+    assert letter["custom_id"] == job.custom_id and letter["batch_id"] == job.batch_id and letter["code"] == "service_unavailable_error"
 
 
 def test_worker_ping_of_a_pool_the_config_lacks_is_one_sentence(repo_root: Path) -> None:
