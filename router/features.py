@@ -1,4 +1,5 @@
-"""Cheap text features for the trained router: TF-IDF word n-grams, a few counts, and the prompt's kind.
+"""Cheap text features for the trained router: TF-IDF word n-grams, a few counts, word-problem
+cues, and the prompt's kind.
 
 Everything here runs per prompt in well under a millisecond: a regex tokenizer, dict look-ups
 against a fixed vocabulary, and numpy over a whole batch at once. No hashing of strings with
@@ -10,9 +11,9 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import compress, repeat
 
 import numpy as np
 
@@ -63,6 +64,82 @@ DENSE_NAMES = (
     "long_word_share",
     "is_choice",
 )
+
+
+#: Word-problem cues, each a group of whole words (lower case) counted together; a word ending
+#: in ``*`` counts every word it begins, and ``%``/``$`` count the character.
+_CUES: dict[str, tuple[str, ...]] = {
+    "each": ("each",),
+    "per": ("per", "an hour", "a day", "a week"),
+    "times": ("times",),
+    "twice": ("twice", "double", "triple", "thrice"),
+    "half": ("half", "third", "quarter", "fourth"),
+    "remain": ("remain*", "left", "rest", "leftover"),
+    "total": ("total", "altogether", "combined", "in all", "sum"),
+    "average": ("average", "mean"),
+    "percent": ("%", "percent*"),
+    "money": ("$", "dollar", "dollars", "cent", "cents"),
+    "compare": ("more", "less", "fewer", "longer", "shorter", "older", "younger", "than"),
+    "time": tuple(f"{unit}{s}" for unit in ("hour", "minute", "second", "day", "week", "month", "year") for s in ("", "s")),
+    "condition": ("if", "after", "then", "before", "until", "instead", "but", "however", "while"),
+    "rate": tuple(f"{w}*" for w in ("rate", "speed", "mph", "profit", "discount", "interest", "tax", "tip", "cost", "price")),
+    "every": ("every",),
+    "ratio": ("ratio", "proportion", "fraction"),
+}
+_CUE_GROUPS = tuple(_CUES)
+_CUE_WORDS = {w: g for g, ws in enumerate(_CUES.values()) for w in ws if not w.endswith("*")}
+_CUE_PREFIX_GROUPS = tuple((w[:-1], g) for g, ws in enumerate(_CUES.values()) for w in ws if w.endswith("*"))
+_CUE_PREFIXES = tuple(prefix for prefix, _ in _CUE_PREFIX_GROUPS)
+_CUE_PHRASES = tuple(w for w in _CUE_WORDS if " " in w)
+_CUE_PHRASE = re.compile(r"\b(?:" + "|".join(_CUE_PHRASES) + r")\b")
+_NUMBER_WORDS = frozenset(
+    "one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty hundred thousand "
+    "million twice double triple half third quarter dozen".split()
+)
+_WORD = re.compile(r"\w+")
+_DIGIT = re.compile(r"\d")
+_SENTENCE_END = re.compile(r"[.!?]+\s")
+_FRACTION = re.compile(r"\b\d+/\d+\b")
+#: ``log_largest_number`` stops here (log1p ≈ 27.6): far above any word problem's numbers.
+_LARGEST_NUMBER = 1e12
+
+#: Names of the word-problem features, in the order ``word_problem_features`` returns them. The
+#: first eleven read the prompt's quantities and shape; four of them repeat a dense count
+#: (numbers, distinct numbers, question marks, words), as in the model measured in CV. Then
+#: one count per cue group.
+WORD_PROBLEM_NAMES = (
+    "log_numbers",
+    "log_distinct_numbers",
+    "log_number_words",
+    "log_sentences",
+    "log_question_marks",
+    "log_fractions",
+    "has_decimal_point",
+    "log_largest_number",
+    "log_words",
+    "numbers_per_word",
+    "log_quantity_sentences",
+    *(f"log_cue_{group}" for group in _CUE_GROUPS),
+)
+
+
+#: The feature sets a kind's model can read, as a model file names them: ``text`` the TF-IDF
+#: n-grams of the excerpt, ``dense`` the counts of ``DENSE_NAMES`` (every model reads them),
+#: ``word_problem`` those of ``WORD_PROBLEM_NAMES`` (after the dense ones).
+FEATURE_SETS = ("text", "dense", "word_problem")
+
+
+def dense_width(features: Collection[str]) -> int:
+    """How many dense columns a model reading the feature sets ``features`` takes."""
+    return len(DENSE_NAMES) + (len(WORD_PROBLEM_NAMES) if "word_problem" in features else 0)
+
+
+def dense_inputs(features: Collection[str], texts: Sequence[str], dense: np.ndarray) -> np.ndarray:
+    """The dense columns of ``texts`` for a model reading ``features``: their ``describe_batch``
+    counts ``dense``, then their word-problem counts when it reads those."""
+    if "word_problem" not in features:
+        return dense
+    return np.hstack([dense, word_problem_matrix(texts)])
 
 
 def excerpt(text: str) -> str:
@@ -125,6 +202,70 @@ def _kind(text: str, is_choice: bool, n_numbers: int, code_markers: int) -> str:
         return "general"
     quantities = n_numbers if n_numbers >= 2 else n_numbers + len(_NUMBER_WORD.findall(lower))
     return "math" if quantities >= 2 else "general"
+
+
+def word_problem_features(text: str) -> list[float]:
+    """The counts named in ``WORD_PROBLEM_NAMES``, of the prompt's ``excerpt``, log-scaled."""
+    text = excerpt(text)
+    numbers = _NUMBER.findall(text)
+    words = text.split()
+    lower = text.lower()
+    tokens = _WORD.findall(lower)
+    sentences = [s for s in _SENTENCE_END.split(lower) if s.strip()]
+    # Most sentences of a word problem hold a digit, so few are tokenized a second time.
+    quantity_sentences = sum(1 for s in sentences if _DIGIT.search(s) or not _NUMBER_WORDS.isdisjoint(_WORD.findall(s)))
+    return [
+        math.log1p(len(numbers)),
+        math.log1p(len(set(numbers))),
+        math.log1p(sum(map(_NUMBER_WORDS.__contains__, tokens))),
+        math.log1p(len(sentences)),
+        math.log1p(text.count("?")),
+        math.log1p(len(_FRACTION.findall(text)) if "/" in text else 0),
+        float(any("." in n for n in numbers)),
+        math.log1p(_largest(numbers)),
+        math.log1p(len(words)),
+        len(numbers) / max(len(words), 1),
+        math.log1p(quantity_sentences),
+        *map(math.log1p, _cue_counts(lower, tokens)),
+    ]
+
+
+def _cue_counts(lower: str, tokens: list[str]) -> list[int]:
+    """How many words of each ``_CUES`` group the lower-cased text holds, given its ``\\w+`` tokens.
+
+    Whole words are dict look-ups mapped in C, and only tokens that begin with a prefix cue, or
+    texts that hold a phrase cue, take a second look: one regex per group cost five times as much.
+    """
+    counts = [0] * len(_CUES)
+    for group, n in Counter(map(_CUE_WORDS.get, tokens)).items():
+        if group is not None:
+            counts[group] += n
+    for token in compress(tokens, map(str.startswith, tokens, repeat(_CUE_PREFIXES))):
+        counts[next(g for prefix, g in _CUE_PREFIX_GROUPS if token.startswith(prefix))] += 1
+    if any(map(lower.__contains__, _CUE_PHRASES)):
+        for phrase in _CUE_PHRASE.findall(lower):
+            counts[_CUE_WORDS[phrase]] += 1
+    for symbol in "%$":
+        counts[_CUE_WORDS[symbol]] += lower.count(symbol)
+    return counts
+
+
+def _largest(numbers: Sequence[str]) -> float:
+    """The largest of the numbers (thousands commas dropped), capped so that a run of digits
+    cannot make an infinite feature; ones like ``1.2.3`` are skipped."""
+    largest = 0.0
+    for number in numbers:
+        try:
+            largest = max(largest, float(number.replace(",", "")))
+        except ValueError:
+            continue
+    return min(largest, _LARGEST_NUMBER)
+
+
+def word_problem_matrix(texts: Sequence[str]) -> np.ndarray:
+    """``word_problem_features`` for each text, as rows of a float matrix."""
+    rows = [word_problem_features(t) for t in texts]
+    return np.array(rows, dtype=float).reshape(len(texts), len(WORD_PROBLEM_NAMES))
 
 
 def describe_batch(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:

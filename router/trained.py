@@ -8,7 +8,8 @@ trained model (open-ended chat, writing, code: ``general``) is scored by the han
 heuristic (``router/heuristic.py``), which on MT-Bench's open-ended prompts ranks far better
 than random where no fitted model could (the shared data has none of them to fit on).
 A kind's model is a ``LinearModel`` (logistic regression) or a ``StackedModel`` (linear scores
-combined by boosted trees), whichever ``training.fit`` found better for it.
+combined by boosted trees), whichever ``training.fit`` found better for it, and reads the
+feature sets its entry in the file names (``features.FEATURE_SETS``).
 
 The file is plain JSON (no pickle: loading a model must never run code); ``save`` also
 writes the model card ``<stem>.md`` beside it.
@@ -29,7 +30,10 @@ import numpy as np
 
 from router.classifier import Classifier, Score
 from router.heuristic import HeuristicClassifier
-from router.features import DENSE_NAMES, DOMAINS, SparseRows, Vocabulary, describe_batch, excerpt
+from router.features import (
+    DENSE_NAMES, DOMAINS, FEATURE_SETS, WORD_PROBLEM_NAMES, SparseRows, Vocabulary, dense_inputs, dense_width, describe_batch,
+    excerpt,
+)
 from router.trees import BoostedTrees
 from schemas.errors import ModelFileError
 
@@ -39,8 +43,12 @@ _HEURISTIC = HeuristicClassifier()
 
 #: What the ``format`` field of a model file must say.
 MODEL_FORMAT = "turnout.router.trained"
-#: Bumped whenever a change to features or file layout would make old files score wrongly.
-MODEL_VERSION = 3
+#: Bumped whenever a change to features or file layout would make old files score wrongly, or
+#: new files unreadable to an older turnout. 4: each kind's model names its feature sets, and a
+#: model may read the word-problem counts.
+MODEL_VERSION = 4
+#: The feature sets every kind's model read before version 4; a model's unless it is given others.
+TEXT_AND_DENSE = ("text", "dense")
 #: Significant digits kept for weights in the file: enough for identical rankings, half the size.
 _DIGITS = 6
 #: For what a stack's trees read straight from the standardised features (the subject prior's
@@ -53,7 +61,9 @@ _PRIOR_DIGITS = 9
 class LinearModel:
     """Logistic regression over the shared TF-IDF rows plus standardised dense features.
 
-    Empty ``weights`` mean a model of the dense features alone (the text is not tokenized).
+    Empty ``weights`` mean a model of the dense features alone (the text is not tokenized);
+    ``features`` name what it reads, and with ``word_problem`` its dense columns go on past
+    ``DENSE_NAMES`` into ``WORD_PROBLEM_NAMES``.
     """
 
     weights: np.ndarray
@@ -61,6 +71,7 @@ class LinearModel:
     dense_mean: np.ndarray
     dense_scale: np.ndarray
     bias: float
+    features: tuple[str, ...] = TEXT_AND_DENSE
 
     @property
     def uses_text(self) -> bool:
@@ -82,18 +93,19 @@ class LinearModel:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], n_terms: int) -> LinearModel:
+    def from_dict(cls, data: Mapping[str, Any], n_terms: int, features: tuple[str, ...]) -> LinearModel:
         model = cls(
             weights=np.asarray(data["weights"], dtype=float),
             dense_weights=np.asarray(data["dense_weights"], dtype=float),
             dense_mean=np.asarray(data["dense_mean"], dtype=float),
             dense_scale=np.asarray(data["dense_scale"], dtype=float),
             bias=float(data["bias"]),
+            features=features,
         )
-        n_dense = (len(DENSE_NAMES),)
+        n_dense = (dense_width(features),)
         shapes = (model.dense_weights.shape, model.dense_mean.shape, model.dense_scale.shape)
-        if model.weights.shape not in ((0,), (n_terms,)) or shapes != (n_dense, n_dense, n_dense):
-            raise ValueError("weight vectors do not match the vocabulary and dense features")
+        if model.weights.shape != _text_shape(features, n_terms) or shapes != (n_dense, n_dense, n_dense):
+            raise ValueError("weight vectors do not match the vocabulary and the feature sets it names")
         _check_numbers(model.weights, model.dense_weights, model.dense_mean, model.dense_scale, np.array([model.bias]))
         return model
 
@@ -117,7 +129,7 @@ class StackedModel:
     An optional subject prior (``prior_*``, one row per ``PRIOR_OUTPUTS``, empty without one)
     runs first: two more ridges over the same text and the standardised dense features, whose
     scores are appended to the dense features; ``dense_mean``/``dense_scale`` and the trees
-    then cover those columns too.
+    then cover those columns too. ``features`` name what it reads, as ``LinearModel``'s do.
     """
 
     weights: np.ndarray
@@ -129,6 +141,7 @@ class StackedModel:
     prior_weights: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     prior_dense_weights: np.ndarray = field(default_factory=lambda: np.zeros((0, len(DENSE_NAMES))))
     prior_bias: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    features: tuple[str, ...] = TEXT_AND_DENSE
 
     @property
     def uses_text(self) -> bool:
@@ -144,7 +157,7 @@ class StackedModel:
         """The dense features, and the subject prior's scores after them when there is one."""
         if not len(self.prior_bias):
             return dense
-        n = len(DENSE_NAMES)
+        n = dense.shape[1]
         prior = ((dense - self.dense_mean[:n]) / self.dense_scale[:n]) @ self.prior_dense_weights.T + self.prior_bias
         if rows is not None and self.uses_text:
             prior += np.stack([rows.dot(w) for w in self.prior_weights], axis=1)
@@ -172,8 +185,8 @@ class StackedModel:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], n_terms: int) -> StackedModel:
-        n = len(DENSE_NAMES)
+    def from_dict(cls, data: Mapping[str, Any], n_terms: int, features: tuple[str, ...]) -> StackedModel:
+        n = dense_width(features)
         priors = len(data["prior_bias"])
         if priors not in (0, len(PRIOR_OUTPUTS)):
             raise ValueError(f"its stacked model's subject prior has {priors} outputs, not {len(PRIOR_OUTPUTS)}")
@@ -188,10 +201,11 @@ class StackedModel:
             prior_weights=np.asarray(data["prior_weights"], dtype=float) if priors else np.zeros((0, 0)),
             prior_dense_weights=np.asarray(data["prior_dense_weights"], dtype=float) if priors else np.zeros((0, n)),
             prior_bias=np.asarray(data["prior_bias"], dtype=float),
+            features=features,
         )
         shapes = (model.weights.shape, model.dense_weights.shape, model.dense_mean.shape, model.dense_scale.shape)
-        if shapes[0] not in ((2, 0), (2, n_terms)) or shapes[1:] != ((2, n_dense), (n_dense,), (n_dense,)):
-            raise ValueError("its stacked model's weights do not match the vocabulary and dense features")
+        if shapes[0] != (2, *_text_shape(features, n_terms)) or shapes[1:] != ((2, n_dense), (n_dense,), (n_dense,)):
+            raise ValueError("its stacked model's weights do not match the vocabulary and the feature sets it names")
         if model.bias.shape != (2,):
             raise ValueError("its stacked model needs two biases, the strong and the weak ridge's")
         prior_shapes = (model.prior_weights.shape, model.prior_dense_weights.shape, model.prior_bias.shape)
@@ -202,6 +216,11 @@ class StackedModel:
             model.prior_weights, model.prior_dense_weights, model.prior_bias,
         )
         return model
+
+
+def _text_shape(features: tuple[str, ...], n_terms: int) -> tuple[int]:
+    """The shape of a text weight vector: one weight per vocabulary term, or none without ``text``."""
+    return (n_terms if "text" in features else 0,)
 
 
 def _check_numbers(*arrays: np.ndarray) -> None:
@@ -268,8 +287,9 @@ class TrainedClassifier(Classifier):
                     score = _HEURISTIC.score(texts[i])
                     values[i], signs[i] = score.value, [f"heuristic:{r}" for r in score.reasons]
                 continue
-            rows = self.vocabulary.transform([excerpt(texts[i]) for i in picked]) if model.uses_text else None
-            values[picked] = model.predict(rows, dense[picked])
+            excerpts = [excerpt(texts[i]) for i in picked]
+            rows = self.vocabulary.transform(excerpts) if model.uses_text else None
+            values[picked] = model.predict(rows, dense_inputs(model.features, excerpts, dense[picked]))
         return kinds, values, signs
 
     def to_dict(self) -> dict[str, Any]:
@@ -278,9 +298,13 @@ class TrainedClassifier(Classifier):
             "version": MODEL_VERSION,
             "name": self.model_name,
             "dense_features": list(DENSE_NAMES),
+            "word_problem_features": list(WORD_PROBLEM_NAMES),
             "vocabulary": self.vocabulary.terms,
             "idf": _rounded(self.vocabulary.idf),
-            "domains": {kind: {"type": _type_name(model), **model.to_dict()} for kind, model in self.domains.items()},
+            "domains": {
+                kind: {"type": _type_name(model), "features": list(model.features), **model.to_dict()}
+                for kind, model in self.domains.items()
+            },
             "card": self.card,
             "prompt_fingerprints": sorted(self.fingerprints),
         }
@@ -288,8 +312,8 @@ class TrainedClassifier(Classifier):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainedClassifier:
         """Build from a parsed file; raises ValueError/KeyError/TypeError on any inconsistency."""
-        if list(data["dense_features"]) != list(DENSE_NAMES):
-            raise ValueError("its dense features differ from this version's")
+        if list(data["dense_features"]) != list(DENSE_NAMES) or list(data["word_problem_features"]) != list(WORD_PROBLEM_NAMES):
+            raise ValueError("its dense or word-problem features differ from this version's")
         vocabulary = Vocabulary([str(t) for t in data["vocabulary"]], np.asarray(data["idf"], dtype=float))
         if vocabulary.idf.shape != (len(vocabulary.terms),) or not np.isfinite(vocabulary.idf).all():
             raise ValueError("its idf must hold one finite number per vocabulary term")
@@ -324,7 +348,18 @@ def _domain_model(kind: str, data: Mapping[str, Any], n_terms: int) -> LinearMod
     model_type = data.get("type")
     if model_type not in MODEL_TYPES:
         raise ValueError(f"its {kind} model is of unknown type {model_type!r}")
-    return MODEL_TYPES[model_type].from_dict(data, n_terms)
+    return MODEL_TYPES[model_type].from_dict(data, n_terms, _feature_sets(kind, data["features"]))
+
+
+def _feature_sets(kind: str, named: Any) -> tuple[str, ...]:
+    """The feature sets a kind's entry names, in ``FEATURE_SETS`` order; every model reads ``dense``."""
+    if not isinstance(named, list) or not all(isinstance(f, str) for f in named):
+        raise ValueError(f"its {kind} model's features must be a list of names")
+    unknown = sorted(set(named) - set(FEATURE_SETS))
+    if unknown or "dense" not in named or len(set(named)) != len(named):
+        known = list(FEATURE_SETS)
+        raise ValueError(f"its {kind} model names features {named}; this version knows {known}, dense always among them")
+    return tuple(f for f in FEATURE_SETS if f in named)
 
 
 def read_model_file(

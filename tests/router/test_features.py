@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
-from router.features import DENSE_NAMES, SCAN_CHARS, describe, excerpt
+import pytest
+
+from router.features import DENSE_NAMES, SCAN_CHARS, WORD_PROBLEM_NAMES, describe, excerpt, word_problem_features
 from router.heuristic import HeuristicClassifier
 
 QUESTION = "Which of these cases decided the matter?\nA. Marbury\nB. McCulloch\nC. Gibbons\nD. Ogden\nAnswer:"
@@ -38,3 +40,34 @@ def test_the_heuristic_sees_a_sign_in_the_tail_of_a_long_prompt() -> None:
     scored = HeuristicClassifier().score(document + "\nAnalyze the trade-offs of each option above.")
     # Then the heuristic reads the request
     assert "reasoning" in scored.reasons
+
+
+WORD_PROBLEM = (
+    "Tom buys 3 apples for $2 each. He eats half of them, then gives 1/2 of the rest to Ann. "
+    "How many apples are left? It took two hours in all."
+)
+
+
+def test_the_word_problem_features_count_what_they_name() -> None:
+    # Given a word problem of four sentences, 31 words and four numbers (1/2 is two of them)
+    counts = {
+        "log_numbers": 4, "log_distinct_numbers": 3, "log_number_words": 2, "log_sentences": 4,
+        "log_question_marks": 1, "log_fractions": 1, "log_largest_number": 3, "log_words": 31,
+        "log_quantity_sentences": 3,  # all but "How many apples are left", with no number or number word
+        "log_cue_each": 1, "log_cue_half": 1, "log_cue_remain": 2, "log_cue_total": 1, "log_cue_money": 1,
+        "log_cue_time": 1, "log_cue_condition": 1,  # "rest" and "left"; "in all"; "$"; "hours"; "then"
+    }
+    # When its word-problem features are computed
+    features = dict(zip(WORD_PROBLEM_NAMES, word_problem_features(WORD_PROBLEM)))
+    # Then each count is what its name says, log-scaled, and every other cue group is zero
+    expected = {name: math.log1p(counts.get(name, 0)) for name in WORD_PROBLEM_NAMES}
+    expected |= {"has_decimal_point": 0.0, "numbers_per_word": 4 / 31}
+    assert features == pytest.approx(expected)
+
+
+def test_a_decimal_point_and_a_huge_number_keep_the_word_problem_features_finite() -> None:
+    # Given a prompt with a decimal and a 400-digit number
+    features = dict(zip(WORD_PROBLEM_NAMES, word_problem_features(f"It costs 2.5 dollars. What is {'9' * 400} times that?")))
+    # Then the decimal is seen, and the largest number is capped instead of infinite
+    assert features["has_decimal_point"] == 1.0 and features["log_cue_money"] == math.log1p(1)
+    assert all(math.isfinite(v) for v in features.values()) and features["log_largest_number"] == pytest.approx(math.log1p(1e12))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from router.classifier import Classifier, Score, load_classifier
+from router.features import DENSE_NAMES, WORD_PROBLEM_NAMES
 from router.trained import MODEL_VERSION, LinearModel, StackedModel, TrainedClassifier
 from router.training import FitSettings, TrainingDataError, evaluate, read_rows, thresholds_by_kind, thresholds_for_shares, train
 from router.trees import BoostingSettings
@@ -160,14 +161,16 @@ def test_a_model_file_of_another_version_is_refused(trained: tuple[Path, Path], 
         TrainedClassifier.load(future)
 
 
-def test_a_version_2_model_file_asks_for_a_retrain(trained: tuple[Path, Path], tmp_path: Path) -> None:
-    # Given a file of version 2, whose features read up to 6,000 characters of a prompt's head
+def test_a_version_3_model_file_asks_for_a_retrain(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    # Given a file of version 3, whose kinds' models do not name their feature sets
     data = json.loads(trained[0].read_text())
-    data["version"] = 2
+    data["version"] = 3
+    for model in data["domains"].values():
+        del model["features"]
     old = tmp_path / "old.json"
     old.write_text(json.dumps(data))
     # Then loading it names the version and asks for a retrain
-    with pytest.raises(ModelFileError, match=r"version 2 but this turnout reads version 3; retrain it"):
+    with pytest.raises(ModelFileError, match=r"version 3 but this turnout reads version 4; retrain it"):
         TrainedClassifier.load(old)
 
 
@@ -391,6 +394,12 @@ def test_thresholds_for_shares_handles_zero_shares_and_refuses_too_much() -> Non
         (lambda d: next(iter(d["domains"].values())).update(bias=float("nan")), "non-finite"),
         (lambda d: next(iter(d["domains"].values())).update(dense_weights=[[0.1, 0.2]] * 13), "do not match"),
         (lambda d: d["idf"].__setitem__(0, float("nan")), "finite number per vocabulary term"),
+        (lambda d: d["domains"]["choice"].update(features=["dense"]), "do not match"),  # n-gram weights, no text named
+        (lambda d: d["domains"]["choice"].update(features=["text", "dense", "word_problem"]), "do not match"),
+        (lambda d: d["domains"]["choice"].update(features=["text", "dense", "embeddings"]), "names features"),
+        (lambda d: d["domains"]["choice"].update(features=["text"]), "dense always among them"),
+        (lambda d: d["domains"]["choice"].pop("features"), "'features'"),
+        (lambda d: d["word_problem_features"].pop(), "word-problem features differ"),
     ],
 )
 def test_a_linear_model_or_vocabulary_with_bad_numbers_fails_at_load(
@@ -404,3 +413,45 @@ def test_a_linear_model_or_vocabulary_with_bad_numbers_fails_at_load(
     # Then loading fails in one sentence, instead of scoring NaN mid-batch
     with pytest.raises(ModelFileError, match=message):
         TrainedClassifier.load(broken)
+
+
+def _write_word_problems(path: Path, n: int = 80) -> Path:
+    """Word problems where the ones with many steps (percent, twice, the rest) need the strong
+    model and one-step sums do not."""
+    lines = []
+    for i in range(n):
+        hard = i % 2 == 0
+        prompt = (
+            f"A shop sells {i + 3} pens at a {i % 7 + 5} percent discount, then twice as many each day. "
+            f"If half of the rest are returned, how much money is left after {i % 4 + 2} days?"
+            if hard else f"Sam has {i + 3} apples and buys {i % 5 + 2} more. How many apples does he have?"
+        )
+        weak, strong = (0.0, 1.0) if hard else (1.0, 1.0)
+        lines.append(json.dumps({"id": f"w{i}", "prompt": prompt, "weak": weak, "strong": strong}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_the_word_problem_model_reads_the_word_problem_counts_and_no_ngrams(tmp_path: Path) -> None:
+    from router.training import fit
+
+    # Given a model trained on word problems, and the same rows fitted in memory
+    data = _write_word_problems(tmp_path / "problems.train.jsonl")
+    loaded = TrainedClassifier.load(train([data], tmp_path / "math.json", folds=0).model_path)
+    rows = read_rows(data)
+    model = fit(rows)
+    # Then its math model reads the dense and word-problem counts and no n-grams, as the file records
+    math_model = loaded.domains["math"]
+    assert isinstance(math_model, LinearModel) and math_model.features == ("dense", "word_problem")
+    assert not math_model.uses_text and len(math_model.dense_weights) == len(DENSE_NAMES) + len(WORD_PROBLEM_NAMES)
+    entry = json.loads((tmp_path / "math.json").read_text())["domains"]["math"]
+    assert entry["features"] == ["dense", "word_problem"] and entry["weights"] == []
+    assert "math model: soft-label logistic regression with L2, reading the dense counts and the word-problem counts" in (
+        (tmp_path / "math.md").read_text()
+    )
+    # And it scores as the model in memory does, the many-step problem above the one-step sum
+    prompts = [r.prompt for r in rows[:2]]
+    assert np.allclose(loaded.predict(prompts), model.predict(prompts), atol=1e-6)
+    assert loaded.predict_with_kinds(prompts)[0] == ["math", "math"]
+    hard, easy = loaded.predict(prompts)
+    assert hard > easy
