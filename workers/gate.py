@@ -65,11 +65,12 @@ if tpm > 0 then redis.call('INCRBY', KEYS[4], tokens); redis.call('PEXPIRE', KEY
 return probe
 """
 
-# KEYS: cooldown, failures this minute, calls this minute, probation, probe
+# KEYS: cooldown, failures this minute, calls this minute, probation, probe, last failure
 # ARGV: retry-after ms (0 = none), cooldown ms, allowed fails, ms probation lasts unless a probe
 #       is answered, 1 when the failed call was a probation's probe, the failure when it was for
 #       good (a bad key, an account out of credit; '' otherwise): a cooldown it sets or lengthens
-#       keeps it, and callers passing the deployment over meanwhile fail as it did
+#       keeps it, and callers passing the deployment over meanwhile fail as it did; the failure
+#       as status shows it (kept 10 minutes)
 # Without a Retry-After, a deployment cools down only when it failed more than the allowed
 # number of times AND on more than half its calls this minute: at 10% random errors and
 # hundreds of calls a minute it stays in service; a failed probe, at once (and frees the
@@ -83,6 +84,7 @@ local function cool(ms, probation)
 end
 local fails = redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], 120)
+redis.call('SET', KEYS[6], ARGV[7], 'EX', 600)
 if ARGV[5] == '1' then redis.call('DEL', KEYS[5]) end
 if tonumber(ARGV[1]) > 0 then cool(tonumber(ARGV[1]), false) return 1 end
 if ARGV[5] == '1' then cool(tonumber(ARGV[2]), true) return 1 end
@@ -96,6 +98,8 @@ ALLOWED_FAILS_PER_MINUTE = 3
 #: How long a deployment stays on probation after a cooldown if no probe is answered (none
 #: is made while nothing needs it): then it takes calls freely again.
 PROBATION_S = 600.0
+#: How much of a failure's message the gate keeps for `turnout status`.
+LAST_FAILURE_CHARS = 160
 #: A probe's lease beyond its call's timeout: a probe a little late does not let a second out.
 PROBE_MARGIN_S = 5.0
 #: The longest a caller waits while another's probe is out before it may look again (the
@@ -127,7 +131,7 @@ class Gate:
         return Admission(max(int(result), 0) / 1000, probe=int(result) < 0)
 
     async def failed(self, deployment: str, retry_after: float | None, cooldown_s: float, probe: bool = False,
-                     for_good: FailedForGood | None = None) -> None:
+                     for_good: FailedForGood | None = None, what: str = "") -> None:
         """Note a failed call: a Retry-After cools the deployment down at once, for every worker;
         otherwise more than ALLOWED_FAILS_PER_MINUTE failures do, for ``cooldown_s``, or a
         failed ``probe`` (its probation's one call). A failure ``for_good`` (a bad key) that
@@ -136,9 +140,11 @@ class Gate:
         base = f"{PREFIX}:gate:{deployment}"
         window = int(time.time()) // 60
         await self._failed(
-            keys=[f"{base}:cooldown", f"{base}:fails:{window}", f"{base}:calls:{window}", f"{base}:probation", f"{base}:probe"],
+            keys=[f"{base}:cooldown", f"{base}:fails:{window}", f"{base}:calls:{window}", f"{base}:probation", f"{base}:probe",
+                  f"{base}:last-failure"],
             args=[int((retry_after or 0) * 1000), int(cooldown_s * 1000), ALLOWED_FAILS_PER_MINUTE, int(PROBATION_S * 1000),
-                  "1" if probe else "0", json.dumps(for_good.__dict__) if for_good else ""],
+                  "1" if probe else "0", json.dumps(for_good.__dict__) if for_good else "",
+                  f"{time.strftime('%H:%M:%S', time.gmtime())}Z {what[:LAST_FAILURE_CHARS]}"],
         )
 
     async def answered(self, deployment: str) -> None:
@@ -159,8 +165,8 @@ def health(client: redis.Redis, deployment: str) -> dict[str, Any]:
     minute = int(time.time()) // 60
     pipe = client.pipeline(transaction=False)
     pipe.pttl(f"{base}:cooldown").exists(f"{base}:probation").exists(f"{base}:probe")
-    pipe.get(f"{base}:calls:{minute}").get(f"{base}:fails:{minute}").get(f"{base}:cooldown")
-    cooling_ms, probation, probe, calls, fails, why = pipe.execute()
+    pipe.get(f"{base}:calls:{minute}").get(f"{base}:fails:{minute}").get(f"{base}:cooldown").get(f"{base}:last-failure")
+    cooling_ms, probation, probe, calls, fails, why, last = pipe.execute()
     broken = _for_good(why)
     if cooling_ms and cooling_ms > 0:
         state = f"cooling down {cooling_ms / 1000:.0f}s" + (f" ({broken.code})" if broken else "")
@@ -168,7 +174,8 @@ def health(client: redis.Redis, deployment: str) -> dict[str, Any]:
         state = "on probation, probe out" if probe else "on probation"
     else:
         state = "ok"
-    return {"deployment": deployment, "state": state, "calls_this_minute": int(calls or 0), "failures_this_minute": int(fails or 0)}
+    return {"deployment": deployment, "state": state, "calls_this_minute": int(calls or 0), "failures_this_minute": int(fails or 0),
+            "last_failure": last.decode(errors="replace") if last else None}
 
 
 @dataclass(frozen=True)

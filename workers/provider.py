@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from typing import Any
 
@@ -129,7 +130,8 @@ class TierProvider:
                 if not healthy:
                     retry_after = error.retry_after if isinstance(error, RetryableProviderError) else None
                     for_good = None if isinstance(error, RetryableProviderError) else FailedForGood(error.code, error.message, error.status_code)
-                    await self.gate.failed(name, retry_after, self.tier.cooldown_s, probe=admission.probe, for_good=for_good)
+                    await self.gate.failed(name, retry_after, self.tier.cooldown_s, probe=admission.probe, for_good=for_good,
+                                           what=f"{error.code}: {error.message}")
                 if isinstance(error, RetryableProviderError):
                     # refused for load, or failing still after a run of failures: the provider's
                     # state, which the job waits out (other jobs were answered between its tries)
@@ -247,6 +249,12 @@ def _code(exc: BaseException) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
 
 
+#: LiteLLM's prefixes, "litellm.RateLimitError: RateLimitError: OpenAIException - ": the error
+#: code says the first two; the provider's name is kept ("OpenAI: ").
+_LITELLM_PREFIX = re.compile(r"^(?:litellm\.\w+: )?(?:\w+Error: )?(?:(\w+?)Exception - )?")
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).replace("\n", " ")
+    text = _LITELLM_PREFIX.sub(lambda m: f"{m.group(1)}: " if m.group(1) else "", text, count=1)
     return text if len(text) <= 300 else text[:297] + "..."

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from schemas.config import CLASSIFY_POOL, Config
@@ -29,6 +30,7 @@ from workers.collector import POLL_S, PeriodicSpill, ProgressLog, collect, summa
 from workers.dlq import DeadLetters
 from workers.producer import SubmitReport
 from workers.repair import StallWatch
+from workers.status import DownWatch
 from workers.report import write_report
 from workers.supervisor import Supervisor
 
@@ -238,6 +240,7 @@ def _submit_and_wait(
     producer.start()
     deadline = None if timeout is None else time.monotonic() + timeout
     stall = StallWatch(client, batch_id, file, lambda message: console.print(f"[yellow]{message}[/yellow]"))
+    down = DownWatch(client.config, client.ledger.redis, lambda message: console.print(f"[yellow]{escape(message)}[/yellow]"))
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"))
     plain = None if console.is_terminal else ProgressLog(lambda line: console.print(line, highlight=False))
     with Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
@@ -256,6 +259,7 @@ def _submit_and_wait(
                     return
             spill()
             stall.check(status)
+            down.check()
             for name in supervisor.check():
                 held = ("go back on its queues once its processes have ended" if own_redis
                         else f"come back after the visibility timeout ({visibility_timeout(client.config)} s)")

@@ -6,12 +6,17 @@ import base64
 import datetime as dt
 import json
 import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Group, RenderableType
+from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
+from schemas.config import Config
 from workers.app import CLASSIFY_QUEUE
 from workers.dlq import DeadLetters
 from workers.gate import health
@@ -25,6 +30,8 @@ _JOBS = re.compile(r"\bjobs=(\d+)")
 GUARDS_READ = 1000
 #: Complete batches `status` lists besides every unfinished one, newest first.
 SHOWN_BATCHES = 10
+#: How often `turnout run` looks whether a tier's deployments are all failing.
+DOWN_CHECK_S = 5.0
 
 
 
@@ -38,8 +45,6 @@ def view(client: Any, batch_id: str | None, interval: float) -> dict[str, Any]:
     # every unfinished batch, and the 10 newest of the rest
     batches = [b for n, b in enumerate(before) if n < SHOWN_BATCHES or not before[b].complete]
     first = snapshot(client.config, redis)
-    import time
-
     time.sleep(interval)
     later = snapshot(client.config, redis)
     held = in_flight(client.config, redis)
@@ -221,7 +226,41 @@ def render(data: dict[str, Any]) -> RenderableType:
     deployments = Table(title="deployments (this minute)", show_edge=False)
     for column in ("tier", "deployment", "state", "calls", "failures"):
         deployments.add_column(column)
+    deployments.add_column("last failure (10 min)", overflow="fold")
     for d in data["deployments"]:
         state = d["state"] if d["state"] == "ok" else f"[yellow]{d['state']}[/yellow]"
-        deployments.add_row(d["tier"], d["deployment"], state, str(d["calls_this_minute"]), str(d["failures_this_minute"]))
+        deployments.add_row(d["tier"], d["deployment"], state, str(d["calls_this_minute"]), str(d["failures_this_minute"]),
+                            escape(d["last_failure"] or "-"))
     return Group(batches, tiers, deployments)
+
+
+@dataclass
+class DownWatch:
+    """Says when every deployment of a tier is failing, and when one answers again: a run
+    otherwise only slows, with no word of why (its jobs wait for the provider, see
+    ``Tier.max_waits``). ``check`` is cheap to call often: it reads the gate every ``every_s``."""
+
+    config: Config
+    redis: Any
+    say: Callable[[str], None]
+    every_s: float = DOWN_CHECK_S
+    down: set[str] = field(default_factory=set)
+    checked_at: float = 0.0
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if now - self.checked_at < self.every_s:
+            return
+        self.checked_at = now
+        for tier in self.config.tiers:
+            states = [health(self.redis, tier.deployment_name(i)) for i in range(len(tier.deployments))]
+            answering = [s["deployment"] for s in states if s["state"] == "ok"]
+            if tier.name in self.down and answering:
+                self.down.discard(tier.name)
+                self.say(f"tier {tier.name}: {', '.join(answering)} taking calls again")
+            elif tier.name not in self.down and not answering and any(s["failures_this_minute"] for s in states):
+                self.down.add(tier.name)
+                why = "; ".join(f"{s['deployment']} {s['state']}, last failure {s['last_failure'] or '-'}" for s in states)
+                self.say(f"tier {tier.name}: every deployment is failing ({why}); its jobs wait for one to answer, "
+                         f"up to {tier.max_waits} retries each (`turnout status` shows the deployments)")
+

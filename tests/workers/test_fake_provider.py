@@ -365,6 +365,9 @@ def test_a_deployment_refusing_connections_is_a_connection_error_not_a_500(redis
     with pytest.raises(RetryableProviderError) as failed:
         complete_once(redis_url, tier, "")
     assert failed.value.code == "connection_error" and failed.value.status_code is None
+    # And its message (what status, the DLQ and the error line show) is the provider's words,
+    # named, without LiteLLM's repeated class names
+    assert failed.value.message.endswith("gone: connection_error: OpenAI: Connection error.")
 
 
 def test_a_deployment_out_of_quota_hands_its_jobs_to_the_next_and_when_all_are_it_is_final(provider: Callable[..., str], redis_url: str) -> None:

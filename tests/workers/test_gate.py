@@ -4,6 +4,7 @@ Redis: one call at a time until one is answered; a failed one cools the deployme
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -112,11 +113,14 @@ def test_health_says_whether_a_deployment_cools_down_or_is_on_probation_and_coun
         seen.append(health(sync, "d"))
         assert (await gate.admit("d", None, None, 10, probe_s=5)).probe
         seen.append(health(sync, "d"))
-        await gate.failed("d", 2.0, 0.3, probe=True)  # the probe got a 429 with Retry-After: 2 s
+        await gate.failed("d", 2.0, 0.3, probe=True, what="rate_limit_error: slow down")  # a 429 with Retry-After: 2 s
         seen.append(health(sync, "d"))
 
     on_gate(redis_url, body)
     assert [s["state"] for s in seen] == ["ok", "on probation", "on probation, probe out", "cooling down 2s"]
+    # And it keeps the last failure, with its time, for status to show why
+    assert seen[0]["last_failure"] is None
+    assert re.fullmatch(r"\d\d:\d\d:\d\dZ rate_limit_error: slow down", str(seen[-1]["last_failure"]))
     assert [(s["calls_this_minute"], s["failures_this_minute"]) for s in seen] == [(0, 0), (4, 4), (5, 4), (5, 5)]
 
 

@@ -237,3 +237,37 @@ def test_a_batchs_rate_is_its_lines_lately_and_its_eta_the_rest_at_that_rate(bro
     assert rows["reading"]["throughput_per_s"] > 0 and rows["reading"]["eta_s"] is None
     assert rows["finished"]["throughput_per_s"] == 0 and rows["finished"]["eta_s"] is None
     assert [eta_text(s) for s in (None, 45, 760, 11_100)] == ["-", "45s", "12m 40s", "3h 05m"]
+
+
+def test_a_run_is_told_when_every_deployment_of_a_tier_fails_and_when_one_answers_again(broker: str) -> None:
+    import asyncio
+
+    from workers.gate import Gate
+    from workers.status import DownWatch
+
+    config = Config.model_validate(CONFIG)
+    said: list[str] = []
+    watch = DownWatch(config, redis.Redis.from_url(broker), said.append, every_s=0)
+
+    async def fail(name: str, times: int) -> None:
+        gate = Gate(broker)
+        for _ in range(times):
+            await gate.admit(name, None, None, 10, probe_s=5)
+            await gate.failed(name, None, 30.0, what="connection_error: Connection refused")
+        await gate.redis.aclose()
+
+    # Given a healthy cluster, nothing is said
+    watch.check()
+    assert said == []
+    # When the cheap tier's one deployment fails until it cools down
+    asyncio.run(fail(config.tier("cheap").deployment_name(0), 4))
+    watch.check()
+    watch.check()
+    # Then the run is told once, with the deployment's state and last failure
+    assert len(said) == 1 and said[0].startswith("tier cheap: every deployment is failing")
+    assert "cooling down" in said[0] and "connection_error: Connection refused" in said[0]
+    # And when it takes calls again, the run is told that too
+    redis.Redis.from_url(broker).delete(f"turnout:gate:{config.tier('cheap').deployment_name(0)}:cooldown",
+                                        f"turnout:gate:{config.tier('cheap').deployment_name(0)}:probation")
+    watch.check()
+    assert len(said) == 2 and said[1].startswith("tier cheap:") and "taking calls again" in said[1]
