@@ -122,7 +122,7 @@ def replay(
     for (tier, batch), group in groups.items():  # in the tier's micro-batches, as the classifier sends them
         for letter in group:
             ledger.reopen(batch, letter.job.custom_id, tier)  # before sending: a quick new error must stay
-        send_tier(app, config.tier(tier), batch, [letter.job.model_copy(update={"attempts": 0}) for letter in group])
+        send_tier(app, config.tier(tier), batch, [letter.job.model_copy(update={"attempts": 0, "waits": 0}) for letter in group])
         for letter in group:
             letters.remove_unchanged(letter)
     return sum(map(len, groups.values()))

@@ -127,7 +127,7 @@ class Gate:
         lease_ms, most_ms = int((probe_s + PROBE_MARGIN_S) * 1000), int(PROBE_WAIT_S * 1000)
         result = await self._admit(keys=keys, args=[rpm or 0, tpm or 0, tokens, into, lease_ms, most_ms])
         if isinstance(result, list):  # cooling down: for what?
-            return Admission(int(result[0]) / 1000, broken=_for_good(result[1]))
+            return Admission(int(result[0]) / 1000, broken=_for_good(result[1]), cooling=True)
         return Admission(max(int(result), 0) / 1000, probe=int(result) < 0)
 
     async def failed(self, deployment: str, retry_after: float | None, cooldown_s: float, probe: bool = False,
@@ -202,3 +202,4 @@ class Admission:
     wait: float  # 0: admitted; else seconds until the deployment might take a call
     probe: bool = False  # admitted as its probation's one call at a time
     broken: FailedForGood | None = None  # cooling down after this failure for good
+    cooling: bool = False  # the wait is a cooldown (else its rate limit, or another's probe)

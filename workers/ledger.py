@@ -416,7 +416,7 @@ class Ledger:
         seconds, micros = self.redis.time()
         now_ms = seconds * 1000 + micros // 1000
         since_ms = now_ms - int(RATE_WINDOW_S * 1000)
-        if started_at is not None:
+        if started_at is not None and started_at * 1000 < now_ms:  # (the producer's clock: never ahead of Redis's)
             since_ms = max(since_ms, int(started_at * 1000))
         entries = self.redis.xrevrange(BatchKeys(batch_id).events, max="+", min=str(since_ms), count=RATE_SAMPLE)
         if not entries:

@@ -101,18 +101,21 @@ class TierProvider:
         failed: list[str] = []
         errors: list[ProviderError] = []
         waits: list[float] = []
+        broken: list[ProviderError] = []  # passed over: cooling down after failing for good
+        busy = False  # one passed over was only at its rate limit, or another's probe was out
         tried: list[str] = []  # each deployment and what it did, for the error if none answers
         for index, deployment in enumerate(self.tier.deployments):
             name = self.names[index]
             admission = await self.gate.admit(name, deployment.rpm, deployment.tpm, tokens, deployment.timeout_s)
             if admission.broken:  # cooling down after a failure for good: this call would fail as it did
-                broken = admission.broken
+                why = admission.broken
                 failed.append(name)
-                errors.append(FatalProviderError(broken.code, broken.message, broken.status))
-                tried.append(f"{name}: {broken.code} (on an earlier call): {broken.message}")
+                broken.append(FatalProviderError(why.code, why.message, why.status))
+                tried.append(f"{name}: {why.code} (on an earlier call): {why.message}")
                 continue
             if admission.wait > 0:  # cooling down, on probation, or at its rate limit: passed over, like a failure
                 waits.append(admission.wait)
+                busy = busy or not admission.cooling
                 failed.append(name)
                 tried.append(f"{name}: cooling down or at its rate limit")
                 continue
@@ -143,7 +146,7 @@ class TierProvider:
             if admission.probe:
                 await self.gate.answered(name)
             return self._answer(response, index, failed, time.perf_counter() - started)
-        raise _exhausted(errors, waits, tried)
+        raise _exhausted(errors, waits, tried, broken, busy)
 
     def _answer(self, response: Any, index: int, failed: list[str], latency_s: float) -> Answer:
         hidden = getattr(response, "_hidden_params", {}) or {}
@@ -170,7 +173,9 @@ def _request_at_fault(error: ProviderError) -> bool:
     return error.status_code not in (401, 403, 404)
 
 
-def _exhausted(errors: list[ProviderError], waits: list[float], tried: list[str]) -> ProviderError:
+def _exhausted(
+    errors: list[ProviderError], waits: list[float], tried: list[str], broken: list[ProviderError] | None = None, busy: bool = False
+) -> ProviderError:
     """The error for a job no deployment answered: retry later unless all failed for good.
     Its message names every deployment and what it did, so a dead letter says which failed how.
 
@@ -179,7 +184,15 @@ def _exhausted(errors: list[ProviderError], waits: list[float], tried: list[str]
     that a deployment failed for good (a bad key) while the others cooled down spends one:
     their cooldown is often that failure's own doing, and a BUSY retry would call the failing
     deployment again and again, for ever. One that every deployment it called refused for
-    load or failed on probation is an ``outage``: it waits (``Tier.max_waits``) instead."""
+    load or failed on probation is an ``outage``: it waits (``Tier.max_waits``) instead.
+
+    A deployment passed over while it cools down after failing for good (``broken``) is no
+    wait: beside one only ``busy`` (at its rate limit, or another's probe out) the job is BUSY;
+    beside ones cooling down, or that refused it for load, an outage (counted waits: one
+    bad key and one provider down for good must not hold a job for ever); alone, it spends an
+    attempt without a call: a bad key everywhere ends every line within seconds, not one per
+    cooldown, and a short blip of 401s, or a key fixed by a restart, costs an attempt, not
+    the line."""
     every = "; ".join(tried)
     retryable = [e for e in errors if isinstance(e, RetryableProviderError)]
     if waits or retryable:
@@ -187,10 +200,15 @@ def _exhausted(errors: list[ProviderError], waits: list[float], tried: list[str]
         # a context window error is the prompt's size, no failure: a cooling deployment may take it
         failures = [e for e in errors if not isinstance(e, ContextWindowError)]
         last = retryable[-1] if retryable else (failures[-1] if failures else None)
+        if last is None and broken and not busy:  # the others only cool down: wait, counted
+            return RetryableProviderError(broken[-1].code, f"no deployment answered: {every}", broken[-1].status_code,
+                                          min(hints) if hints else None, outage=True)
         code = last.code if last else BUSY
-        message = f"no deployment answered: {every}" if last else "every deployment is cooling down or at its rate limit"
+        message = f"no deployment answered: {every}" if last or broken else "every deployment is cooling down or at its rate limit"
         outage = bool(failures) and all(isinstance(e, RetryableProviderError) and e.outage for e in failures)
         return RetryableProviderError(code, message, last.status_code if last else 429, min(hints) if hints else None, outage)
+    if broken:
+        return RetryableProviderError(broken[-1].code, f"no deployment answered: {every}", broken[-1].status_code)
     contexts = [e for e in errors if isinstance(e, ContextWindowError)]
     final = contexts[-1] if contexts else errors[-1]
     if len(tried) > 1:
@@ -201,8 +219,20 @@ def _exhausted(errors: list[ProviderError], waits: list[float], tried: list[str]
 
 #: The error code of a deployment whose account is out of quota or credit.
 OUT_OF_CREDIT = "insufficient_quota"
-#: How OpenAI (a 429 ``insufficient_quota``) and Anthropic (a 400) say an account is out of credit.
-_OUT_OF_CREDIT = ("insufficient_quota", "exceeded your current quota", "credit balance is too low")
+#: How Anthropic says an account is out of credit (a 400); OpenAI's 429 says so in its body's code.
+_LOW_CREDIT = "credit balance is too low"
+#: OpenAI's 429 for a request with more tokens than the deployment's per-minute limit: no wait
+#: mends it; a deployment with a higher limit, or a tier up, may take it.
+_TOO_LARGE = "Request too large"
+
+
+def _out_of_credit(exc: BaseException, message: str) -> bool:
+    """OpenAI's (and Azure's) 429 ``insufficient_quota``, by its body's code, not its words:
+    Gemini's per-minute 429 also says "You exceeded your current quota"; Anthropic's 400."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict) and OUT_OF_CREDIT in (body.get("code"), body.get("type")):
+        return True
+    return _LOW_CREDIT in message.lower()
 
 
 def classify(exc: BaseException) -> ProviderError:
@@ -211,8 +241,10 @@ def classify(exc: BaseException) -> ProviderError:
     status = getattr(exc, "status_code", None)
     if isinstance(exc, litellm.ContextWindowExceededError):
         return ContextWindowError("context_length_exceeded", message, status)
-    if any(sign in message.lower() for sign in _OUT_OF_CREDIT):  # a 429 or 400 that no wait clears
+    if _out_of_credit(exc, message):  # a 429 or 400 that no wait clears
         return FatalProviderError(OUT_OF_CREDIT, f"the provider says the account is out of quota or credit (top it up, then `turnout dlq replay`): {message}", status)
+    if status == 429 and _TOO_LARGE in message:  # more tokens than the deployment's per-minute limit
+        return ContextWindowError("request_too_large", message, status)
     if _refused(exc):  # LiteLLM reports it as a 500 the provider never sent
         return RetryableProviderError("connection_error", message, None, None)
     if isinstance(exc, _RETRYABLE) or (isinstance(status, int) and (status in (408, 409, 429) or status >= 500)):

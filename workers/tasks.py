@@ -470,6 +470,7 @@ def _cascade(app: Celery, runtime: Runtime, tier: Tier, answers: list[tuple[Job,
             kept.append((job, answer))
             continue
         job.calls.append(call_record(tier, answer) | {"answer": answer_text(answer.body)})
+        job.waits = 0  # the next tier's deployments are another provider's to wait for
         escalated.append(job)
     bigger = _next_tier(runtime.config, tier)
     if escalated and bigger is not None:
@@ -564,6 +565,7 @@ def _handle_failure(app: Celery, runtime: Runtime, tier: Tier, job: Job, error: 
         bigger = _next_tier(runtime.config, tier)
         if bigger is not None:
             job.decision = job.decision.model_copy(update={"tier": bigger.name}) if job.decision else None
+            job.waits = 0
             send_tier(app, bigger, job.batch_id, [job])
             return None
     waited = f" (it had waited through {job.waits} retries while the deployments were down)" if job.waits else ""

@@ -388,3 +388,24 @@ def test_a_deployment_out_of_quota_hands_its_jobs_to_the_next_and_when_all_are_i
         complete_once(redis_url, tier("primary", "backup"), url)
     assert failed.value.code == "insufficient_quota" and failed.value.status_code == 429
     assert "out of quota or credit (top it up" in failed.value.message and "cheap-backup" in failed.value.message
+
+
+def test_a_job_every_deployment_refused_for_load_is_an_outage_and_one_they_failed_is_not(provider: Callable[..., str], redis_url: str) -> None:
+    from schemas.config import Tier
+    from schemas.errors import RetryableProviderError
+
+    tier = Tier.model_validate({"name": "cheap", "deployments": [
+        {"model": "openai/primary", "name": "cheap-primary", "api_base": "fake"},
+        {"model": "openai/backup", "name": "cheap-backup", "api_base": "fake"},
+    ]})  # fmt: skip
+    # Given both deployments refuse every call for load (429)
+    url = provider(fail_models={"primary": 429, "backup": 429})
+    with pytest.raises(RetryableProviderError) as refused:
+        complete_once(redis_url, tier, url)
+    # Then the job's failure is an outage, to wait out without spending an attempt
+    assert refused.value.outage and refused.value.status_code == 429
+    # But when deployments in service (not on probation) fail it with 503s, it is the job's
+    url = provider(fail_models={"primary": 503, "backup": 503})
+    with pytest.raises(RetryableProviderError) as failed:
+        complete_once(redis_url, tier, url)
+    assert not failed.value.outage

@@ -116,3 +116,56 @@ def test_an_outage_costs_a_job_a_wait_not_an_attempt_until_its_waits_are_spent(t
     job.attempts += 1
     assert _handle_failure(None, None, tier, job, outage) is not None  # type: ignore[arg-type]
     assert job.attempts == 1 and job.waits == 3 and len(job.errors) == 1
+
+
+def test_a_deployment_passed_over_for_an_earlier_failure_for_good_is_no_wait_but_no_verdict_either() -> None:
+    from schemas.errors import FatalProviderError, RetryableProviderError
+    from workers.answer import BUSY
+    from workers.provider import _exhausted
+
+    out_of_credit = FatalProviderError("insufficient_quota", "out of credit", 429)
+    tried = ["a: insufficient_quota (on an earlier call)", "b: cooling down or at its rate limit"]
+    # Given the primary cools down after running out of credit: beside a backup only at its
+    # rate limit, the job waits for the backup without spending anything (it will answer)
+    assert _exhausted([], [12.0], tried, [out_of_credit], busy=True).code == BUSY
+    # And beside a backup cooling down after failures, it waits, counted (an outage): one
+    # broken deployment and one down must not hold the job for ever, nor end it at once
+    waiting = _exhausted([], [12.0], tried, [out_of_credit], busy=False)
+    assert isinstance(waiting, RetryableProviderError) and waiting.outage and waiting.code == "insufficient_quota"
+    # And alone (every deployment broken), it spends an attempt without a call, so a bad key
+    # everywhere ends each line in seconds but a blip of 401s costs only an attempt
+    alone = _exhausted([], [], ["a: insufficient_quota (on an earlier call)"], [out_of_credit])
+    assert isinstance(alone, RetryableProviderError) and not alone.outage and alone.code == "insufficient_quota"
+    assert "a: insufficient_quota (on an earlier call)" in alone.message
+
+
+def test_quota_and_size_refusals_are_read_from_what_the_provider_meant() -> None:
+    import httpx
+    import litellm
+
+    from schemas.errors import ContextWindowError, FatalProviderError, RetryableProviderError
+    from workers.provider import classify
+
+    response = httpx.Response(429, request=httpx.Request("POST", "http://x/v1/chat/completions"))
+
+    def rate_limit(message: str, body: dict[str, str] | None = None) -> Exception:
+        error = litellm.RateLimitError(message, llm_provider="openai", model="m", response=response)
+        error.body = body  # type: ignore[attr-defined]  # as the OpenAI SDK's error carries it
+        return error
+
+    # OpenAI's insufficient_quota is known by its body's code: the deployment's failure for good
+    quota = classify(rate_limit("You exceeded your current quota, please check your plan", {"code": "insufficient_quota"}))
+    assert isinstance(quota, FatalProviderError) and quota.code == "insufficient_quota"
+    # Gemini's per-minute limit says the same words without that code: a 429 to wait out
+    gemini = classify(rate_limit("You exceeded your current quota, please check your plan and billing details"))
+    assert isinstance(gemini, RetryableProviderError) and gemini.status_code == 429
+    # A request with more tokens than the per-minute limit is the request's size: no wait mends it
+    too_large = classify(rate_limit("Request too large for gpt-4o on tokens per min (TPM): Limit 30000, Requested 45000."))
+    assert isinstance(too_large, ContextWindowError) and too_large.code == "request_too_large"
+
+
+def test_waits_back_off_to_at_most_the_wait_cap() -> None:
+    from workers.tasks import WAIT_CAP_S
+
+    assert all(WAIT_CAP_S / 2 <= backoff(30, None, WAIT_CAP_S) <= WAIT_CAP_S for _ in range(200))
+    assert all(RETRY_BASE_S / 2 <= backoff(1, None, WAIT_CAP_S) <= RETRY_BASE_S for _ in range(200))

@@ -239,6 +239,27 @@ def test_a_batchs_rate_is_its_lines_lately_and_its_eta_the_rest_at_that_rate(bro
     assert [eta_text(s) for s in (None, 45, 760, 11_100)] == ["-", "45s", "12m 40s", "3h 05m"]
 
 
+def test_a_busy_batchs_rate_is_taken_over_its_last_lines(broker: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import workers.ledger as ledger_module
+    from schemas.result import error_line
+    from workers.ledger import Ledger
+
+    ledger = Ledger(redis.Redis.from_url(broker))
+    ledger.open_batch("busy")
+    started = time.time() - 30  # began half a minute ago
+    # Given 20 lines recorded over about two seconds, and a sample of the last 10 lines
+    for n in range(20):
+        ledger.record_error("busy", f"j{n}", error_line("busy", f"j{n}", "boom", "failed"))
+        time.sleep(0.1)
+    monkeypatch.setattr(ledger_module, "RATE_SAMPLE", 10)
+    # Then the rate is the last 10 lines over their own span (about 1 s: at least 1 s is
+    # taken), not 20 lines over the 30 s since the batch began
+    assert 5 <= ledger.recent_rate("busy", started) <= 10.5
+    # And without the sample cap, it is the lines over the time since the batch began
+    monkeypatch.setattr(ledger_module, "RATE_SAMPLE", 5000)
+    assert ledger.recent_rate("busy", started) == pytest.approx(20 / 30, rel=0.2)
+
+
 def test_a_run_is_told_when_every_deployment_of_a_tier_fails_and_when_one_answers_again(broker: str) -> None:
     import asyncio
 
