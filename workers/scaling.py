@@ -7,9 +7,12 @@ rpm limits more workers only collect 429s, so the rate is capped there first.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
@@ -20,6 +23,10 @@ from workers.metrics import STATS, recent_stats
 DEFAULT_DRAIN_S = 600.0
 #: Latency assumed for a tier that has not answered anything yet.
 DEFAULT_LATENCY_S = 1.0
+#: Messages read from each tier queue's head to count its jobs (the rest at their mean).
+QUEUE_SAMPLE = 20
+#: How a tier task shows its job count to Flower, status and the queue count (tasks.argsrepr).
+JOBS_SHOWN = re.compile(r"\bjobs=(\d+)")
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,27 @@ class Snapshot:
     recent_arrivals: dict[str, float] = field(default_factory=dict)
 
 
+def job_count(message: dict[str, Any], default: int) -> int:
+    """The jobs a task message carries, from the ``jobs=N`` its argsrepr shows (tasks.argsrepr)."""
+    found = JOBS_SHOWN.search(str((message.get("headers") or {}).get("argsrepr") or ""))
+    return int(found.group(1)) if found else default
+
+
+def queued_jobs(depth: int, sample: list[bytes], batch_size: int) -> int:
+    """Jobs in a tier queue of ``depth`` messages: those of the ``sample`` (its newest), and the
+    rest at the sample's mean. A micro-batch is often partial (a classify chunk's share of a
+    tier), so messages × batch size overcounted, and scale advised processes for jobs not there."""
+    counts = []
+    for raw in sample:
+        try:
+            counts.append(job_count(json.loads(raw), batch_size))
+        except (ValueError, TypeError, AttributeError):
+            counts.append(batch_size)  # not a message of ours
+    if not counts:
+        return depth * batch_size
+    return sum(counts) + round((depth - len(counts)) * sum(counts) / len(counts))
+
+
 def snapshot(config: Config, client: redis.Redis) -> Snapshot:
     """Routed-job counters, queue depths (in jobs), and per tier its mean provider latency and
     arrival rate over the last few minutes (``recent_stats``); a tier with no call lately takes
@@ -77,7 +105,9 @@ def snapshot(config: Config, client: redis.Redis) -> Snapshot:
     pipe = client.pipeline(transaction=False)
     for tier in config.tiers:
         pipe.llen(tier.queue)
-    depths = pipe.execute()
+        pipe.lrange(tier.queue, 0, QUEUE_SAMPLE - 1)
+    replies = pipe.execute()
+    depths, samples = replies[0::2], replies[1::2]
     latency: dict[str, float] = {}
     for tier in config.tiers:
         names = [tier.deployment_name(i) for i in range(len(tier.deployments))]
@@ -91,7 +121,7 @@ def snapshot(config: Config, client: redis.Redis) -> Snapshot:
     return Snapshot(
         at=time.monotonic(),
         routed={tier.name: raw.get(f"routed|{tier.name}", 0.0) for tier in config.tiers},
-        queued={tier.name: int(depth) * tier.batch_size for tier, depth in zip(config.tiers, depths)},
+        queued={tier.name: queued_jobs(int(depth), sample, tier.batch_size) for tier, depth, sample in zip(config.tiers, depths, samples)},
         latency=latency,
         recent_arrivals={tier.name: recent.get(f"routed|{tier.name}", 0.0) / span for tier in config.tiers},
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,10 +21,9 @@ from workers.dlq import DeadLetters
 from workers.gate import health
 from workers.metrics import LATENCY_BUCKETS, recent_stats
 from workers.producer import UNACKED
-from workers.scaling import recommendations, snapshot
+from workers.scaling import job_count, recommendations, snapshot
 from workers.stragglers import marked
 
-_JOBS = re.compile(r"\bjobs=(\d+)")
 #: Guards read per tier for the in-flight count (a guard queue holds a few per handed-off task).
 GUARDS_READ = 1000
 #: Complete batches `status` lists besides every unfinished one, newest first.
@@ -94,8 +92,7 @@ def in_flight(config: Any, redis: Any) -> dict[str, dict[str, int]]:
             if "guard" in str((message.get("headers") or {}).get("kwargsrepr") or ""):
                 held[tier.name]["running"] += _calls_out(redis, message)
             else:  # a job a guard sent on: an ordinary task, waiting
-                found = _JOBS.search(str((message.get("headers") or {}).get("argsrepr") or ""))
-                held[tier.name]["running"] += int(found.group(1)) if found else 1
+                held[tier.name]["running"] += job_count(message, 1)
     for raw in redis.hvals(UNACKED):
         try:
             message, _, routing_key = json.loads(raw)
@@ -108,9 +105,8 @@ def in_flight(config: Any, redis: Any) -> dict[str, dict[str, int]]:
         if "guard" in str(headers.get("kwargsrepr") or ""):
             held[queues[queue]]["running"] += _calls_out(redis, message)
             continue
-        found = _JOBS.search(str(headers.get("argsrepr") or ""))
         state = "waiting_retry" if _in_future(headers.get("eta")) else "running"
-        held[queues[queue]][state] += int(found.group(1)) if found else 1
+        held[queues[queue]][state] += job_count(message, 1)
     return held
 
 

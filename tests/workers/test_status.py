@@ -112,7 +112,7 @@ def test_replayed_dead_letters_go_back_in_the_tiers_micro_batches_and_status_cou
     # Then they wait as 3 messages (8, 8, 4), not 20, and status and scale count 20 jobs queued, not 160
     cheap = config.tier("cheap")
     assert cheap.batch_size == 8 and client.llen(cheap.queue) == 3
-    assert snapshot(config, client).queued == {"cheap": 24, "frontier": 0}  # an estimate: full micro-batches
+    assert snapshot(config, client).queued == {"cheap": 20, "frontier": 0}  # the jobs the messages carry
     assert list(letters.entries(["cheap"], "b")) == []
 
 
@@ -292,3 +292,24 @@ def test_a_run_is_told_when_every_deployment_of_a_tier_fails_and_when_one_answer
                                         f"turnout:gate:{config.tier('cheap').deployment_name(0)}:probation")
     watch.check()
     assert len(said) == 2 and said[1].startswith("tier cheap:") and "taking calls again" in said[1]
+
+
+def test_queued_jobs_count_partial_micro_batches_as_what_they_carry(broker: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import workers.scaling as scaling
+    from workers.scaling import snapshot
+
+    config = Config.model_validate(CONFIG)
+    app = create_app(config, broker)
+    cheap = config.tier("cheap")
+    # Given the cheap queue holds a full micro-batch and three partial ones (a classify chunk's
+    # share of a tier is often less than batch_size)
+    send_tier(app, cheap, "b", jobs(cheap.batch_size))
+    for n in (5, 3, 1):
+        send_tier(app, cheap, "b", jobs(n))
+    client = redis.Redis.from_url(broker)
+    # Then the queued jobs are the jobs those messages carry, not messages × batch_size
+    assert snapshot(config, client).queued["cheap"] == cheap.batch_size + 9
+    # And past the sample read (the newest messages), the rest count at the sample's mean
+    monkeypatch.setattr(scaling, "QUEUE_SAMPLE", 2)
+    newest_two = 1 + 3
+    assert snapshot(config, client).queued["cheap"] == newest_two + round(2 * newest_two / 2)
