@@ -129,6 +129,13 @@ def run(
     _say_unpriced(config)
     summary = run_batch(config, config_path, file, out_dir, batch, timeout, err, fresh=fresh and not batch_id)
     _print_summary(summary, out_dir)
+    spilled = Path(config.state_dir) / "spill" / f"{batch}.output.jsonl"
+    size = f", its answers {spilled.stat().st_size / 1e6:.1f} MB in {spilled}" if spilled.exists() else ""
+    from workers.app import configured_redis_url
+
+    where = "Redis" if configured_redis_url(config) else config.state_dir
+    out.print(f"The batch stays in {where}{size}, for a resume, a dlq replay or another collect; once done with "
+              f"it, `turnout collect {batch} -o {out_dir} --delete` writes the files again and frees it", highlight=False)
 
 
 def _file_batch_id(file: Path, fresh: bool) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import random
 import signal
@@ -76,6 +77,16 @@ def test_run_keeps_the_ledger_on_a_thousand_lines_with_malformed_ones(tmp_path: 
     assert spilled and len(spilled) == len(set(spilled)) and set(spilled) <= set(ids)
     # And the embedded Redis it started is stopped again
     assert not _answers(EmbeddedRedis(tmp_path / ".turnout").url)
+    # And it says the batch stays in .turnout and how to free it; doing so keeps the output
+    # and frees the spill file
+    said = " ".join(result.stdout.split())
+    found = re.search(r"The batch stays in \.turnout, its answers [\d.]+ MB in [^,\s]+, for a resume.*`(turnout collect (\S+) -o out --delete)`", said)
+    assert found, said
+    freed = subprocess.run([sys.executable, "-m", "workers.cli", *found.group(1).split()[1:], "-c", str(repo_root / "examples/turnout.yaml")],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert freed.returncode == 0, freed.stderr[-2000:]
+    assert len((tmp_path / "out/output.jsonl").read_text().splitlines()) == len(outputs)
+    assert not list((tmp_path / ".turnout/spill").glob(f"{found.group(2)}*"))
 
 
 def test_sigterm_stops_run_as_ctrl_c_does_and_a_rerun_finishes_the_batch(tmp_path: Path, repo_root: Path) -> None:
