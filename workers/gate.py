@@ -175,7 +175,8 @@ def health(client: redis.Redis, deployment: str) -> dict[str, Any]:
     else:
         state = "ok"
     return {"deployment": deployment, "state": state, "calls_this_minute": int(calls or 0), "failures_this_minute": int(fails or 0),
-            "last_failure": last.decode(errors="replace") if last else None}
+            "last_failure": last.decode(errors="replace") if last else None,
+            "for_good": broken.code if broken and cooling_ms and cooling_ms > 0 else None}
 
 
 @dataclass(frozen=True)

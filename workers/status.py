@@ -19,7 +19,7 @@ from schemas.config import Config
 from workers.app import CLASSIFY_QUEUE
 from workers.dlq import DeadLetters
 from workers.gate import health
-from workers.metrics import LATENCY_BUCKETS, recent_stats
+from workers.metrics import LATENCY_BUCKETS, STATS, recent_stats
 from workers.producer import UNACKED
 from workers.scaling import job_count, recommendations, snapshot
 from workers.stragglers import marked
@@ -232,9 +232,12 @@ def render(data: dict[str, Any]) -> RenderableType:
 
 @dataclass
 class DownWatch:
-    """Says when every deployment of a tier is failing, and when one answers again: a run
-    otherwise only slows, with no word of why (its jobs wait for the provider, see
-    ``Tier.max_waits``). ``check`` is cheap to call often: it reads the gate every ``every_s``."""
+    """Says when every deployment of a tier is failing, and when the tier answers again: a
+    run otherwise only slows, with no word of why (its jobs wait for the provider, see
+    ``Tier.max_waits``). A tier is failing when each deployment failed since the last look or
+    sits out a cooldown, and it answered nothing in between; it is back when it answers (a
+    lapsed Retry-After is no answer). Failures from before the first look are not news.
+    ``check`` is cheap to call often: it reads Redis every ``every_s``."""
 
     config: Config
     redis: Any
@@ -242,6 +245,8 @@ class DownWatch:
     every_s: float = DOWN_CHECK_S
     down: set[str] = field(default_factory=set)
     checked_at: float = 0.0
+    answered: dict[str, float] = field(default_factory=dict)  # per tier, its answered calls at the last look
+    seen: dict[str, Any] = field(default_factory=dict)  # per deployment, its last failure at the last look
 
     def check(self) -> None:
         now = time.monotonic()
@@ -249,14 +254,25 @@ class DownWatch:
             return
         self.checked_at = now
         for tier in self.config.tiers:
-            states = [health(self.redis, tier.deployment_name(i)) for i in range(len(tier.deployments))]
-            answering = [s["deployment"] for s in states if s["state"] == "ok"]
-            if tier.name in self.down and answering:
-                self.down.discard(tier.name)
-                self.say(f"tier {tier.name}: {', '.join(answering)} taking calls again")
-            elif tier.name not in self.down and not answering and any(s["failures_this_minute"] for s in states):
+            names = [tier.deployment_name(i) for i in range(len(tier.deployments))]
+            states = [health(self.redis, name) for name in names]
+            calls = sum(float(v or 0) for v in self.redis.hmget(STATS, [f"calls|{name}" for name in names]))
+            first, before = tier.name not in self.answered, self.answered.get(tier.name, calls)
+            self.answered[tier.name] = calls
+            fresh = {s["deployment"] for s in states if s["last_failure"] and s["last_failure"] != self.seen.get(s["deployment"])}
+            self.seen.update({s["deployment"]: s["last_failure"] for s in states})
+            if first:
+                continue
+            if tier.name in self.down:
+                if calls > before:
+                    self.down.discard(tier.name)
+                    self.say(f"tier {tier.name}: answering again")
+            elif fresh and calls == before and all(s["deployment"] in fresh or s["state"] != "ok" for s in states):
                 self.down.add(tier.name)
                 why = "; ".join(f"{s['deployment']} {s['state']}, last failure {s['last_failure'] or '-'}" for s in states)
-                self.say(f"tier {tier.name}: every deployment is failing ({why}); its jobs wait for one to answer, "
-                         f"up to {tier.max_waits} retries each (`turnout status` shows the deployments)")
-
+                if all(s["for_good"] for s in states):
+                    self.say(f"tier {tier.name}: every deployment is failing for good ({why}); its lines end as error lines: "
+                             "once that is fixed, `turnout dlq replay` them")
+                else:
+                    self.say(f"tier {tier.name}: every deployment is failing ({why}); its jobs wait for one to answer, "
+                             f"up to {tier.max_waits} retries each (`turnout status` shows the deployments)")

@@ -263,36 +263,49 @@ def test_a_busy_batchs_rate_is_taken_over_its_last_lines(broker: str, monkeypatc
 def test_a_run_is_told_when_every_deployment_of_a_tier_fails_and_when_one_answers_again(broker: str) -> None:
     import asyncio
 
-    from workers.gate import Gate
+    from workers.gate import FailedForGood, Gate
+    from workers.metrics import STATS
     from workers.status import DownWatch
 
     config = Config.model_validate(CONFIG)
+    cheap, frontier = config.tier("cheap").deployment_name(0), config.tier("frontier").deployment_name(0)
+    client = redis.Redis.from_url(broker)
     said: list[str] = []
-    watch = DownWatch(config, redis.Redis.from_url(broker), said.append, every_s=0)
 
-    async def fail(name: str, times: int) -> None:
+    async def fail(name: str, times: int, for_good: FailedForGood | None = None) -> None:
         gate = Gate(broker)
+        what = f"{for_good.code}: {for_good.message}" if for_good else "connection_error: Connection refused"
         for _ in range(times):
             await gate.admit(name, None, None, 10, probe_s=5)
-            await gate.failed(name, None, 30.0, what="connection_error: Connection refused")
+            await gate.failed(name, None, 30.0, what=what, for_good=for_good)
         await gate.redis.aclose()
 
-    # Given a healthy cluster, nothing is said
+    # Given the frontier deployment failed before the run began (an earlier run's failures)
+    asyncio.run(fail(frontier, 4))
+    watch = DownWatch(config, client, said.append, every_s=0)
     watch.check()
+    watch.check()
+    # Then that is no news
     assert said == []
     # When the cheap tier's one deployment fails until it cools down
-    asyncio.run(fail(config.tier("cheap").deployment_name(0), 4))
+    asyncio.run(fail(cheap, 4))
     watch.check()
     watch.check()
     # Then the run is told once, with the deployment's state and last failure
-    assert len(said) == 1 and said[0].startswith("tier cheap: every deployment is failing")
+    assert len(said) == 1 and said[0].startswith("tier cheap: every deployment is failing (")
     assert "cooling down" in said[0] and "connection_error: Connection refused" in said[0]
-    # And when it takes calls again, the run is told that too
-    redis.Redis.from_url(broker).delete(f"turnout:gate:{config.tier('cheap').deployment_name(0)}:cooldown",
-                                        f"turnout:gate:{config.tier('cheap').deployment_name(0)}:probation")
+    # And a cooldown that merely lapses (no call answered) is not a recovery
+    client.delete(f"turnout:gate:{cheap}:cooldown", f"turnout:gate:{cheap}:probation")
     watch.check()
-    assert len(said) == 2 and said[1].startswith("tier cheap:") and "taking calls again" in said[1]
-
+    assert len(said) == 1
+    # But an answered call is, and the run is told
+    client.hincrby(STATS, f"calls|{cheap}", 1)
+    watch.check()
+    assert len(said) == 2 and said[1] == "tier cheap: answering again"
+    # And a deployment failing for good says its lines end as errors, not that they wait
+    asyncio.run(fail(cheap, 4, FailedForGood("authentication_error", "bad key", 401)))
+    watch.check()
+    assert len(said) == 3 and "failing for good" in said[2] and "dlq replay" in said[2] and "wait" not in said[2]
 
 def test_queued_jobs_count_partial_micro_batches_as_what_they_carry(broker: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import workers.scaling as scaling
