@@ -6,6 +6,8 @@ can put it back on its tier queue unchanged.
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -44,6 +46,18 @@ return redis.call('HDEL', KEYS[1], ARGV[1])
 """
 
 
+#: The time in a job's error entry: "attempt 2 on cheap (2026-12-07T18:07:55Z): …" (tasks._now).
+_ERROR_TIME = re.compile(r"\((\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\)")
+
+
+def first_failure(errors: list[str], default: float) -> float:
+    """When the job first failed, from its first error entry's time (``default`` without one)."""
+    found = _ERROR_TIME.search(errors[0]) if errors else None
+    if not found:
+        return default
+    return dt.datetime.strptime(found.group(1), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc).timestamp()
+
+
 def dlq_key(tier: str) -> str:
     return f"{PREFIX}:dlq:{tier}"
 
@@ -64,7 +78,7 @@ class DeadLetters:
             code=code,
             reason=reason,
             errors=job.errors,
-            first_failed_at=now,
+            first_failed_at=first_failure(job.errors, now),
             last_failed_at=now,
         )
         self.redis.hset(dlq_key(tier), letter.id, json_text(letter))

@@ -96,6 +96,7 @@ def test_a_job_whose_backup_refuses_the_key_while_the_primary_cools_down_ends_as
     # And each dead letter lists every attempt's error with the time it failed
     letters = list(DeadLetters(fresh_fake.client.ledger.redis).entries(["frontier"], "bad-key"))
     assert len(letters) == 10 and all(len(letter.errors) == 3 for letter in letters)
+    assert all(letter.first_failed_at <= letter.last_failed_at - 1 for letter in letters)  # 3 attempts, backoffs between
     assert all(re.match(r"attempt \d on frontier \(20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ\): authentication_error", e) for e in letters[0].errors)
 
 

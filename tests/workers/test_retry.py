@@ -169,3 +169,12 @@ def test_waits_back_off_to_at_most_the_wait_cap() -> None:
 
     assert all(WAIT_CAP_S / 2 <= backoff(30, None, WAIT_CAP_S) <= WAIT_CAP_S for _ in range(200))
     assert all(RETRY_BASE_S / 2 <= backoff(1, None, WAIT_CAP_S) <= RETRY_BASE_S for _ in range(200))
+
+
+def test_a_dead_letter_says_when_its_job_first_failed_from_its_first_errors_time() -> None:
+    from workers.dlq import first_failure
+
+    errors = ["attempt 1 on cheap (2026-12-07T18:07:53Z): service_unavailable_error: down",
+              "attempt 2 on cheap (2026-12-07T18:07:58Z): service_unavailable_error: down"]  # fmt: skip
+    assert first_failure(errors, 0.0) == 1796666873.0  # 2026-12-07T18:07:53Z
+    assert first_failure([], 5.0) == 5.0 and first_failure(["no time here"], 5.0) == 5.0
