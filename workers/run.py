@@ -94,11 +94,25 @@ def run_batch(
         raise
     finally:
         with _uninterrupted() as hurry:  # pools first, so they hand their tasks back to a Redis still up
-            supervisor.stop(hurry, say=lambda line: console.print(line, highlight=False))
+            supervisor.stop(hurry, say=lambda line: console.print(line, highlight=False), held=lambda: _holds_tasks(url))
             if embedded is not None:
                 embedded.stop()
             if held is not None:
                 held.close()
+
+
+def _holds_tasks(url: str) -> bool:
+    """Whether any worker holds a task unacknowledged, or a handed-off call is out (a guard
+    queued), on the Redis at ``url``."""
+    import redis
+
+    from workers.producer import UNACKED
+
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return bool(client.hlen(UNACKED)) or any(client.llen(key) for key in client.scan_iter(match="turnout.guard.*", count=100))
+    finally:
+        client.close()
 
 
 def _stop_like_ctrl_c(signum: int, frame: object) -> None:

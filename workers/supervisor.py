@@ -216,10 +216,12 @@ class Supervisor:
         may last a tier's longest run; cut, they are made and paid for again on resume."""
         return max(t.longest_run_s for t in self.config.tiers) + STOP_GRACE_S
 
-    def stop(self, hurry: threading.Event | None = None, say: Callable[[str], None] | None = None) -> None:
+    def stop(self, hurry: threading.Event | None = None, say: Callable[[str], None] | None = None,
+             held: Callable[[], bool] | None = None) -> None:
         """The pools all at once, each finishing its tasks and handed-off calls within
         ``stop_grace_s`` (or until ``hurry`` is set: a second Ctrl-C), then the fake provider
-        they may still be calling. After ``STOP_QUIET_S`` ``say`` hears what the stop waits for."""
+        they may still be calling. After ``STOP_QUIET_S`` ``say`` hears what the stop waits for:
+        calls out, or, when ``held`` says the workers hold no task, only their shutting down."""
         pools = [c for c in self.children if c.name != FAKE_PROVIDER]
         for dead in self.dead:  # what is left of pools that died in the run
             try:
@@ -234,8 +236,12 @@ class Supervisor:
             child.exited(started + STOP_QUIET_S, hurry)  # the usual stop: nothing out, or short calls
         waiting = [c for c in pools if c.alive]
         if waiting and say is not None and not (hurry and hurry.is_set()):
-            say(f"waiting up to {deadline - time.monotonic():.0f} s for {', '.join(c.name for c in waiting)} to finish the calls "
-                "they have out (paid for either way); Ctrl-C again to stop now, and they are made again on resume")
+            names = ", ".join(c.name for c in waiting)
+            if held is not None and not _held(held):
+                say(f"stopping {names}: no task is running, they are only shutting down")
+            else:
+                say(f"waiting up to {deadline - time.monotonic():.0f} s for {names} to finish the calls "
+                    "they have out (paid for either way); Ctrl-C again to stop now, and they are made again on resume")
         for child in pools:
             child.exited(deadline, hurry)
         if hurry is not None and hurry.is_set():  # every pool at once, on one deadline
@@ -262,3 +268,11 @@ class Supervisor:
                 break
             time.sleep(0.05)
         raise TurnoutError(f"the fake provider did not start; see {self.log_dir / 'fake-provider.log'}")
+
+
+def _held(held: Callable[[], bool]) -> bool:
+    """Whether the workers hold a task; when that cannot be read, assume they do."""
+    try:
+        return held()
+    except Exception:  # Redis gone first: say the longer thing, which is never wrong
+        return True

@@ -19,6 +19,7 @@ from tests.conftest import other_db
 from tests.e2e.conftest import Cluster, running_cluster
 from tests.e2e.test_crash import assert_ledger_whole, pool, pool_children, run_while
 from workers.producer import UNACKED
+from workers.run import _holds_tasks
 from workers.stragglers import lease_key
 
 
@@ -179,12 +180,23 @@ def stop_with_calls_out(
         if hurry_after is not None:
             threading.Timer(hurry_after, hurry.set).start()
         started = time.monotonic()
-        cluster.supervisor.stop(hurry, say=said.append)  # the pools, then the fake provider
+        cluster.supervisor.stop(hurry, say=said.append, held=lambda: _holds_tasks(url))  # the pools, then the fake provider
         took = time.monotonic() - started
         answered = cluster.client.ledger.answered("stopping", ids[:8])
         assert redis.Redis.from_url(url).hlen(UNACKED) == 0
     redis.Redis.from_url(url).flushdb()
     return answered, took, said
+
+
+def test_what_a_stop_waits_for_is_read_from_what_the_workers_hold(redis_url: str) -> None:
+    # Given a Redis where no worker holds a task, then one where a worker holds one
+    url = other_db(redis_url, 11)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    assert _holds_tasks(url) is False  # the stop then says the pools are only shutting down
+    client.hset(UNACKED, "tag", "{}")
+    assert _holds_tasks(url) is True  # and then that it waits for their calls (Ctrl-C again cuts it)
+    client.flushdb()
 
 
 def test_stopping_the_pools_lets_running_tasks_and_handed_calls_finish(redis_url: str, tmp_path: Path) -> None:
