@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -48,6 +49,34 @@ def _config(path: Path) -> Config:
     return load_config(path)
 
 
+#: The state directory of the `turnout run` whose embedded Redis this command attached to:
+#: when that run ends, its Redis stops with it.
+_WATCHED_RUN: Path | None = None
+
+
+def _run_ended() -> bool:
+    """Whether the `turnout run` this command attached to has ended (or is ending: its Redis
+    stops before it lets go of the state directory)."""
+    from workers.broker import EmbeddedRedis, state_dir_in_use
+
+    if _WATCHED_RUN is None:
+        return False
+    return not state_dir_in_use(_WATCHED_RUN) or not EmbeddedRedis(_WATCHED_RUN).socket.exists()
+
+
+def _fail_fast(client: Any) -> Any:
+    """A client attached to a `turnout run`'s embedded Redis: that Redis going away is the run
+    ending, not a restart to wait out (~35 s of reconnecting, then a misleading error)."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    if _WATCHED_RUN is not None:
+        pool = client.ledger.redis.connection_pool
+        pool.connection_kwargs["retry"] = Retry(NoBackoff(), 1)
+        pool.disconnect()
+    return client
+
+
 def _client(config_path: Path, after_run: bool = False, live: bool = False) -> Any:
     """A client of the configured Redis. With ``after_run`` and none configured, the embedded
     Redis that a `turnout run` from this directory kept its batches in (it persists them),
@@ -70,7 +99,9 @@ def _client(config_path: Path, after_run: bool = False, live: bool = False) -> A
                 held = lock_state_dir(state_dir, wait_s=0, advice="try again when it has finished")
             except TurnoutError:
                 if state_dir_holder(state_dir).startswith("turnout run") and embedded.answering:
-                    break  # a running `turnout run` serves it, and keeps it up
+                    global _WATCHED_RUN
+                    _WATCHED_RUN = state_dir
+                    break  # a running `turnout run` serves it, and keeps it up (until it ends)
                 if time.monotonic() < deadline:  # a run starting, or another command like this one
                     time.sleep(0.1)
                     continue
@@ -79,8 +110,8 @@ def _client(config_path: Path, after_run: bool = False, live: bool = False) -> A
             atexit.register(held.close)
             atexit.register(embedded.stop)  # runs first: stops what this command started, then lets go
             break
-        return Client(config, embedded.url)
-    return Client(config, live_redis_url(config) if live else redis_url_for(config))
+        return _fail_fast(Client(config, embedded.url))
+    return _fail_fast(Client(config, live_redis_url(config) if live else redis_url_for(config)))
 
 
 def live_redis_url(config: Any) -> str:
@@ -95,6 +126,8 @@ def live_redis_url(config: Any) -> str:
     state_dir = Path(config.state_dir)
     embedded = EmbeddedRedis(state_dir)
     if state_dir_in_use(state_dir) and state_dir_holder(state_dir).startswith("turnout run") and embedded.answering:
+        global _WATCHED_RUN
+        _WATCHED_RUN = state_dir
         return embedded.url
     raise ConfigError(
         f"no Redis configured, and no `turnout run` is going with state directory {state_dir}: run this beside a "
@@ -271,9 +304,29 @@ def status(
         return
     from rich.live import Live
 
-    with Live(render(view(client, batch_id, interval=0.2)), console=out, refresh_per_second=2) as live:
-        while True:
-            live.update(render(view(client, batch_id, interval=interval)))
+    def frame(seconds: float) -> Any:
+        try:
+            return render(view(client, batch_id, interval=seconds))
+        except RedisError:
+            if _run_ended():
+                return None
+            raise
+
+    def frames() -> Iterator[Any]:
+        shown = frame(0.2)
+        while shown is not None:
+            yield shown
+            time.sleep(max(interval - 0.2, 0.0))  # out of Redis's way: a run ending now is seen before the next read
+            shown = None if _run_ended() else frame(0.2)
+
+    if not out.is_terminal:  # piped or logged: a frame per refresh, not a live view nobody sees
+        for shown in frames():
+            out.print(shown)
+    else:
+        with Live(console=out, refresh_per_second=2) as live:
+            for shown in frames():
+                live.update(shown)
+    err.print("the `turnout run` this watched has ended, and its Redis with it; `turnout status` reads its batches now")
 
 
 @app.command()

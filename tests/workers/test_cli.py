@@ -398,3 +398,33 @@ def test_watching_commands_attach_to_a_running_turnout_runs_redis_and_say_how_wh
     # And once the run let go, they say so again rather than start a Redis of their own
     with pytest.raises(Exception, match="no `turnout run` is going"):
         live_redis_url(config)
+
+
+def test_status_watch_beside_a_run_prints_frames_when_piped_and_ends_when_the_run_does(tmp_path: Path, repo_root: Path) -> None:
+    import time
+
+    from workers.broker import EmbeddedRedis, lock_state_dir
+
+    # Given a `turnout run` holding its state directory and serving its embedded Redis
+    embedded = EmbeddedRedis(tmp_path / "state")
+    embedded.start()
+    held = lock_state_dir(tmp_path / "state", wait_s=0)
+    held.seek(0), held.truncate(), held.write("turnout run (pid 1)"), held.flush()
+    env = {k: v for k, v in os.environ.items() if k != "TURNOUT_REDIS_URL"} | {"TURNOUT_STATE_DIR": str(tmp_path / "state")}
+    # When `status --watch` runs beside it, piped, and the run then ends
+    watcher = subprocess.Popen([sys.executable, "-m", "workers.cli", "status", "--watch", "--interval", "0.5", "-c",
+                                str(repo_root / "examples/turnout.yaml")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)  # fmt: skip
+    try:
+        time.sleep(4)
+        held.close()
+        embedded.stop()
+        stdout, stderr = watcher.communicate(timeout=20)
+    finally:
+        watcher.kill()
+        held.close()
+        embedded.stop()
+    # Then it printed frames while the run went on, and ended when it did, saying so
+    assert watcher.returncode == 0, stderr
+    assert stdout.count("deployments (this minute)") >= 2
+    assert "has ended" in stderr
