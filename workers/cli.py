@@ -131,7 +131,8 @@ def live_redis_url(config: Any) -> str:
         return embedded.url
     raise ConfigError(
         f"no Redis configured, and no `turnout run` is going with state directory {state_dir}: run this beside a "
-        "`turnout run` (same directory and config), or set TURNOUT_REDIS_URL to watch a shared Redis"
+        "`turnout run` (same directory and config), or set TURNOUT_REDIS_URL to watch a shared Redis; a stopped run's "
+        "batches are read by `turnout status` and `turnout collect BATCH -o DIR`"
     )
 
 

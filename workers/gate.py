@@ -99,7 +99,7 @@ ALLOWED_FAILS_PER_MINUTE = 3
 #: is made while nothing needs it): then it takes calls freely again.
 PROBATION_S = 600.0
 #: How much of a failure's message the gate keeps for `turnout status`.
-LAST_FAILURE_CHARS = 160
+LAST_FAILURE_CHARS = 300
 #: A probe's lease beyond its call's timeout: a probe a little late does not let a second out.
 PROBE_MARGIN_S = 5.0
 #: The longest a caller waits while another's probe is out before it may look again (the

@@ -242,7 +242,7 @@ def classify(exc: BaseException) -> ProviderError:
     if isinstance(exc, litellm.ContextWindowExceededError):
         return ContextWindowError("context_length_exceeded", message, status)
     if _out_of_credit(exc, message):  # a 429 or 400 that no wait clears
-        return FatalProviderError(OUT_OF_CREDIT, f"the provider says the account is out of quota or credit (top it up, then `turnout dlq replay`): {message}", status)
+        return FatalProviderError(OUT_OF_CREDIT, f"out of quota or credit (top up, then `turnout dlq replay`): {message}", status)
     if status == 429 and _TOO_LARGE in message:  # more tokens than the deployment's per-minute limit
         return ContextWindowError("request_too_large", message, status)
     if _refused(exc):  # LiteLLM reports it as a 500 the provider never sent

@@ -387,7 +387,7 @@ def test_a_deployment_out_of_quota_hands_its_jobs_to_the_next_and_when_all_are_i
     with pytest.raises(FatalProviderError) as failed:
         complete_once(redis_url, tier("primary", "backup"), url)
     assert failed.value.code == "insufficient_quota" and failed.value.status_code == 429
-    assert "out of quota or credit (top it up" in failed.value.message and "cheap-backup" in failed.value.message
+    assert "out of quota or credit (top up, then `turnout dlq replay`)" in failed.value.message and "cheap-backup" in failed.value.message
 
 
 def test_a_job_every_deployment_refused_for_load_is_an_outage_and_one_they_failed_is_not(provider: Callable[..., str], redis_url: str) -> None:
