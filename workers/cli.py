@@ -64,6 +64,22 @@ def _run_ended() -> bool:
     return not state_dir_in_use(_WATCHED_RUN) or not EmbeddedRedis(_WATCHED_RUN).socket.exists()
 
 
+def _end_with_the_run(what: str) -> None:
+    """A long-running command attached to a `turnout run`'s embedded Redis ends when the run
+    does (it would otherwise block on a Redis that is gone, reconnecting for ever)."""
+    if _WATCHED_RUN is None:
+        return
+    import threading
+
+    def watch() -> None:
+        while not _run_ended():
+            time.sleep(1.0)
+        err.print(f"the `turnout run` {what} watched has ended, and its Redis with it; stopping")
+        os._exit(0)
+
+    threading.Thread(target=watch, name="turnout-run-watch", daemon=True).start()
+
+
 def _fail_fast(client: Any) -> Any:
     """A client attached to a `turnout run`'s embedded Redis: that Redis going away is the run
     ending, not a restart to wait out (~35 s of reconnecting, then a misleading error)."""
@@ -480,6 +496,7 @@ def flower(
     config = _config(config_path)
     url = live_redis_url(config)
     check(url, service_wait_s())  # a Redis started beside it may come up a little later
+    _end_with_the_run("Flower")
     if host in LOCALHOST and not os.environ.get("FLOWER_BASIC_AUTH"):
         os.environ.setdefault("FLOWER_UNAUTHENTICATED_API", "true")  # only this machine can reach it
     create_app(config, url).start(argv=["flower", f"--address={host}", f"--port={port}"])
@@ -498,6 +515,7 @@ def metrics(
     config = _config(config_path)
     url = live_redis_url(config)
     check(url, service_wait_s())  # a Redis started beside it may come up a little later
+    _end_with_the_run("the metrics endpoint")
     err.print(f"serving metrics on http://{host}:{port}/metrics")
     serve(config, connect(url), host, port)
 

@@ -210,7 +210,9 @@ def render(data: dict[str, Any]) -> RenderableType:
         )  # fmt: skip
     waiting = f"; ~{data['classify_queued_jobs']:,} jobs waiting to be classified" if data["classify_queued_jobs"] else ""
     tiers = Table(title=f"tiers ({data['in_flight_tasks']} tasks in flight{waiting})", show_edge=False)
-    for column in ("tier", "queued jobs", "in flight", "retrying", "arrivals/s", "p50", "p95", "DLQ", "recommended processes"):
+    # "held": a worker holds them, running or due to run (a retry whose countdown has passed
+    # waits there for a free process: not calls out); "retrying": still counting down
+    for column in ("tier", "queued jobs", "held", "retrying", "arrivals/s", "p50", "p95", "DLQ", "recommended processes"):
         tiers.add_column(column)
     for t in data["tiers"]:
         p50 = f"{t['p50_latency_s']:.2f}s" if t["p50_latency_s"] is not None else "-"

@@ -428,3 +428,44 @@ def test_status_watch_beside_a_run_prints_frames_when_piped_and_ends_when_the_ru
     assert watcher.returncode == 0, stderr
     assert stdout.count("deployments (this minute)") >= 2
     assert "has ended" in stderr
+
+
+def test_metrics_beside_a_run_stops_when_the_run_ends(tmp_path: Path, repo_root: Path) -> None:
+    import socket
+    import time
+    import urllib.request
+
+    from workers.broker import EmbeddedRedis, lock_state_dir
+
+    # Given a `turnout run` holding its state directory and serving its embedded Redis, and
+    # the metrics endpoint serving beside it
+    embedded = EmbeddedRedis(tmp_path / "state")
+    embedded.start()
+    held = lock_state_dir(tmp_path / "state", wait_s=0)
+    held.seek(0), held.truncate(), held.write("turnout run (pid 1)"), held.flush()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "TURNOUT_REDIS_URL"} | {"TURNOUT_STATE_DIR": str(tmp_path / "state")}
+    server = subprocess.Popen([sys.executable, "-m", "workers.cli", "metrics", "--port", str(port), "-c",
+                               str(repo_root / "examples/turnout.yaml")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert b"turnout" in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, server.stderr.read() if server.stderr else ""
+                time.sleep(0.2)
+        # When the run ends
+        held.close()
+        embedded.stop()
+        _, stderr = server.communicate(timeout=15)
+    finally:
+        server.kill()
+        held.close()
+        embedded.stop()
+    # Then the endpoint stops too, saying why (it blocked each scrape 35 s, then answered 500)
+    assert server.returncode == 0 and "has ended" in stderr
