@@ -283,10 +283,13 @@ def _code(exc: BaseException) -> str:
 
 #: LiteLLM's prefixes, "litellm.RateLimitError: RateLimitError: OpenAIException - ": the error
 #: code says the first two; the provider's name is kept ("OpenAI: ").
-_LITELLM_PREFIX = re.compile(r"^(?:litellm\.\w+: )?(?:\w+Error: )?(?:(\w+?)Exception - )?")
+_LITELLM_PREFIX = re.compile(r"^(?:litellm\.\w+: )?(?:\w+Error(?:: | - ))?(?:(\w+?)Exception - )?")
+#: LiteLLM's timeout repeats itself: "Request timed out. Error_str: Request timed out. - timeout value=…".
+_ERROR_STR = re.compile(r" Error_str: [^-]*- ")
 
 
 def _short(exc: BaseException) -> str:
     text = str(exc).replace("\n", " ")
     text = _LITELLM_PREFIX.sub(lambda m: f"{m.group(1)}: " if m.group(1) else "", text, count=1)
+    text = _ERROR_STR.sub(" ", text, count=1)
     return text if len(text) <= 300 else text[:297] + "..."

@@ -178,3 +178,15 @@ def test_a_dead_letter_says_when_its_job_first_failed_from_its_first_errors_time
               "attempt 2 on cheap (2026-12-07T18:07:58Z): service_unavailable_error: down"]  # fmt: skip
     assert first_failure(errors, 0.0) == 1796666873.0  # 2026-12-07T18:07:53Z
     assert first_failure([], 5.0) == 5.0 and first_failure(["no time here"], 5.0) == 5.0
+
+
+def test_error_messages_keep_the_providers_words_without_litellms_repeats() -> None:
+    from workers.provider import _short
+
+    said = {
+        "litellm.InternalServerError: InternalServerError: OpenAIException - Connection error.": "OpenAI: Connection error.",
+        "litellm.Timeout: APITimeoutError - Request timed out. Error_str: Request timed out. - timeout value=5.0, time taken=5.06 seconds":
+            "Request timed out. timeout value=5.0, time taken=5.06 seconds",
+        "the provider said no": "the provider said no",
+    }  # fmt: skip
+    assert {raw: _short(Exception(raw)) for raw in said} == said
