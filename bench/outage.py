@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -34,39 +32,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.reliability import count_lines, job_lines, wait_complete, write_config  # noqa: E402
-from bench.throughput import log, start_fake_provider, teardown  # noqa: E402  (sets LITELLM_LOCAL_MODEL_COST_MAP)
+from bench.reliability import count_lines, job_lines, local_turnout  # noqa: E402  (sets LITELLM_LOCAL_MODEL_COST_MAP)
+from bench.throughput import log  # noqa: E402
 
 MODELS = ("fake-cheap", "fake-cheap-backup", "fake-frontier", "fake-frontier-backup")
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
-    from schemas.config import load_config
-    from workers.broker import EmbeddedRedis
-    from workers.client import Client
     from workers.collector import collect
     from workers.fake_provider import configure, fetch_stats, reset
-    from workers.supervisor import Supervisor
 
-    tmp = Path(tempfile.mkdtemp(prefix="turnout-outage-"))
-    fake = embedded = supervisor = None
     batch_id = "outage"
-    try:
-        fake, fake_url = start_fake_provider(tmp, args.latency_ms)
-        embedded = EmbeddedRedis(tmp / "state")
-        url = embedded.start()
-        config_path = tmp / "turnout.yaml"
-        write_config(config_path, args, int(fake_url.rsplit(":", 1)[1].split("/")[0]))
-        config = load_config(config_path)
-        env = dict(os.environ, TURNOUT_REDIS_URL=url, TURNOUT_CONFIG=str(config_path), TURNOUT_FAKE_URL=fake_url,
-                   LITELLM_LOCAL_MODEL_COST_MAP="True")
-        os.environ["TURNOUT_FAKE_URL"] = fake_url
-        client = Client(config, url)
-        supervisor = Supervisor(config, config_path, env, tmp / "logs")
-        supervisor.start_pools()
-        log(f"fake provider {fake_url}, redis {url}; warm-up")
-        client.submit(job_lines("warm-", 200), "warm-up")
-        wait_complete(client.ledger, "warm-up", 300)
+    with local_turnout(args, "outage") as local:
+        tmp, fake_url, client, supervisor = local.tmp, local.fake_url, local.client, local.supervisor
         reset(fake_url)
 
         producer = threading.Thread(target=client.submit_report, args=(job_lines("o-", args.jobs), batch_id), daemon=True)
@@ -119,8 +97,6 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "lost": len(expected - set(counts)),
             "duplicates": sum(1 for n in counts.values() if n > 1),
         }
-    finally:
-        teardown(tmp, args.keep, supervisor, embedded, fake=fake)
 
 
 def main() -> None:

@@ -57,6 +57,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -236,21 +239,30 @@ def count_lines(path: Path) -> tuple[collections.Counter[str], list[dict[str, An
     return counts, lines
 
 
-def bench(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass
+class LocalTurnout:
+    """What `local_turnout` started: its temp dir, the fake provider's URL, the config, a client
+    of the private Redis, and the supervisor of turnout's pools (running)."""
+
+    tmp: Path
+    fake_url: str
+    config: Any
+    client: Any
+    supervisor: Any
+
+
+@contextmanager
+def local_turnout(args: argparse.Namespace, name: str) -> Iterator[LocalTurnout]:
+    """In a temp dir: the fake provider, a private Redis (EmbeddedRedis, append-only) and
+    turnout's pools for ``write_config(args)``, started as `turnout run` starts them, warmed up
+    with a small batch; all stopped on exit, the temp dir removed unless ``args.keep``."""
     from schemas.config import load_config
-    from workers.app import CLASSIFY_QUEUE
     from workers.broker import EmbeddedRedis
     from workers.client import Client
-    from workers.collector import collect
-    from workers.dlq import dlq_key
-    from workers.fake_provider import configure, fetch_stats, reset
-    from workers.ledger import BatchKeys
     from workers.supervisor import Supervisor
 
-    tmp = Path(tempfile.mkdtemp(prefix="turnout-reliability-"))
+    tmp = Path(tempfile.mkdtemp(prefix=f"turnout-{name}-"))
     fake = embedded = supervisor = None
-    batch_id = "reliability"
-    kill_at = sorted(float(x) for x in args.kill_at.split(",") if x.strip())
     try:
         fake, fake_url = start_fake_provider(tmp, args.latency_ms)
         embedded = EmbeddedRedis(tmp / "state")
@@ -263,175 +275,192 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         os.environ["TURNOUT_FAKE_URL"] = fake_url
         log(f"fake provider {fake_url}, redis {url}, temp dir {tmp}")
         client = Client(config, url)
-        redis = client.ledger.redis
-        kill_tier = config.tier(args.kill_tier)
-
         supervisor = Supervisor(config, config_path, env, tmp / "logs")
         supervisor.start_pools()
-        victim = next(child for child in supervisor.children if child.name == f"pool-{kill_tier.name}")
-        log(f"pools: classify ×1, cheap ×{args.processes}, frontier ×1; warm-up")
+        log("pools started; warm-up")
         client.submit(job_lines("warm-", 300), "warm-up")
         wait_complete(client.ledger, "warm-up", 300)
-
-        reset(fake_url)
-        configure(fake_url, error_rate=args.error_rate, error_kinds=[429, 500, 503], seed=args.seed)
-        log(f"batch of {args.jobs} jobs, {args.error_rate:.0%} random failures, kill -9 of pool-{kill_tier.name} "
-            f"at {', '.join(f'{f:.0%}' for f in kill_at)}")
-
-        submit_error: list[BaseException] = []
-
-        def produce() -> None:
-            try:
-                client.submit_report(job_lines("r-", args.jobs), batch_id)
-            except BaseException as exc:  # reported below
-                submit_error.append(exc)
-
-        started = time.time()
-        producer = threading.Thread(target=produce, name="producer", daemon=True)
-        producer.start()
-        kills: list[Kill] = []
-        next_kill = 0
-        deadline = time.monotonic() + args.timeout
-        restarts_seen = 0
-        last_log = time.monotonic()
-        status = None
-        last_done, last_change = -1, time.monotonic()
-        stalled = False
-        while True:
-            status = client.ledger.status(batch_id)
-            done = status.done if status else 0
-            if status is not None and status.complete and not producer.is_alive():
-                break
-            if submit_error:
-                raise submit_error[0]
-            if next_kill < len(kill_at) and done >= kill_at[next_kill] * args.jobs and victim.alive:
-                assert victim.process is not None
-                tasks = unacked_tasks(redis, kill_tier.queue)
-                # messages an earlier kill left behind, not yet delivered again, belong to that kill
-                tasks = {tag: task for tag, task in tasks.items()
-                         if not any(tag in k.tasks and (task["delivered_at"] or 0) <= k.time for k in kills)}
-                os.killpg(victim.process.pid, 9)
-                kill = Kill(done, done / args.jobs, started, tasks)
-                kills.append(kill)
-                next_kill += 1
-                log(f"kill -9 of pool-{kill_tier.name} (pid {victim.process.pid}) at {done} done: it held "
-                    f"{len(tasks)} tasks, {sum(len(t['custom_ids']) for t in tasks.values())} jobs")
-                time.sleep(0.05)
-            for name in supervisor.check():
-                restarts_seen += 1
-                if kills and kills[-1].restarted_at is None:
-                    kills[-1].restarted_at = time.time()
-                log(f"{name} restarted")
-            for kill in kills:
-                kill.watch(redis)
-            if time.monotonic() - last_log > 10:
-                last_log = time.monotonic()
-                depth = {q: redis.llen(q) for q in (CLASSIFY_QUEUE, *(t.queue for t in config.tiers))}
-                log(f"{done}/{args.jobs} done, {status.failed if status else 0} failed; queues {depth}; "
-                    f"unacked {redis.hlen(KOMBU_UNACKED)}")
-            if done != last_done:
-                last_done, last_change = done, time.monotonic()
-            elif time.monotonic() - last_change > args.stall_s and not producer.is_alive():
-                queued = sum(redis.llen(q) for q in (CLASSIFY_QUEUE, *(t.queue for t in config.tiers)))
-                if queued == 0 and redis.hlen(KOMBU_UNACKED) == 0:
-                    stalled = True  # nothing queued, nothing held by a worker, lines missing: they are gone
-                    log(f"STALLED: {done}/{args.jobs} for {args.stall_s:.0f}s with empty queues and nothing unacked")
-                    break
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        complete = bool(status and status.complete)
-        wall = ((status.updated_at or time.time()) if complete and status else time.time()) - started
-        if not complete:
-            log(f"NOT COMPLETE after {args.timeout:.0f}s: {status}")
-        # keep watching the killed messages a little if some were never handed back yet
-        for kill in kills:
-            kill.watch(redis)
-
-        provider = fetch_stats(fake_url)
-        out_dir = tmp / "out"
-        collect(client.ledger, batch_id, out_dir)
-        outputs, out_lines = count_lines(out_dir / "output.jsonl")
-        errors, err_lines = count_lines(out_dir / "errors.jsonl")
-        input_ids = [f"r-{i:07d}" for i in range(args.jobs)]
-        per_id = outputs + errors
-        lost = [cid for cid in input_ids if per_id[cid] == 0]
-        duplicates = {cid: n for cid, n in per_id.items() if n > 1}
-        unknown = sorted(set(per_id) - set(input_ids))
-        keys = BatchKeys(batch_id)
-        recorded = recorded_times(redis, keys.events)
-        both = [cid for cid in outputs if cid in errors]
-        ok_events = collections.Counter()
-        for entry_id, fields in redis.xrange(keys.events):
-            if fields[b"ok"] == b"1":
-                ok_events[fields[b"k"].decode()] += 1
-        recorded_ok_twice = {k: n for k, n in ok_events.items() if n > 1}
-
-        status = client.ledger.status(batch_id)
-        line_cost = sum(line["turnout"]["cost_usd"] for line in out_lines)
-        ledger_cost = status.cost_usd if status else float("nan")
-        error_codes = collections.Counter(line["error"]["code"] for line in err_lines)
-        dlq = [key for t in config.tiers for key, _ in redis.hscan_iter(dlq_key(t.name), match=f"{batch_id}:*", count=1000)]
-        ok_calls = int(provider.get("by_status", {}).get("200", 0))
-        failed_calls = provider["requests"] - ok_calls
-        attempts = collections.Counter(line["turnout"]["attempts"] for line in out_lines)
-        fallbacks = sum(1 for line in out_lines if line["turnout"]["fallbacks"])
-        by_deployment = collections.Counter(line["turnout"]["deployment"] for line in out_lines)
-        by_tier = collections.Counter(line["turnout"]["tier"] for line in out_lines)
-        tier_ids = {line["custom_id"] for line in out_lines + err_lines if line["turnout"].get("tier") == kill_tier.name}
-        kill_reports = [kill.report(recorded, config.visibility_timeout_s or 0, tier_ids) for kill in kills]
-        waits = [k["job_wait_s_max"] for k in kill_reports if k["job_wait_s_max"] is not None]
-        handed = [k["handed_back_after_s_max"] for k in kill_reports if k["handed_back_after_s_max"] is not None]
-        leftovers = {
-            "queues": {q: redis.llen(q) for q in (CLASSIFY_QUEUE, *(t.queue for t in config.tiers))},
-            "unacked": redis.hlen(KOMBU_UNACKED),
-        }
-        return {
-            "jobs": args.jobs,
-            "complete": complete,
-            "stalled": stalled,
-            "error_rate": args.error_rate,
-            "latency_ms": args.latency_ms,
-            "visibility_timeout_s": config.visibility_timeout_s,
-            "max_attempts": args.max_attempts,
-            "cooldown_s": args.cooldown_s,
-            "wall_s": round(wall, 2),
-            "jobs_per_s": round(args.jobs / wall, 1) if wall > 0 else None,
-            "lost": len(lost),
-            "lost_ids": lost[:20],
-            "duplicates": len(duplicates),
-            "duplicate_ids": dict(list(duplicates.items())[:20]),
-            "unknown_ids": unknown[:20],
-            "ids_with_output_and_error": both[:20],
-            "recorded_ok_twice": dict(list(recorded_ok_twice.items())[:20]),
-            "output_lines": len(out_lines),
-            "error_lines": len(err_lines),
-            "error_codes": dict(error_codes),
-            "dlq_records": len(dlq),
-            "ledger": {"submitted": status.submitted if status else None, "done": status.done if status else None,
-                       "failed": status.failed if status else None},
-            "provider_requests": provider["requests"],
-            "provider_by_status": provider.get("by_status", {}),
-            "extra_provider_calls": provider["requests"] - args.jobs,
-            "failed_provider_calls": failed_calls,
-            "ok_calls_beyond_outputs": ok_calls - len(out_lines),
-            "outputs_with_fallbacks": fallbacks,
-            "outputs_by_attempts": dict(sorted(attempts.items())),
-            "outputs_by_deployment": dict(by_deployment),
-            "outputs_by_tier": dict(by_tier),
-            "ledger_cost_usd": ledger_cost,
-            "output_lines_cost_usd": line_cost,
-            "cost_matches": abs(ledger_cost - line_cost) <= 1e-9 * max(1.0, line_cost),
-            "kill_tier": kill_tier.name,
-            "kills": kill_reports,
-            "restarts": restarts_seen,
-            "longest_redelivered_job_wait_s": max(waits) if waits else None,
-            "longest_handed_back_after_s": max(handed) if handed else None,
-            "leftovers": leftovers,
-            "temp_dir": str(tmp) if args.keep else None,
-        }
+        yield LocalTurnout(tmp, fake_url, config, client, supervisor)
     finally:
         teardown(tmp, args.keep, supervisor, embedded, fake=fake)
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    with local_turnout(args, "reliability") as local:
+        return _bench(args, local)
+
+
+def _bench(args: argparse.Namespace, local: LocalTurnout) -> dict[str, Any]:
+    from workers.app import CLASSIFY_QUEUE
+    from workers.collector import collect
+    from workers.dlq import dlq_key
+    from workers.fake_provider import configure, fetch_stats, reset
+    from workers.ledger import BatchKeys
+
+    tmp, fake_url, config, client, supervisor = local.tmp, local.fake_url, local.config, local.client, local.supervisor
+    batch_id = "reliability"
+    kill_at = sorted(float(x) for x in args.kill_at.split(",") if x.strip())
+    redis = client.ledger.redis
+    kill_tier = config.tier(args.kill_tier)
+    victim = next(child for child in supervisor.children if child.name == f"pool-{kill_tier.name}")
+
+    reset(fake_url)
+    configure(fake_url, error_rate=args.error_rate, error_kinds=[429, 500, 503], seed=args.seed)
+    log(f"batch of {args.jobs} jobs, {args.error_rate:.0%} random failures, kill -9 of pool-{kill_tier.name} "
+        f"at {', '.join(f'{f:.0%}' for f in kill_at)}")
+
+    submit_error: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            client.submit_report(job_lines("r-", args.jobs), batch_id)
+        except BaseException as exc:  # reported below
+            submit_error.append(exc)
+
+    started = time.time()
+    producer = threading.Thread(target=produce, name="producer", daemon=True)
+    producer.start()
+    kills: list[Kill] = []
+    next_kill = 0
+    deadline = time.monotonic() + args.timeout
+    restarts_seen = 0
+    last_log = time.monotonic()
+    status = None
+    last_done, last_change = -1, time.monotonic()
+    stalled = False
+    while True:
+        status = client.ledger.status(batch_id)
+        done = status.done if status else 0
+        if status is not None and status.complete and not producer.is_alive():
+            break
+        if submit_error:
+            raise submit_error[0]
+        if next_kill < len(kill_at) and done >= kill_at[next_kill] * args.jobs and victim.alive:
+            assert victim.process is not None
+            tasks = unacked_tasks(redis, kill_tier.queue)
+            # messages an earlier kill left behind, not yet delivered again, belong to that kill
+            tasks = {tag: task for tag, task in tasks.items()
+                     if not any(tag in k.tasks and (task["delivered_at"] or 0) <= k.time for k in kills)}
+            os.killpg(victim.process.pid, 9)
+            kill = Kill(done, done / args.jobs, started, tasks)
+            kills.append(kill)
+            next_kill += 1
+            log(f"kill -9 of pool-{kill_tier.name} (pid {victim.process.pid}) at {done} done: it held "
+                f"{len(tasks)} tasks, {sum(len(t['custom_ids']) for t in tasks.values())} jobs")
+            time.sleep(0.05)
+        for name in supervisor.check():
+            restarts_seen += 1
+            if kills and kills[-1].restarted_at is None:
+                kills[-1].restarted_at = time.time()
+            log(f"{name} restarted")
+        for kill in kills:
+            kill.watch(redis)
+        if time.monotonic() - last_log > 10:
+            last_log = time.monotonic()
+            depth = {q: redis.llen(q) for q in (CLASSIFY_QUEUE, *(t.queue for t in config.tiers))}
+            log(f"{done}/{args.jobs} done, {status.failed if status else 0} failed; queues {depth}; "
+                f"unacked {redis.hlen(KOMBU_UNACKED)}")
+        if done != last_done:
+            last_done, last_change = done, time.monotonic()
+        elif time.monotonic() - last_change > args.stall_s and not producer.is_alive():
+            queued = sum(redis.llen(q) for q in (CLASSIFY_QUEUE, *(t.queue for t in config.tiers)))
+            if queued == 0 and redis.hlen(KOMBU_UNACKED) == 0:
+                stalled = True  # nothing queued, nothing held by a worker, lines missing: they are gone
+                log(f"STALLED: {done}/{args.jobs} for {args.stall_s:.0f}s with empty queues and nothing unacked")
+                break
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    complete = bool(status and status.complete)
+    wall = ((status.updated_at or time.time()) if complete and status else time.time()) - started
+    if not complete:
+        log(f"NOT COMPLETE after {args.timeout:.0f}s: {status}")
+    # keep watching the killed messages a little if some were never handed back yet
+    for kill in kills:
+        kill.watch(redis)
+
+    provider = fetch_stats(fake_url)
+    out_dir = tmp / "out"
+    collect(client.ledger, batch_id, out_dir)
+    outputs, out_lines = count_lines(out_dir / "output.jsonl")
+    errors, err_lines = count_lines(out_dir / "errors.jsonl")
+    input_ids = [f"r-{i:07d}" for i in range(args.jobs)]
+    per_id = outputs + errors
+    lost = [cid for cid in input_ids if per_id[cid] == 0]
+    duplicates = {cid: n for cid, n in per_id.items() if n > 1}
+    unknown = sorted(set(per_id) - set(input_ids))
+    keys = BatchKeys(batch_id)
+    recorded = recorded_times(redis, keys.events)
+    both = [cid for cid in outputs if cid in errors]
+    ok_events = collections.Counter()
+    for entry_id, fields in redis.xrange(keys.events):
+        if fields[b"ok"] == b"1":
+            ok_events[fields[b"k"].decode()] += 1
+    recorded_ok_twice = {k: n for k, n in ok_events.items() if n > 1}
+
+    status = client.ledger.status(batch_id)
+    line_cost = sum(line["turnout"]["cost_usd"] for line in out_lines)
+    ledger_cost = status.cost_usd if status else float("nan")
+    error_codes = collections.Counter(line["error"]["code"] for line in err_lines)
+    dlq = [key for t in config.tiers for key, _ in redis.hscan_iter(dlq_key(t.name), match=f"{batch_id}:*", count=1000)]
+    ok_calls = int(provider.get("by_status", {}).get("200", 0))
+    failed_calls = provider["requests"] - ok_calls
+    attempts = collections.Counter(line["turnout"]["attempts"] for line in out_lines)
+    fallbacks = sum(1 for line in out_lines if line["turnout"]["fallbacks"])
+    by_deployment = collections.Counter(line["turnout"]["deployment"] for line in out_lines)
+    by_tier = collections.Counter(line["turnout"]["tier"] for line in out_lines)
+    tier_ids = {line["custom_id"] for line in out_lines + err_lines if line["turnout"].get("tier") == kill_tier.name}
+    kill_reports = [kill.report(recorded, config.visibility_timeout_s or 0, tier_ids) for kill in kills]
+    waits = [k["job_wait_s_max"] for k in kill_reports if k["job_wait_s_max"] is not None]
+    handed = [k["handed_back_after_s_max"] for k in kill_reports if k["handed_back_after_s_max"] is not None]
+    leftovers = {
+        "queues": {q: redis.llen(q) for q in (CLASSIFY_QUEUE, *(t.queue for t in config.tiers))},
+        "unacked": redis.hlen(KOMBU_UNACKED),
+    }
+    return {
+        "jobs": args.jobs,
+        "complete": complete,
+        "stalled": stalled,
+        "error_rate": args.error_rate,
+        "latency_ms": args.latency_ms,
+        "visibility_timeout_s": config.visibility_timeout_s,
+        "max_attempts": args.max_attempts,
+        "cooldown_s": args.cooldown_s,
+        "wall_s": round(wall, 2),
+        "jobs_per_s": round(args.jobs / wall, 1) if wall > 0 else None,
+        "lost": len(lost),
+        "lost_ids": lost[:20],
+        "duplicates": len(duplicates),
+        "duplicate_ids": dict(list(duplicates.items())[:20]),
+        "unknown_ids": unknown[:20],
+        "ids_with_output_and_error": both[:20],
+        "recorded_ok_twice": dict(list(recorded_ok_twice.items())[:20]),
+        "output_lines": len(out_lines),
+        "error_lines": len(err_lines),
+        "error_codes": dict(error_codes),
+        "dlq_records": len(dlq),
+        "ledger": {"submitted": status.submitted if status else None, "done": status.done if status else None,
+                   "failed": status.failed if status else None},
+        "provider_requests": provider["requests"],
+        "provider_by_status": provider.get("by_status", {}),
+        "extra_provider_calls": provider["requests"] - args.jobs,
+        "failed_provider_calls": failed_calls,
+        "ok_calls_beyond_outputs": ok_calls - len(out_lines),
+        "outputs_with_fallbacks": fallbacks,
+        "outputs_by_attempts": dict(sorted(attempts.items())),
+        "outputs_by_deployment": dict(by_deployment),
+        "outputs_by_tier": dict(by_tier),
+        "ledger_cost_usd": ledger_cost,
+        "output_lines_cost_usd": line_cost,
+        "cost_matches": abs(ledger_cost - line_cost) <= 1e-9 * max(1.0, line_cost),
+        "kill_tier": kill_tier.name,
+        "kills": kill_reports,
+        "restarts": restarts_seen,
+        "longest_redelivered_job_wait_s": max(waits) if waits else None,
+        "longest_handed_back_after_s": max(handed) if handed else None,
+        "leftovers": leftovers,
+        "temp_dir": str(tmp) if args.keep else None,
+    }
 
 
 def print_report(r: dict[str, Any]) -> None:

@@ -23,8 +23,9 @@ from workers.metrics import STATS, recent_stats
 DEFAULT_DRAIN_S = 600.0
 #: Latency assumed for a tier that has not answered anything yet.
 DEFAULT_LATENCY_S = 1.0
-#: Messages read from each tier queue's head to count its jobs (the rest at their mean).
-QUEUE_SAMPLE = 20
+#: Messages read from each tier queue's head to count its jobs (the rest at their mean): few,
+#: as each carries its micro-batch's prompts, and status reads them every refresh.
+QUEUE_SAMPLE = 8
 #: How a tier task shows its job count to Flower, status and the queue count (tasks.argsrepr).
 JOBS_SHOWN = re.compile(r"\bjobs=(\d+)")
 
