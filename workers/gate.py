@@ -39,13 +39,20 @@ log = logging.getLogger("turnout.gate")
 # ARGV: rpm (0 = none), tpm (0 = none), tokens, ms into the current window, ms a probe may take,
 #       ms to wait at most while another's probe is out
 # Returns 0 when admitted (and counted), -1 when admitted as a probation's probe, else the ms to
-# wait; while cooling down, {ms, the cooldown's value}: "1", or the failure for good that cooled it.
+# wait; while cooling down, {ms, the cooldown's value}: "1", or the failure for good that cooled it;
+# while another's probe is out on a probation that followed a failure for good, {ms, it, 0}: until
+# the probe says the failure is mended, a call would fail as it did.
 _ADMIT = """
 local cooling = redis.call('PTTL', KEYS[1])
 if cooling > 0 then return {cooling, redis.call('GET', KEYS[1])} end
 local probe = 0
 if redis.call('EXISTS', KEYS[7]) == 1 then
-  if not redis.call('SET', KEYS[8], 1, 'NX', 'PX', ARGV[5]) then return math.max(math.min(redis.call('PTTL', KEYS[8]), tonumber(ARGV[6])), 1) end
+  if not redis.call('SET', KEYS[8], 1, 'NX', 'PX', ARGV[5]) then
+    local wait = math.max(math.min(redis.call('PTTL', KEYS[8]), tonumber(ARGV[6])), 1)
+    local why = redis.call('GET', KEYS[7])
+    if why and why ~= '1' then return {wait, why, 0} end
+    return wait
+  end
   probe = -1
 end
 local rpm, tpm, tokens, into = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -80,7 +87,7 @@ return probe
 _FAILED = """
 local function cool(ms, probation)
   if ms > 0 and redis.call('PTTL', KEYS[1]) < ms then redis.call('SET', KEYS[1], ARGV[6] ~= '' and ARGV[6] or 1, 'PX', ms) end
-  if probation and ms > 0 then redis.call('SET', KEYS[4], 1, 'PX', ms + tonumber(ARGV[4])) end
+  if probation and ms > 0 then redis.call('SET', KEYS[4], ARGV[6] ~= '' and ARGV[6] or 1, 'PX', ms + tonumber(ARGV[4])) end
 end
 local fails = redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], 120)
@@ -126,8 +133,8 @@ class Gate:
         keys += [f"{base}:probation", f"{base}:probe"]
         lease_ms, most_ms = int((probe_s + PROBE_MARGIN_S) * 1000), int(PROBE_WAIT_S * 1000)
         result = await self._admit(keys=keys, args=[rpm or 0, tpm or 0, tokens, into, lease_ms, most_ms])
-        if isinstance(result, list):  # cooling down: for what?
-            return Admission(int(result[0]) / 1000, broken=_for_good(result[1]), cooling=True)
+        if isinstance(result, list):  # cooling down (or on probation after failing for good): for what?
+            return Admission(int(result[0]) / 1000, broken=_for_good(result[1]), cooling=len(result) == 2)
         return Admission(max(int(result), 0) / 1000, probe=int(result) < 0)
 
     async def failed(self, deployment: str, retry_after: float | None, cooldown_s: float, probe: bool = False,
@@ -202,5 +209,5 @@ def _for_good(value: Any) -> FailedForGood | None:
 class Admission:
     wait: float  # 0: admitted; else seconds until the deployment might take a call
     probe: bool = False  # admitted as its probation's one call at a time
-    broken: FailedForGood | None = None  # cooling down after this failure for good
+    broken: FailedForGood | None = None  # cooling down after this failure for good (or on probation after it, another's probe out)
     cooling: bool = False  # the wait is a cooldown (else its rate limit, or another's probe)

@@ -152,3 +152,34 @@ def test_a_cooldown_for_a_failure_for_good_says_what_failed_to_those_passing_it_
         assert health(client, "e")["state"].startswith("cooling down") and "(" not in health(client, "e")["state"]
 
     on_gate(redis_url, body)
+
+
+def test_while_a_probe_tests_a_failure_for_good_the_others_pass_over_it_as_failing_so(redis_url: str) -> None:
+    from workers.gate import FailedForGood
+
+    bad_key = FailedForGood("authentication_error", "Incorrect API key provided", 401)
+
+    async def body(gate: Gate) -> None:
+        # Given a deployment that cooled down for refusing the key, and another for passing
+        # failures, both with their cooldowns over and a probe out on each
+        for _ in range(4):
+            await gate.admit("d", None, None, 10, probe_s=5)
+            await gate.failed("d", None, 0.2, for_good=bad_key)
+            await gate.admit("e", None, None, 10, probe_s=5)
+            await gate.failed("e", None, 0.2)
+        await asyncio.sleep(0.25)
+        assert (await gate.admit("d", None, None, 10, probe_s=5)).probe
+        assert (await gate.admit("e", None, None, 10, probe_s=5)).probe
+
+        # Then a caller passing the first over learns its call would fail as the key did (it
+        # is not kept waiting for the probe, a wait that, probe after probe, never ends)
+        held = await gate.admit("d", None, None, 10, probe_s=5)
+        assert held.wait > 0 and held.broken == bad_key and not held.cooling and not held.probe
+        # And one passing the second over only waits for its probe
+        waiting = await gate.admit("e", None, None, 10, probe_s=5)
+        assert waiting.wait > 0 and waiting.broken is None and not waiting.cooling
+        # And once the first's probe is answered (the key was mended), it takes calls freely
+        await gate.answered("d")
+        assert (await gate.admit("d", None, None, 10, probe_s=5)) == gate_module.Admission(0.0)
+
+    on_gate(redis_url, body)
