@@ -388,12 +388,12 @@ def read_model_file(
 
 def check_model_path(path: Path) -> Path:
     """Refuse, before any training, an output path ``write_model_file`` could not use: a folder,
-    a ``.md`` name (its card would overwrite it), a place that cannot be written."""
+    a name not ending in ``.json`` (a ``.md`` one, its card would overwrite), a place that cannot be written."""
     path = Path(path)
-    if path.suffix.lower() == ".md":
-        raise ModelFileError(f"-o {path}: the model card goes to {path.with_suffix('.md')}; give the model a .json name")
     if path.is_dir():
         raise ModelFileError(f"-o {path} is a folder; give a file path, such as {path / 'model.json'}")
+    if path.suffix.lower() != ".json":
+        raise ModelFileError(f"-o {path}: a model file is JSON (its card goes beside it as .md); give it a .json name")
     existing = next(p for p in (path.parent, *path.parent.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise ModelFileError(f"-o {path}: cannot write in {existing}; give a path in a folder that is writable")

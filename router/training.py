@@ -129,6 +129,8 @@ def read_rows(path: Path, min_rows: int = MIN_ROWS) -> list[LabeledRow]:
 
     def row(obj: dict[str, Any], path: Path, n: int) -> LabeledRow:
         check_fields(obj, path, n, strings=("prompt",), numbers=("weak", "strong"), others=("id",))
+        if not obj["prompt"].strip():
+            raise TrainingDataError(f"{path}:{n}: 'prompt' is empty; remove the line or give it its prompt.", path, n)
         source = obj.get("source")
         return LabeledRow(
             str(obj["id"]), obj["prompt"], float(obj["weak"]), float(obj["strong"]), dataset, source if isinstance(source, str) else ""
@@ -428,8 +430,8 @@ def cross_validated_scores(
     scores = np.zeros(len(rows))
     started = time.perf_counter()
     for k in range(folds):
-        if k:
-            log(f"  fold {k + 1} of {folds} (about {(time.perf_counter() - started) / k * (folds - k):.0f} s left)…")
+        left = f" (about {(time.perf_counter() - started) / k * (folds - k):.0f} s left)" if k else ""
+        log(f"  fold {k + 1} of {folds}{left}…")
         train_idx, test_idx = np.where(fold != k)[0], np.where(fold == k)[0]
         model = fit([rows[i] for i in train_idx], settings)
         scores[test_idx] = model.predict([rows[i].prompt for i in test_idx])
@@ -592,10 +594,14 @@ def train(
     if folds > smallest[1]:
         raise TrainingDataError(f"--folds {folds} is more than the {smallest[1]} rows of {smallest[0]}; give fewer folds.", Path(smallest[0]))
     held_out: dict[str, dict[str, Any]] = {}
+    fold_s = None
     if folds > 1:
         log(f"cross-validating on {len(rows):,} rows ({folds} folds)…")
+        cv_started = time.perf_counter()
         held_out = metrics_by_dataset(cross_validated_scores(rows, folds, seed, settings, log), rows)
-    log(f"fitting on all {len(rows):,} rows…")
+        fold_s = (time.perf_counter() - cv_started) / folds
+    # a fit on all rows takes a little longer than one on a fold's (folds - 1) / folds of them
+    log(f"fitting on all {len(rows):,} rows" + (f" (about {fold_s * folds / (folds - 1):.0f} s)…" if fold_s else "…"))
     model = fit(rows, settings, name or out.stem)
     model.card = _card(per_file, rows, model, held_out, folds, seed)
     model_path, card_path = model.save(out)

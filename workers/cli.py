@@ -594,7 +594,7 @@ def train(
     """Train a router model (JSON weights, no pickle) and write its model card."""
     from router.training import train as train_model
 
-    _check_training_inputs(data, folds)  # the output path: train_model checks it before it reads
+    _check_training_inputs(data, folds, out_path)  # the output path's name and folder: train_model checks them
     report = train_model(data, out_path, folds=folds, seed=seed, log=lambda message: err.print(message))
     for dataset, figures in report.held_out.items():
         cpt = figures["cpt"]
@@ -602,10 +602,12 @@ def train(
     out.print(f"wrote {report.model_path} and {report.card_path} in {report.seconds:.0f}s")
 
 
-def _check_training_inputs(data: list[Path], folds: int) -> None:
+def _check_training_inputs(data: list[Path], folds: int, out_path: Path) -> None:
     for path in data:
         input_file(path, "training data")
-    if folds < 0:
+        if path.resolve() in (out_path.resolve(), out_path.with_suffix(".md").resolve()):
+            raise TurnoutError(f"-o {out_path} would overwrite the training data {path} (with the model or its card); give another name")
+    if folds < 0 or folds == 1:
         raise TurnoutError(f"--folds {folds}: give 0 (no held-out figures) or a number of folds from 2")
 
 
@@ -704,7 +706,7 @@ def train_verifier(
     """Train the answer verifier a cascade tier can score its answers with."""
     from router.verifier import train_verifier as train
 
-    _check_training_inputs(data, folds)
+    _check_training_inputs(data, folds, out_path)
     report = train(data, out_path, folds=folds, log=lambda message: err.print(message))
     for answers, figures in report.held_out.items():
         if isinstance(figures, dict) and figures.get("auc") is not None:

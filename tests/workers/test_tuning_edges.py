@@ -182,7 +182,7 @@ def test_verify_gives_a_line_without_prompt_or_response_strings_an_error(tmp_pat
     assert result.returncode == 0 and [(line["custom_id"], line["line"], "error" in line) for line in lines] == [("n", 1, True), (None, 2, True)]
 
 
-@pytest.mark.parametrize(("out", "fragment"), [("model.md", "give the model a .json name"), ("folder", "is a folder")])
+@pytest.mark.parametrize(("out", "fragment"), [("model.md", "give it a .json name"), ("model.txt", "give it a .json name"), ("folder", "is a folder")])
 def test_train_refuses_an_output_path_it_could_not_write_before_fitting(out: str, fragment: str, tmp_path: Path) -> None:
     (tmp_path / "folder").mkdir()
     data = _labeled(tmp_path / "d.jsonl", 60)
@@ -190,6 +190,27 @@ def test_train_refuses_an_output_path_it_could_not_write_before_fitting(out: str
         result = turnout(command, str(data if command == "train" else _answered(tmp_path)), "-o", str(tmp_path / out), "--folds", "0")
         assert_one_clear_line(result, fragment)
         assert "fitting" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("out", ["d.json", "d.md"])
+def test_train_refuses_an_output_path_that_would_overwrite_its_training_data(out: str, tmp_path: Path) -> None:
+    # Given training data in d.json (the model would go there, or its card to d.md)
+    data = tmp_path / out
+    _labeled(tmp_path / "rows.jsonl", 60).rename(data)
+    before = data.read_bytes()
+    # When the model is to be written over it, then it is refused, the data untouched
+    result = turnout("train", str(data), "-o", str(tmp_path / "d.json"), "--folds", "0")
+    assert_one_clear_line(result, "would overwrite the training data", "give another name")
+    assert data.read_bytes() == before
+
+
+def test_train_with_one_fold_and_a_line_with_an_empty_prompt_are_each_one_sentence(tmp_path: Path) -> None:
+    data = _labeled(tmp_path / "d.jsonl", 60)
+    assert_one_clear_line(turnout("train", str(data), "-o", str(tmp_path / "m.json"), "--folds", "1"), "--folds 1", "from 2")
+    with open(data, "a") as handle:
+        handle.write(json.dumps({"id": "e", "prompt": "  ", "weak": 0, "strong": 1}) + "\n")
+    assert_one_clear_line(turnout("train", str(data), "-o", str(tmp_path / "m.json"), "--folds", "0"), "d.jsonl:61: 'prompt' is empty")
+    assert not (tmp_path / "m.json").exists()
 
 
 def test_training_data_that_would_train_nothing_is_one_sentence(tmp_path: Path) -> None:
