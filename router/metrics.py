@@ -69,8 +69,9 @@ class RoutingMetrics:
     apgr: float
     oracle_apgr: float
     share_at_95: float
-    cost_at_95: float | None = None
-    cost_all_strong: float | None = None
+    cost_at_95: float | None = None  # USD per call, at the share that reaches 95% of strong quality
+    cost_all_strong: float | None = None  # USD per call, every call to the strong model
+    oracle_cpt: dict[str, float] | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -171,7 +172,7 @@ def routing_metrics(
     if not strong_q > weak_q:
         raise ValueError(f"the strong model's mean quality ({strong_q:.4g}) is not above the weak one's ({weak_q:.4g}): "
                          "there is no gap for a router to recover")
-    curve = quality_curve(s, w, st, num_results)
+    curve, oracle = quality_curve(s, w, st, num_results), oracle_curve(w, st, num_results)
     share95 = share_at_quality(curve, QUALITY_TARGET * strong_q)
     cost95 = cost_all = None
     if prices is not None:
@@ -183,10 +184,11 @@ def routing_metrics(
         strong_quality=strong_q,
         cpt={f"{round(level * 100)}%": call_performance_threshold(curve, weak_q, strong_q, level) for level in CPT_LEVELS},
         apgr=apgr(curve, weak_q, strong_q),
-        oracle_apgr=apgr(oracle_curve(w, st, num_results), weak_q, strong_q),
+        oracle_apgr=apgr(oracle, weak_q, strong_q),
         share_at_95=share95,
         cost_at_95=cost95,
         cost_all_strong=cost_all,
+        oracle_cpt={f"{round(level * 100)}%": call_performance_threshold(oracle, weak_q, strong_q, level) for level in CPT_LEVELS},
     )
 
 

@@ -635,6 +635,8 @@ def evaluate(
 
     if policy not in ("route", "cascade"):
         raise TurnoutError(f"--policy is route or cascade, not {policy!r}")
+    # the figures go to stdout (with --json, the JSON does, and the table to stderr), uncut when piped
+    shown = err if as_json else out if out.is_terminal else Console(width=160)
     # the config is optional here (it gives prices), unless named
     config = _config(config_path) if config_path.exists() or config_path != DEFAULT_CONFIG else None
     if router_name is None:  # as the workers choose: a model the config names, the shipped one, else the heuristic
@@ -648,11 +650,11 @@ def evaluate(
         kind = scorer or (tier.scorer.kind if tier and tier.scorer else "format+verifier")
         weigh = cost_aware if cost_aware is not None else bool(tier and tier.scorer and tier.scorer.cost_aware)
         model = verifier or (tier.scorer.model_path if tier and tier.scorer else None)
-        result = run_cascade_eval(data, kind, router_name, config, plot, err, weigh, model)
+        result = run_cascade_eval(data, kind, router_name, config, plot, err, weigh, model, shown)
     else:
         if scorer or cost_aware is not None or verifier:
             raise TurnoutError("--scorer, --cost-aware and --verifier are for --policy cascade")
-        result = run_eval(data, router_name, config, plot, err)
+        result = run_eval(data, router_name, config, plot, err, shown)
     if as_json:
         print(json.dumps(result, indent=2))
 

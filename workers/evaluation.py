@@ -41,8 +41,11 @@ def load_router(name: str) -> Classifier:
 RESULT_KEYS = ("all", "curves", "router", "plots")
 
 
-def run_eval(data: list[Path], router_name: str, config: Config | None, plot: Path, console: Console) -> dict[str, Any]:
-    """Score the labeled rows, print RouteLLM's figures beside random and oracle, write the plots."""
+def run_eval(
+    data: list[Path], router_name: str, config: Config | None, plot: Path, console: Console, shown: Console | None = None
+) -> dict[str, Any]:
+    """Score the labeled rows, print RouteLLM's figures beside random and oracle (on ``shown``;
+    warnings and the plots' paths on ``console``), write the plots."""
     from router.metrics import plot_quality_vs_share
     from router.training import evaluate, read_rows
 
@@ -61,7 +64,7 @@ def run_eval(data: list[Path], router_name: str, config: Config | None, plot: Pa
     except ValueError as exc:
         raise TurnoutError(f"cannot evaluate on {exc}") from None
     result["router"] = router_name
-    console.print(_table(result, router_name))
+    (shown or console).print(_table(result, router_name))
     result["plots"] = {}
     for dataset, curves in result["curves"].items():
         figures = result[dataset]
@@ -131,17 +134,22 @@ def _call_prices(config: Config, rows: list[Any]) -> dict[str, tuple[float, floa
 
 
 def _table(result: dict[str, Any], router_name: str) -> Table:
-    table = Table(title=f"router {router_name} (RouteLLM metrics; CPT = share of strong calls)", show_edge=False)
-    for column in ("data", "n", "router", "CPT(20%)", "CPT(50%)", "CPT(80%)", "APGR", "cost at 95% / all-strong"):
+    priced = any(isinstance(m, dict) and m.get("cost_at_95") is not None for m in result.values())
+    caption = ("cost: USD per call (mean prompt length, the config's prices), at the share of strong calls that reaches 95% "
+               "of the strong model's quality / with every call strong" if priced else "cost: give a config (-c) with the tiers' prices")
+    table = Table(title=f"router {router_name} (RouteLLM metrics; CPT = share of strong calls)", caption=caption, show_edge=False)
+    for column in ("data", "n", "router", "CPT(20%)", "CPT(50%)", "CPT(80%)", "APGR", "strong at 95%", "cost at 95% / all-strong"):
         table.add_column(column)
     for dataset, m in result.items():
         if not isinstance(m, dict) or "cpt" not in m:
             continue
         cost = f"{m['cost_at_95']:.6f} / {m['cost_all_strong']:.6f}" if m.get("cost_at_95") is not None else "-"
-        cpt = m["cpt"]
-        table.add_row(dataset, str(m["n"]), router_name, f"{cpt['20%']:.1%}", f"{cpt['50%']:.1%}", f"{cpt['80%']:.1%}", f"{m['apgr']:.3f}", cost)
-        table.add_row("", "", "random", "20.0%", "50.0%", "80.0%", "0.500", "")
-        table.add_row("", "", "oracle", "", "", "", f"{m['oracle_apgr']:.3f}", "")
+        cpt, oracle = m["cpt"], m.get("oracle_cpt") or {}
+        table.add_row(dataset, str(m["n"]), router_name, *(f"{cpt[k]:.1%}" for k in ("20%", "50%", "80%")), f"{m['apgr']:.3f}",
+                      f"{m['share_at_95']:.1%}", cost)  # fmt: skip
+        table.add_row("", "", "random", "20.0%", "50.0%", "80.0%", "0.500", "", "")
+        table.add_row("", "", "oracle", *(f"{oracle[k]:.1%}" if k in oracle else "" for k in ("20%", "50%", "80%")),
+                      f"{m['oracle_apgr']:.3f}", "", "")  # fmt: skip
     return table
 
 
@@ -364,7 +372,7 @@ def _prompts(path: Path, config: Config) -> tuple[list[str], Counter[str]]:
 
 def run_cascade_eval(
     data: list[Path], scorer_kind: str, router_name: str, config: Config | None, plot: Path, console: Console, cost_aware: bool = False,
-    verifier: str | None = None,
+    verifier: str | None = None, shown: Console | None = None,
 ) -> dict[str, Any]:
     """Quality against cost for the cascade, direct routing and random routing on answered rows.
 
@@ -400,7 +408,7 @@ def run_cascade_eval(
     curves = {f"cascade ({scorer_kind}{', cost-aware' if cost_aware else ''})": cascade, f"routing ({router_name})": routing, "random": random_cost_curve(costs)}
     plot_cost_curves(curves, costs, plot, title="Quality against cost")
     summary = cascade_summary(cascade, routing, costs)
-    console.print(_cascade_text(summary, len(rows)))
+    (shown or console).print(_cascade_text(summary, len(rows)))
     console.print(f"plot: {plot}")
     return {
         "rows": len(rows), "scorer": scorer_kind, "cost_aware": cost_aware, "prices_per_million": prices.__dict__,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import random
 from pathlib import Path
 
@@ -134,6 +135,23 @@ def test_a_plot_path_without_a_suffix_gets_png_and_says_so(tmp_path: Path) -> No
     result = turnout("eval", str(data), "--router", "heuristic", "--plot", str(tmp_path / "curve"), "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["plots"]["d"] == str(tmp_path / "curve.png") and (tmp_path / "curve.png").is_file()
+
+
+def test_eval_prints_its_figures_on_stdout_whole_with_the_oracles_cpt_and_what_the_cost_is(tmp_path: Path, repo_root: Path) -> None:
+    # Given labeled rows, evaluated with the sample config's prices, the output piped to a file
+    data = _labeled(tmp_path / "d.jsonl", 40)
+    config = str(repo_root / "examples/turnout.yaml")
+    result = turnout("eval", str(data), "--router", "heuristic", "-c", config, "--plot", str(tmp_path / "e.png"))
+    # Then the table is on stdout, not cut to 80 columns, the oracle's CPTs in it beside the
+    # router's and random's, and the cost says what it is
+    assert result.returncode == 0, result.stderr
+    table = " ".join(result.stdout.split())
+    assert "cost at 95% / all-strong" in table and "USD per call" in table
+    oracle = next(line for line in result.stdout.splitlines() if "oracle" in line)
+    assert len(re.findall(r"\d+\.\d%", oracle)) == 3
+    # And with --json, stdout is the JSON alone (the table on stderr), the oracle's CPTs in it
+    figures = json.loads(turnout("eval", str(data), "--router", "heuristic", "-c", config, "--plot", str(tmp_path / "e.png"), "--json").stdout)
+    assert set(figures["d"]["oracle_cpt"]) == {"20%", "50%", "80%"} and figures["d"]["oracle_cpt"]["50%"] <= figures["d"]["cpt"]["50%"]
 
 
 def test_a_data_file_named_like_a_part_of_evals_output_is_one_sentence(tmp_path: Path) -> None:
