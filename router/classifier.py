@@ -59,6 +59,12 @@ def load_classifier(config: ClassifierConfig) -> Classifier:
     path = Path(config.model_path) if config.model_path else DEFAULT_MODEL_PATH
     if config.kind == "auto" and not config.model_path and not path.exists():
         return HeuristicClassifier()  # only the shipped model may be absent: a named file is meant
-    from router.trained import TrainedClassifier
+    from router.trained import ModelFileError, TrainedClassifier
 
-    return TrainedClassifier.load(path)
+    try:
+        return TrainedClassifier.load(path)
+    except ModelFileError as exc:
+        if not config.model_path or path.exists() or path.is_absolute():
+            raise
+        raise ModelFileError(f"{exc} (classifier.model_path in the config; a relative path is read from the "
+                             f"current directory, {Path.cwd()})") from None

@@ -382,8 +382,10 @@ def read_model_file(
         )
     try:
         return build(data)
-    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
-        raise ModelFileError(f"Model file {path} is corrupt: {exc or type(exc).__name__}.") from exc
+    except KeyError as exc:
+        raise ModelFileError(f"Model file {path} is corrupt: it lacks the field {exc}; retrain it with {retrain}.") from exc
+    except (TypeError, ValueError, AttributeError, ArithmeticError) as exc:
+        raise ModelFileError(f"Model file {path} is corrupt: {exc or type(exc).__name__}; retrain it with {retrain}.") from exc
 
 
 def check_model_path(path: Path) -> Path:
@@ -460,7 +462,7 @@ def _read_json(path: Path, retrain: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ModelFileError(f"Model file {path} is corrupt: not valid JSON ({exc.msg} at line {exc.lineno}).") from exc
+        raise ModelFileError(f"Model file {path} is corrupt: not valid JSON ({exc.msg}, line {exc.lineno}).") from exc
     if not isinstance(data, dict):
         raise ModelFileError(f"Model file {path} is corrupt: it holds a JSON {type(data).__name__}, not an object.")
     return data

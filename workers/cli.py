@@ -681,6 +681,8 @@ def calibrate(
 
     fragment = calibrate_config(_config(config_path), config_path, data, frontier_share, share or [], write, by_kind)
     print(fragment, end="")
+    if write:
+        err.print(f"wrote these thresholds into {config_path}")
 
 
 @app.command()

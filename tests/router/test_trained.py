@@ -455,3 +455,11 @@ def test_the_word_problem_model_reads_the_word_problem_counts_and_no_ngrams(tmp_
     assert loaded.predict_with_kinds(prompts)[0] == ["math", "math"]
     hard, easy = loaded.predict(prompts)
     assert hard > easy
+
+
+def test_a_missing_model_the_config_names_by_a_relative_path_says_where_it_was_looked_for(tmp_path: Path, monkeypatch: Any) -> None:
+    from schemas.config import ClassifierConfig
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelFileError, match=rf"models/mine.json does not exist.*classifier.model_path.*current directory, {tmp_path}"):
+        load_classifier(ClassifierConfig(kind="trained", model_path="models/mine.json"))
