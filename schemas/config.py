@@ -263,7 +263,9 @@ class Config(_Strict):
             scores = [tier.threshold(kind) for tier in self.tiers]
             if scores != sorted(scores) or len(set(scores)) != len(scores):
                 which = "min_score" if kind is None else f"the {kind} prompts' threshold (min_score_by_kind, else min_score)"
-                raise ValueError(f"{which} must rise from tier to tier, got {scores}")
+                unset = [t.name for t in self.tiers[1:] if "min_score" not in t.model_fields_set]
+                hint = f" ({', '.join(unset)} gives none, so 0: give each a rising min_score, then `turnout calibrate --write` tunes them)" if unset else ""
+                raise ValueError(f"{which} must rise from tier to tier, got {scores}{hint}")
         if self.tiers[-1].policy == "cascade":
             raise ValueError(f"the strongest tier ({self.tiers[-1].name}) cannot cascade: there is no tier above it")
         uses_fake = any(d.api_base == FAKE_API_BASE for t in self.tiers for d in t.deployments)
@@ -360,4 +362,5 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise ConfigError(f"config file {path}: {where}: {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
+        raise ConfigError(f"config file {path}: {where}: {message}") from None
