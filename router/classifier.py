@@ -32,6 +32,12 @@ class Classifier(abc.ABC):
 
     name: str = "classifier"
 
+    @property
+    def label(self) -> str:
+        """What the summaries name it by: its kind, and a trained model's name."""
+        model = getattr(self, "model_name", None)
+        return f"{self.name} ({model})" if model else self.name
+
     @abc.abstractmethod
     def score(self, text: str) -> Score:
         """Score one prompt."""

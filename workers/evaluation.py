@@ -159,6 +159,9 @@ def _table(result: dict[str, Any], router_name: str) -> Table:
 #: A kind of prompt gets thresholds of its own from at least this many calibration prompts;
 #: fewer would put its share off by more than a few points. Smaller kinds use ``min_score``.
 MIN_PROMPTS_PER_KIND = 50
+#: Fewer calibration prompts than this get a warning in the fragment: the shares they give
+#: are coarse steps, and far from what the traffic to come will get.
+MIN_CALIBRATION_PROMPTS = 200
 
 
 def calibrate_config(
@@ -194,7 +197,11 @@ def calibrate_config(
     fragment = {"tiers": [_calibrated_tier(name, overall[i], {k: t[i] for k, t in own.items()}) for i, name in enumerate(names)]}
     if write:
         _write_thresholds(config_path, {tier["name"]: tier for tier in fragment["tiers"]})
-    header = f"# calibrated on {len(prompts)} prompts of {data.name}: shares {dict(zip(names, wanted))}\n"
+    shares_text = ", ".join(f"{name} {share * 100:g}%" for name, share in zip(names, wanted))
+    header = f"# calibrated on {len(prompts)} prompt{'s' * (len(prompts) != 1)} of {data.name} with router {classifier.label}: {shares_text}\n"
+    if len(prompts) < MIN_CALIBRATION_PROMPTS:
+        header += (f"# few prompts: on {len(prompts)} a share moves in steps of {1 / len(prompts):.1%}, and other traffic's "
+                   f"will differ by more; calibrate on {MIN_CALIBRATION_PROMPTS} or more like the traffic to come\n")
     if skipped:
         header += f"# left out: {_counted(skipped)} (the thresholds do not route them)\n"
     header += _tie_note(scores, names, wanted, overall, own)

@@ -47,7 +47,7 @@ def dry_run(config: Config, path: Path, out: TextIO) -> str:
             cost += estimated_cost(config, decision.tier, job)
             frontier += estimated_cost(config, config.frontier.name, job)
     mix = ", ".join(f"{name} {count}" for name, count in tiers.most_common()) or "no lines"
-    return f"router {classifier.name}: {mix}. Estimated cost ${cost:.4f} against ${frontier:.4f} all-frontier."
+    return f"router {classifier.label}: {mix}. Estimated cost ${cost:.4f} against ${frontier:.4f} all-frontier."
 
 
 def estimated_cost(config: Config, tier: str, job: Job) -> float:

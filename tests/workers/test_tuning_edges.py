@@ -358,7 +358,11 @@ def test_calibrate_does_not_blame_ties_for_the_steps_a_small_sample_allows(tmp_p
 
     assert len({s.value for s in HeuristicClassifier().score_batch(prompts)}) == 10
     # When the frontier is asked for 25%, then the fragment does not call that a tie
-    assert "tied scores" not in calibrate_config(config, config_path, path, 0.25, [], write=False)
+    fragment = calibrate_config(config, config_path, path, 0.25, [], write=False)
+    assert "tied scores" not in fragment
+    # And it names the router the thresholds belong to, and says 10 prompts are few
+    assert fragment.startswith("# calibrated on 10 prompts of few.jsonl with router heuristic: frontier 25%\n")
+    assert "# few prompts: on 10 a share moves in steps of 10.0%" in fragment
 
 
 def test_calibrate_write_keeps_a_symlinked_configs_link_and_mode(tmp_path: Path, repo_root: Path) -> None:
