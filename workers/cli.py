@@ -264,11 +264,12 @@ def worker(
 
     config = _config(config_path)
     url = redis_url_for(config)
-    check(url, service_wait_s())  # a Redis started beside it may come up a little later
     celery = create_app(config, url)
     # the model, the verifier, the API keys: checked, and the files loaded once, before fork,
-    # so a bad one stops the worker here in one sentence instead of failing every task
+    # so a bad one stops the worker here in one sentence instead of failing every task (and
+    # before waiting for Redis: a fix in the config should not wait on a Redis coming up)
     preflight(config, [pool], celery.turnout_runtime)
+    check(url, service_wait_s())  # a Redis started beside it may come up a little later
     if pool == CLASSIFY_POOL:
         queue, count = CLASSIFY_QUEUE, processes or config.classify_processes
     else:

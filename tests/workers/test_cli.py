@@ -356,6 +356,18 @@ def test_a_worker_started_alone_on_a_fake_provider_it_cannot_find_is_one_sentenc
     assert_one_clear_line(result, "api_base fake", "fake_provider.port", "TURNOUT_FAKE_URL")
 
 
+def test_a_worker_with_a_corrupt_model_says_so_before_waiting_for_a_redis_that_is_not_up(tmp_path: Path, repo_root: Path) -> None:
+    # Given a config naming a corrupt model file, and a Redis nothing listens on
+    (tmp_path / "bad.json").write_text("not json")
+    config = tmp_path / "turnout.yaml"
+    config.write_text((repo_root / "examples/turnout.yaml").read_text().replace("  kind: auto", f"  model_path: {tmp_path / 'bad.json'}\n  kind: auto"))
+    env = os.environ | {"TURNOUT_REDIS_URL": "redis://127.0.0.1:1/0", "TURNOUT_REDIS_WAIT_S": "5"}
+    # When the classify worker starts, then it names the model (the thing to fix), not Redis
+    result = subprocess.run([sys.executable, "-m", "workers.cli", "worker", "--pool", "classify", "-c", str(config)],
+                            capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert_one_clear_line(result, "bad.json is corrupt")
+
+
 def test_redis_failing_mid_command_is_one_sentence_saying_what_to_do() -> None:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import ResponseError
