@@ -446,6 +446,9 @@ def render_card(model_name: str, card: Mapping[str, Any]) -> str:
             )
         lines += ["", "CPT(x): share of calls sent to the strong model to recover x of the quality gap "
                   "(lower is better). APGR: normalised area under the quality curve (random ≈ 0.5)."]
+    elif card.get("held_out_method"):
+        lines += ["", "## Held-out metrics", "", "None: trained with `--folds 0`, no cross-validation was run. Measure it with "
+                  "`turnout eval` on labeled prompts it never saw."]
     notes = card.get("notes")
     if notes:
         lines += ["", "## Notes", "", str(notes)]

@@ -587,8 +587,13 @@ def _say_unpriced(config: Config) -> None:
 
 @app.command()
 def train(
-    data: Annotated[list[Path], typer.Argument(help='Labeled JSONL files: {"id", "prompt", "weak", "strong"} per line.')],
-    out_path: Annotated[Path, typer.Option("--out", "-o", help="Model file to write; its card (.md) goes beside it.")],
+    data: Annotated[
+        list[Path],
+        typer.Argument(help='Labeled JSONL files: {"id", "prompt", "weak", "strong"} per line; weak and strong are each '
+                       "model's quality on the prompt (1/0 correct, or grades on one scale for all rows: the largest "
+                       "strong-weak gap seen counts as the whole range). At least 50 rows of multiple-choice or word-problem prompts."),
+    ],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Model file to write (.json); its card (.md) goes beside it.")],
     folds: Annotated[int, typer.Option(help="Cross-validation folds for the card's held-out figures (0: none).")] = 5,
     seed: Annotated[int, typer.Option(help="Seed for the folds.")] = 0,
 ) -> None:

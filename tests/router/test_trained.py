@@ -463,3 +463,8 @@ def test_a_missing_model_the_config_names_by_a_relative_path_says_where_it_was_l
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ModelFileError, match=rf"models/mine.json does not exist.*classifier.model_path.*current directory, {tmp_path}"):
         load_classifier(ClassifierConfig(kind="trained", model_path="models/mine.json"))
+
+
+def test_a_card_trained_without_cross_validation_says_it_has_no_held_out_figures(stacked: Path) -> None:
+    card = stacked.with_suffix(".md").read_text()
+    assert "## Held-out metrics" in card and "None: trained with `--folds 0`" in card and "| CPT(20%)" not in card
