@@ -563,13 +563,14 @@ def report(
 
 @app.command()
 def classify(
-    file: Annotated[Path, typer.Argument(help="JSONL input, as for `turnout run`.")],
+    file: Annotated[Path, typer.Argument(help="JSONL input, as for `turnout run` (- reads stdin).")],
     config_path: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
     """Dry-run routing: one {custom_id, tier, score} line per input line, a summary on stderr."""
     from workers.routing import dry_run
 
-    input_file(file)
+    if str(file) != "-":
+        input_file(file)
     config = _config(config_path)
     summary = dry_run(config, file, sys.stdout)
     err.print(summary)

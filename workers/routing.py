@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import TextIO
@@ -20,13 +22,14 @@ CHARS_PER_TOKEN = 4
 
 
 def dry_run(config: Config, path: Path, out: TextIO) -> str:
-    """Write one ``{"custom_id", "tier", "score"}`` line per input line; returns the summary text."""
+    """Write one ``{"custom_id", "tier", "score"}`` line per input line (of ``path``, or of
+    stdin for ``-``); returns the summary text."""
     classifier = load_classifier(config.classifier)
     policy = TierPolicy(config)
     tiers: Counter[str] = Counter()
     seen: dict[str, int] = {}  # custom_id → the line that owns it, as the producer's claim
     cost = frontier = 0.0
-    with open(path, "rb") as handle:
+    with open(path, "rb") if str(path) != "-" else contextlib.nullcontext(sys.stdin.buffer) as handle:
         for line_no, raw in numbered(handle):  # numbered as submit numbers them
             custom_id = None
             try:

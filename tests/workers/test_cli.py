@@ -98,6 +98,10 @@ def test_classify_prints_pure_json_lines_and_a_summary_on_stderr(repo_root: Path
     assert len(lines) == 40
     assert all(set(line) == {"custom_id", "tier", "score"} and 0 <= line["score"] <= 1 for line in lines)
     assert "Estimated cost" in result.stderr
+    # And - reads the same lines from stdin, as submit's - does
+    piped = subprocess.run([sys.executable, "-m", "workers.cli", "classify", "-", "-c", str(repo_root / "examples/turnout.yaml")],
+                           input=(repo_root / "examples/batch.jsonl").read_text(), capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert piped.returncode == 0 and piped.stdout == result.stdout
 
 
 def test_verify_scores_each_answer_and_rejects_a_refusal(tmp_path: Path) -> None:
