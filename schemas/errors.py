@@ -37,6 +37,8 @@ class ProviderError(TurnoutError):
         self.code = code
         self.message = message
         self.status_code = status_code
+        #: the deployments that failed the call or were passed over, in the order tried
+        self.deployments: list[str] = []
 
 
 class RetryableProviderError(ProviderError):

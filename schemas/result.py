@@ -21,7 +21,9 @@ class TurnoutInfo(BaseModel):
     score: float | None = None
     reasons: list[str] = Field(default_factory=list)
     attempts: int = 0
-    fallbacks: list[str] = Field(default_factory=list, description="deployments that failed first")
+    fallbacks: list[str] = Field(
+        default_factory=list, description="deployments that failed first (on an error line: those its last attempt tried)"
+    )
     latency_s: float | None = None
     cost_usd: float = 0.0
     prompt_tokens: int = 0

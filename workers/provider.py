@@ -146,7 +146,9 @@ class TierProvider:
             if admission.probe:
                 await self.gate.answered(name)
             return self._answer(response, index, failed, time.perf_counter() - started)
-        raise _exhausted(errors, waits, tried, broken, busy)
+        exhausted = _exhausted(errors, waits, tried, broken, busy)
+        exhausted.deployments = failed
+        raise exhausted
 
     def _answer(self, response: Any, index: int, failed: list[str], latency_s: float) -> Answer:
         hidden = getattr(response, "_hidden_params", {}) or {}

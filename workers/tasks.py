@@ -569,12 +569,15 @@ def _handle_failure(app: Celery, runtime: Runtime, tier: Tier, job: Job, error: 
             send_tier(app, bigger, job.batch_id, [job])
             return None
     waited = f" (it had waited through {job.waits} retries while the deployments were down)" if job.waits else ""
-    dead_letter(runtime, tier, job, error.code, error.message + waited, error.status_code)
+    dead_letter(runtime, tier, job, error.code, error.message + waited, error.status_code, error.deployments)
     return None
 
 
-def dead_letter(runtime: Runtime, tier: Tier, job: Job, code: str, message: str, status: int | None = None) -> None:
-    """Park the job in the tier's DLQ and give its line an error record."""
+def dead_letter(
+    runtime: Runtime, tier: Tier, job: Job, code: str, message: str, status: int | None = None, failed: Sequence[str] = ()
+) -> None:
+    """Park the job in the tier's DLQ and give its line an error record; ``failed``: the
+    deployments its last attempt tried (its line's ``fallbacks``)."""
     DeadLetters(runtime.ledger.redis).add(tier.name, job, code, message)
     decision = job.decision
     info = TurnoutInfo(
@@ -583,6 +586,7 @@ def dead_letter(runtime: Runtime, tier: Tier, job: Job, code: str, message: str,
         score=decision.score if decision else None,
         reasons=decision.reasons if decision else [],
         attempts=job.attempts,
+        fallbacks=list(failed),
     )
     line = error_line(job.batch_id, job.custom_id, code, message, info)
     if status is not None:

@@ -70,6 +70,8 @@ def test_a_key_every_deployment_refuses_ends_every_job_at_once_not_one_per_coold
     # waiting for the one call each cooldown allows (a batch of millions would take weeks)
     assert result["out"] == [] and len(result["err"]) == 40
     assert {line["error"]["code"] for line in result["err"]} == {"authentication_error"}
+    # And each error line lists the deployments its last attempt tried, in order
+    assert {tuple(line["turnout"]["fallbacks"]) for line in result["err"]} == {("cheap-primary", "cheap-backup")}
     assert fresh_fake.fake_stats()["requests"] < 2 * 40  # fewer calls than jobs × deployments
     assert time.monotonic() - started < 30
 
