@@ -34,9 +34,8 @@ class Classifier(abc.ABC):
 
     @property
     def label(self) -> str:
-        """What the summaries name it by: its kind, and a trained model's name."""
-        model = getattr(self, "model_name", None)
-        return f"{self.name} ({model})" if model else self.name
+        """What the summaries name it by (a trained one adds its model's name)."""
+        return self.name
 
     @abc.abstractmethod
     def score(self, text: str) -> Score:

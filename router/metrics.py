@@ -173,6 +173,10 @@ def routing_metrics(
         raise ValueError(f"the strong model's mean quality ({strong_q:.4g}) is not above the weak one's ({weak_q:.4g}): "
                          "there is no gap for a router to recover")
     curve, oracle = quality_curve(s, w, st, num_results), oracle_curve(w, st, num_results)
+
+    def cpts(of: QualityCurve) -> dict[str, float]:
+        return {f"{round(level * 100)}%": call_performance_threshold(of, weak_q, strong_q, level) for level in CPT_LEVELS}
+
     share95 = share_at_quality(curve, QUALITY_TARGET * strong_q)
     cost95 = cost_all = None
     if prices is not None:
@@ -182,13 +186,13 @@ def routing_metrics(
         n=len(s),
         weak_quality=weak_q,
         strong_quality=strong_q,
-        cpt={f"{round(level * 100)}%": call_performance_threshold(curve, weak_q, strong_q, level) for level in CPT_LEVELS},
+        cpt=cpts(curve),
         apgr=apgr(curve, weak_q, strong_q),
         oracle_apgr=apgr(oracle, weak_q, strong_q),
         share_at_95=share95,
         cost_at_95=cost95,
         cost_all_strong=cost_all,
-        oracle_cpt={f"{round(level * 100)}%": call_performance_threshold(oracle, weak_q, strong_q, level) for level in CPT_LEVELS},
+        oracle_cpt=cpts(oracle),
     )
 
 

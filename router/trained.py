@@ -249,6 +249,10 @@ class TrainedClassifier(Classifier):
     #: rows from held-out ones whatever file they come in (empty in files written before).
     fingerprints: frozenset[str] = frozenset()
 
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.model_name})"
+
     def score(self, text: str) -> Score:
         return self.score_batch([text])[0]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -124,6 +125,16 @@ def test_health_says_whether_a_deployment_cools_down_or_is_on_probation_and_coun
     assert [(s["calls_this_minute"], s["failures_this_minute"]) for s in seen] == [(0, 0), (4, 4), (5, 4), (5, 5)]
 
 
+async def fail_four_times(gate: Gate, cooldown_s: float, bad_key: Any) -> None:
+    """Deployment "d" refuses four calls in a row for good (``bad_key``), "e" fails them the
+    passing way: each cools down."""
+    for _ in range(4):
+        await gate.admit("d", None, None, 10, probe_s=5)
+        await gate.failed("d", None, cooldown_s, for_good=bad_key)
+        await gate.admit("e", None, None, 10, probe_s=5)
+        await gate.failed("e", None, cooldown_s)
+
+
 def test_a_cooldown_for_a_failure_for_good_says_what_failed_to_those_passing_it_over(redis_url: str) -> None:
     from workers.gate import FailedForGood, health
 
@@ -132,11 +143,7 @@ def test_a_cooldown_for_a_failure_for_good_says_what_failed_to_those_passing_it_
     async def body(gate: Gate) -> None:
         # Given a deployment that refused the key on four calls in a row, and another whose
         # failures were the passing kind
-        for _ in range(4):
-            await gate.admit("d", None, None, 10, probe_s=5)
-            await gate.failed("d", None, 5.0, for_good=bad_key)
-            await gate.admit("e", None, None, 10, probe_s=5)
-            await gate.failed("e", None, 5.0)
+        await fail_four_times(gate, 5.0, bad_key)
         # Then a caller passed over the first learns why: its call would fail for good too
         # (so a job every deployment refused ends at once, not after waiting out cooldowns)
         refused = await gate.admit("d", None, None, 10, probe_s=5)
@@ -162,11 +169,7 @@ def test_while_a_probe_tests_a_failure_for_good_the_others_pass_over_it_as_faili
     async def body(gate: Gate) -> None:
         # Given a deployment that cooled down for refusing the key, and another for passing
         # failures, both with their cooldowns over and a probe out on each
-        for _ in range(4):
-            await gate.admit("d", None, None, 10, probe_s=5)
-            await gate.failed("d", None, 0.2, for_good=bad_key)
-            await gate.admit("e", None, None, 10, probe_s=5)
-            await gate.failed("e", None, 0.2)
+        await fail_four_times(gate, 0.2, bad_key)
         await asyncio.sleep(0.25)
         assert (await gate.admit("d", None, None, 10, probe_s=5)).probe
         assert (await gate.admit("e", None, None, 10, probe_s=5)).probe
