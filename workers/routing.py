@@ -23,16 +23,21 @@ CHARS_PER_TOKEN = 4
 
 def dry_run(config: Config, path: Path, out: TextIO) -> str:
     """Write one ``{"custom_id", "tier", "score"}`` line per input line (of ``path``, or of
-    stdin for ``-``); returns the summary text."""
+    stdin for ``-``), with ``"pinned": true`` where the line's model pinned the tier (the
+    score then decided nothing), or the error line submit would record; returns the summary."""
     classifier = load_classifier(config.classifier)
     policy = TierPolicy(config)
     tiers: Counter[str] = Counter()
+    pinned = 0
     seen: dict[str, int] = {}  # custom_id → the line that owns it, as the producer's claim
     cost = frontier = 0.0
     with open(path, "rb") if str(path) != "-" else contextlib.nullcontext(sys.stdin.buffer) as handle:
-        for line_no, raw in numbered(handle):  # numbered as submit numbers them
+        for record, (line_no, raw) in enumerate(numbered(handle), start=1):  # numbered as submit numbers them
             custom_id = None
             try:
+                if record > config.limits.max_batch_lines:  # as submit refuses them
+                    limit = config.limits.max_batch_lines
+                    raise InputLineError("batch_too_long", f"the batch is over {limit} lines (limits.max_batch_lines)")
                 job = parse_line(raw, line_no, "dry-run", config.limits)
                 custom_id = job.custom_id
                 pin = policy.pinned_tier(job.model)
@@ -46,10 +51,16 @@ def dry_run(config: Config, path: Path, out: TextIO) -> str:
                 continue
             decision = policy.decide(classifier.score(job.prompt_text), pin)
             tiers[decision.tier] += 1
-            out.write(json.dumps({"custom_id": job.custom_id, "tier": decision.tier, "score": decision.score}) + "\n")
+            shown: dict[str, object] = {"custom_id": job.custom_id, "tier": decision.tier, "score": decision.score}
+            if pin is not None:
+                shown["pinned"] = True
+                pinned += 1
+            out.write(json.dumps(shown) + "\n")
             cost += estimated_cost(config, decision.tier, job)
             frontier += estimated_cost(config, config.frontier.name, job)
     mix = ", ".join(f"{name} {count}" for name, count in tiers.most_common()) or "no lines"
+    if pinned:
+        mix += f" ({pinned} pinned by their model field)"
     return f"router {classifier.label}: {mix}. Estimated cost ${cost:.4f} against ${frontier:.4f} all-frontier."
 
 

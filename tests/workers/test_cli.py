@@ -246,6 +246,24 @@ def test_classify_flags_what_run_would_reject_by_line_and_custom_id(tmp_path: Pa
     assert "already used on line 1" in rows[1]["error"]
 
 
+def test_classify_marks_pinned_lines_and_stops_where_submit_would(tmp_path: Path, repo_root: Path) -> None:
+    # Given a config that takes batches of 3 lines, and 4 lines, the second pinned to the frontier
+    config = tmp_path / "turnout.yaml"
+    config.write_text((repo_root / "examples/turnout.yaml").read_text().replace("limits:\n", "limits:\n  max_batch_lines: 3\n", 1))
+    lines = [{"custom_id": "a", "prompt": "Hi"}, {"custom_id": "b", "prompt": "Hi", "model": "tier:frontier"},
+             {"custom_id": "c", "prompt": "Hi"}, {"custom_id": "d", "prompt": "Hi"}]  # fmt: skip
+    (tmp_path / "batch.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    result = turnout("classify", str(tmp_path / "batch.jsonl"), "-c", str(config))
+
+    # Then the pinned line says so (its score decided nothing), and the line past the limit is submit's error
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r.get("pinned", False) for r in rows[:3]] == [False, True, False] and rows[1]["tier"] == "frontier"
+    assert rows[3]["line"] == 4 and rows[3]["code"] == "batch_too_long" and "limits.max_batch_lines" in rows[3]["error"]
+    assert "1 pinned" in result.stderr
+
+
 def test_classify_of_an_empty_file_says_so(tmp_path: Path, repo_root: Path) -> None:
     (tmp_path / "empty.jsonl").write_text("")
     result = turnout("classify", str(tmp_path / "empty.jsonl"), "-c", str(repo_root / "examples/turnout.yaml"))
