@@ -224,6 +224,12 @@ class ClassifierConfig(_Strict):
     kind: Literal["auto", "heuristic", "trained"] = "auto"
     model_path: str | None = None
 
+    @model_validator(mode="after")
+    def _heuristic_reads_no_model(self) -> ClassifierConfig:
+        if self.kind == "heuristic" and self.model_path:
+            raise ValueError(f"kind heuristic reads no model, yet model_path is {self.model_path!r}: drop one of the two")
+        return self
+
 
 class FakeProviderConfig(_Strict):
     """The offline OpenAI-compatible server that `turnout run` starts for ``api_base: fake``."""

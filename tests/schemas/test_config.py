@@ -55,6 +55,7 @@ def test_environment_overrides_top_level_fields(tmp_path: Path, monkeypatch: pyt
         (GOOD.replace("  - name: frontier", "    min_score_by_kind: {math: 0.1}\n  - name: frontier"), "first (cheapest) tier"),
         (GOOD.replace("  - name: frontier", "    policy: cascade\n    scorer: {kind: verifer}\n  - name: frontier"), "'format+verifier'"),
         (GOOD.replace("name: frontier", "name: classify"), "may not be named classify"),
+        ("classifier: {kind: heuristic, model_path: mine.json}\n" + GOOD, "kind heuristic reads no model, yet model_path is 'mine.json'"),
         (GOOD.replace("min_score: 0.6", ""), "(top level): min_score must rise from tier to tier, got [0.0, 0.0] (frontier gives none"),
     ],
 )
