@@ -610,12 +610,23 @@ def train(
 
 
 def _check_training_inputs(data: list[Path], folds: int, out_path: Path) -> None:
+    _once_each(data)
     for path in data:
         input_file(path, "training data")
         if path.resolve() in (out_path.resolve(), out_path.with_suffix(".md").resolve()):
             raise TurnoutError(f"-o {out_path} would overwrite the training data {path} (with the model or its card); give another name")
     if folds < 0 or folds == 1:
         raise TurnoutError(f"--folds {folds}: give 0 (no held-out figures) or a number of folds from 2")
+
+
+def _once_each(data: list[Path]) -> None:
+    """Refuse a data file given twice (its rows would count twice)."""
+    seen: dict[Path, Path] = {}
+    for path in data:
+        first = seen.setdefault(path.resolve(), path)
+        if first is not path:
+            same = "" if str(first) == str(path) else f" (as {first})"
+            raise TurnoutError(f"{path} is given twice{same}: its rows would count twice; name each file once")
 
 
 @app.command("eval")
@@ -642,6 +653,7 @@ def evaluate(
 
     if policy not in ("route", "cascade"):
         raise TurnoutError(f"--policy is route or cascade, not {policy!r}")
+    _once_each(data)
     # the figures go to stdout (with --json, the JSON does, and the table to stderr), uncut when piped
     shown = err if as_json else out if out.is_terminal else Console(width=160)
     # the config is optional here (it gives prices), unless named

@@ -231,6 +231,16 @@ def test_train_with_one_fold_and_a_line_with_an_empty_prompt_are_each_one_senten
     assert not (tmp_path / "m.json").exists()
 
 
+def test_a_data_file_given_twice_is_refused_as_its_rows_would_count_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _labeled(tmp_path / "d.jsonl", 60)
+    monkeypatch.chdir(tmp_path)
+    for command in ("train", "eval"):
+        extra = ["-o", "m.json", "--folds", "0"] if command == "train" else ["--router", "heuristic", "--plot", "e.png"]
+        result = turnout(command, "d.jsonl", str(tmp_path / "d.jsonl"), *extra)
+        assert_one_clear_line(result, f"{tmp_path / 'd.jsonl'} is given twice (as d.jsonl)", "count twice")
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "e.png").exists()
+
+
 def test_training_data_that_would_train_nothing_is_one_sentence(tmp_path: Path) -> None:
     # Given 60 open-ended rows: no kind the router learns
     data = _labeled(tmp_path / "d.jsonl", 60, choice=False)
