@@ -496,7 +496,9 @@ def score_thresholds(values: Sequence[float], shares: Sequence[float]) -> list[f
     below the next one's (the policy's rule), so each threshold is a score quantile: the
     smallest score among the top ``shares[k] + … + shares[-1]`` of the prompts. The result
     rises strictly and lies in (0, 1], as the config requires; tied scores can move a few
-    prompts across a boundary, so the realised shares match to within the ties.
+    prompts across a boundary, so the realised shares match to within the ties. A share of 0
+    gives the tier a threshold of 1 (just under, for a second such tier below it), not one
+    just above the sample's highest score, which new prompts could pass.
     """
     wanted = [float(s) for s in shares]
     if not wanted:
@@ -511,10 +513,15 @@ def score_thresholds(values: Sequence[float], shares: Sequence[float]) -> list[f
     n = len(ordered)
     thresholds = []
     above = 0.0  # the share of traffic on this tier and every dearer one
+    ceiling = 1.0  # a tier meant to get nothing takes the highest threshold left: new prompts scoring above the sample's stay out too
     for share in reversed(wanted):
         above += share
         count = min(int(round(above * n)), n)
-        thresholds.append(float(ordered[count - 1]) if count else float(np.nextafter(ordered[0], np.inf)))
+        if count:
+            thresholds.append(float(ordered[count - 1]))
+        else:
+            thresholds.append(max(ceiling, float(np.nextafter(ordered[0], np.inf))))
+            ceiling = float(np.nextafter(ceiling, 0.0))
     thresholds.reverse()
     result: list[float] = []
     floor = 0.0

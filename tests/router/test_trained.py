@@ -377,10 +377,11 @@ def test_thresholds_for_shares_split_traffic_by_score_quantiles() -> None:
 
 
 def test_thresholds_for_shares_handles_zero_shares_and_refuses_too_much() -> None:
-    # A zero share puts the threshold above every score, still rising and within (0, 1]
+    # A zero share puts the threshold at the top of the scale (no new prompt passes it either), still rising
     prompts = [f"{i / 10:.1f}" for i in range(10)]
     low, high = thresholds_for_shares(_FixedScores(), prompts, [0.0, 0.0])
-    assert 0.9 < low < high <= 1.0
+    assert 0.999 < low < high == 1.0
+    assert thresholds_for_shares(_FixedScores(), prompts, [0.2, 0.0]) == pytest.approx([0.8, 1.0])
     # Shares adding up to more than all traffic, or out of range, are refused
     with pytest.raises(ValueError, match="add up"):
         thresholds_for_shares(_FixedScores(), prompts, [0.7, 0.5])
