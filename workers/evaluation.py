@@ -9,6 +9,7 @@ import math
 import os
 import shutil
 from collections import Counter
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -195,8 +196,12 @@ def calibrate_config(
     own = {str(kind): thresholds for kind, thresholds in found.items()}
     names = [tier.name for tier in config.tiers[1:]]
     fragment = {"tiers": [_calibrated_tier(name, overall[i], {k: t[i] for k, t in own.items()}) for i, name in enumerate(names)]}
+    counts = Counter(s.kind for s in scores if s.kind in separate)
+    small = sorted(kind for kind in counts if kind not in own)
+    # a kind with too few prompts here keeps a threshold the config gives it; --overall drops them all
+    kept = [kind for kind in small if any(kind in tier.min_score_by_kind for tier in config.tiers[1:])] if by_kind else []
     if write:
-        _write_thresholds(config_path, {tier["name"]: tier for tier in fragment["tiers"]})
+        _write_thresholds(config_path, {tier["name"]: tier for tier in fragment["tiers"]}, kept)
     shares_text = ", ".join(f"{name} {share * 100:g}%" for name, share in zip(names, wanted))
     header = f"# calibrated on {len(prompts)} prompt{'s' * (len(prompts) != 1)} of {data.name} with router {classifier.label}: {shares_text}\n"
     if len(prompts) < MIN_CALIBRATION_PROMPTS:
@@ -205,17 +210,20 @@ def calibrate_config(
     if skipped:
         header += f"# left out: {_counted(skipped)} (the thresholds do not route them)\n"
     header += _tie_note(scores, names, wanted, overall, own)
-    counts = Counter(s.kind for s in scores if s.kind in separate)
-    small = [f"{kind} ({n})" for kind, n in sorted(counts.items()) if kind not in own]
-    if small:
-        header += f"# fewer than {MIN_PROMPTS_PER_KIND} prompts, so on min_score: {', '.join(small)}\n"
+    on_min = [f"{kind} ({counts[kind]})" for kind in small if kind not in kept]
+    if on_min:
+        header += f"# fewer than {MIN_PROMPTS_PER_KIND} prompts, so on min_score: {', '.join(on_min)}\n"
+    if kept:
+        held = ", ".join(f"{kind} ({counts[kind]})" for kind in kept)
+        header += f"# fewer than {MIN_PROMPTS_PER_KIND} prompts of {held}: the config's min_score_by_kind for them is left as it is\n"
     tiers = [config.tiers[0].name, *names]
     return header + _shares_by_kind(scores, tiers, overall, own) + yaml.safe_dump(fragment, sort_keys=False)
 
 
-def _write_thresholds(config_path: Path, calibrated: dict[str, dict[str, Any]]) -> None:
+def _write_thresholds(config_path: Path, calibrated: dict[str, dict[str, Any]], kept: Collection[str] = ()) -> None:
     """Set the calibrated tiers' thresholds in the config file, its comments and layout kept
-    (a round trip through ruamel.yaml), and only if the result is a valid config."""
+    (a round trip through ruamel.yaml), and only if the result is a valid config. A tier's
+    ``min_score_by_kind`` entries for the ``kept`` kinds stay as they are."""
     from ruamel.yaml import YAML
 
     text = config_path.read_text()
@@ -227,10 +235,11 @@ def _write_thresholds(config_path: Path, calibrated: dict[str, dict[str, Any]]) 
         new = calibrated.get(tier["name"])
         if new is None:
             continue
-        tier.pop("min_score_by_kind", None)
+        old = tier.pop("min_score_by_kind", None) or {}
         tier["min_score"] = new["min_score"]
-        if "min_score_by_kind" in new:
-            tier.insert(list(tier).index("min_score") + 1, "min_score_by_kind", new["min_score_by_kind"])
+        by_kind = {**{kind: score for kind, score in old.items() if kind in kept}, **new.get("min_score_by_kind", {})}
+        if by_kind:
+            tier.insert(list(tier).index("min_score") + 1, "min_score_by_kind", by_kind)
     try:
         Config.model_validate(raw)
     except ValidationError as exc:  # e.g. scores piled up at 1.0 leave no room for a rising threshold

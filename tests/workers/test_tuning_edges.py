@@ -356,6 +356,25 @@ def test_calibrate_write_keeps_the_configs_comments_and_layout(layout: dict[str,
     assert frontier.min_score != 0.5 and "general" in frontier.min_score_by_kind
 
 
+def test_calibrate_keeps_a_kinds_threshold_it_has_too_few_prompts_to_calibrate(tmp_path: Path, repo_root: Path) -> None:
+    # Given a config with a hand-set threshold for open-ended prompts, and a sample of 60 multiple-choice and 10 open-ended
+    config_path = _config(tmp_path, repo_root)
+    config_path.write_text(config_path.read_text().replace("# min_score_by_kind: {general: 0.31}", "min_score_by_kind: {general: 0.31}"))
+    prompts = [f"Question {i}: which is a metal?{' Think.' * (i % 7)}\nA. neon\nB. iron\nC. tin\nD. lead\nAnswer:" for i in range(60)]
+    prompts += [f"Write a {'very ' * i}short poem about the number {i}." for i in range(10)]
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"custom_id": f"p{i}", "prompt": p}) + "\n" for i, p in enumerate(prompts)))
+
+    # When calibrated by kind and written, then the open-ended threshold stays, and the fragment says why
+    fragment = calibrate_config(load_config(config_path), config_path, data, 0.3, [], write=True)
+    frontier = load_config(config_path).tiers[-1]
+    assert frontier.min_score != 0.5 and frontier.min_score_by_kind == {"general": 0.31}
+    assert "fewer than 50 prompts of general (10): the config's min_score_by_kind for them is left as it is" in fragment
+    # And calibrated --overall, one threshold for every prompt, it goes
+    calibrate_config(load_config(config_path), config_path, data, 0.3, [], write=True, by_kind=False)
+    assert load_config(config_path).tiers[-1].min_score_by_kind == {}
+
+
 def test_calibrate_does_not_blame_ties_for_the_steps_a_small_sample_allows(tmp_path: Path, repo_root: Path) -> None:
     # Given 10 prompts with 10 distinct heuristic scores: 25% of them is 2.5 prompts, so 2 or 3 go
     prompts = [f"Write a {'very ' * i}short note about {'tea' if i % 2 else 'rain'}{', step by step' * (i % 3)}." for i in range(10)]
