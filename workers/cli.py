@@ -766,10 +766,11 @@ def dlq_list(
     config_path: ConfigOption = DEFAULT_CONFIG,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per dead letter, its reason whole.")] = False,
 ) -> None:
-    """List dead letters: id, tier, error code, attempts and reason (its first 80 characters;
-    `dlq show ID` or --json for all of it)."""
+    """List dead letters in input order, batch by batch: id, tier, error code, attempts and
+    reason (its first 80 characters; `dlq show ID` or --json for all of it)."""
     client, letters = _dead_letters(config_path)
-    found = list(letters.entries(_tiers(client, tier), batch))
+    # in input order, batch by batch (a large Redis hash returns them in no order)
+    found = sorted(letters.entries(_tiers(client, tier), batch), key=lambda letter: (letter.job.batch_id, letter.job.line, letter.tier))
     if as_json:
         for letter in found:
             print(json.dumps({"id": letter.id, "tier": letter.tier, "batch_id": letter.job.batch_id, "custom_id": letter.job.custom_id,

@@ -303,6 +303,29 @@ def test_dlq_list_shows_each_id_whole_at_80_columns(redis_url: str, repo_root: P
     assert letter["custom_id"] == job.custom_id and letter["batch_id"] == job.batch_id and letter["code"] == "service_unavailable_error"
 
 
+def test_dlq_list_is_in_input_order_however_many_letters(redis_url: str, repo_root: Path) -> None:
+    # Given 300 dead letters of two batches, added in shuffled order (past 128, Redis keeps a hash in no order)
+    import random
+
+    from schemas.job import Job
+    from tests.conftest import other_db
+    from workers.dlq import DeadLetters
+
+    url = other_db(redis_url, 9)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    jobs = [Job(batch_id=batch, custom_id=f"r{line}", line=line, messages=[{"role": "user", "content": "x"}]) for batch in ("b1", "b2") for line in range(1, 151)]
+    for job in random.Random(4).sample(jobs, len(jobs)):
+        DeadLetters(client).add("cheap", job, "service_unavailable_error", "down")
+
+    listed = turnout("dlq", "list", "--json", "-c", str(repo_root / "examples/turnout.yaml"), env={"TURNOUT_REDIS_URL": url})
+    client.flushdb()
+
+    # Then they are listed batch by batch, each in its input lines' order
+    assert listed.returncode == 0, listed.stderr
+    assert [json.loads(line)["custom_id"] for line in listed.stdout.splitlines()] == [job.custom_id for job in jobs]
+
+
 def test_worker_ping_of_a_pool_the_config_lacks_is_one_sentence(repo_root: Path) -> None:
     result = turnout("worker-ping", "--pool", "nosuch", "-c", str(repo_root / "examples/turnout.yaml"))
     assert result.returncode == 2 and "nosuch" in result.stderr
