@@ -13,6 +13,7 @@ import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import compress, repeat
 
 import numpy as np
@@ -295,15 +296,23 @@ class SparseRows:
 
     def dot(self, weights: np.ndarray) -> np.ndarray:
         """X @ w."""
-        products = self.data * weights[self.indices]
-        sums: np.ndarray = np.concatenate([[0.0], np.cumsum(products)])
-        result: np.ndarray = sums[self.indptr[1:]] - sums[self.indptr[:-1]]
+        result = np.zeros(self.n_rows)
+        filled = self._filled_rows
+        if len(filled):  # reduceat sums each row's products; an empty row would take its neighbour's
+            result[filled] = np.add.reduceat(self.data * weights[self.indices], self.indptr[filled])
         return result
 
     def t_dot(self, values: np.ndarray) -> np.ndarray:
         """X.T @ v."""
-        rows = np.repeat(np.arange(self.n_rows), np.diff(self.indptr))
-        return np.bincount(self.indices, weights=self.data * values[rows], minlength=self.n_cols)
+        return np.bincount(self.indices, weights=self.data * values[self._row_of_entry], minlength=self.n_cols)
+
+    @cached_property
+    def _filled_rows(self) -> np.ndarray:
+        return np.flatnonzero(np.diff(self.indptr) > 0)
+
+    @cached_property
+    def _row_of_entry(self) -> np.ndarray:
+        return np.repeat(np.arange(self.n_rows), np.diff(self.indptr))
 
     def take(self, rows: np.ndarray) -> SparseRows:
         """The sub-matrix of the given rows, in that order."""

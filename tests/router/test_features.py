@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
-from router.features import DENSE_NAMES, SCAN_CHARS, WORD_PROBLEM_NAMES, describe, excerpt, word_problem_features
+from router.features import DENSE_NAMES, SparseRows, SCAN_CHARS, WORD_PROBLEM_NAMES, describe, excerpt, word_problem_features
 from router.heuristic import HeuristicClassifier
 
 QUESTION = "Which of these cases decided the matter?\nA. Marbury\nB. McCulloch\nC. Gibbons\nD. Ogden\nAnswer:"
@@ -71,3 +72,17 @@ def test_a_decimal_point_and_a_huge_number_keep_the_word_problem_features_finite
     # Then the decimal is seen, and the largest number is capped instead of infinite
     assert features["has_decimal_point"] == 1.0 and features["log_cue_money"] == math.log1p(1)
     assert all(math.isfinite(v) for v in features.values()) and features["log_largest_number"] == pytest.approx(math.log1p(1e12))
+
+
+def test_sparse_rows_products_match_the_dense_matrix_empty_rows_included() -> None:
+    # Given a 5×4 matrix whose first, third and last rows are empty (as prompts with no known n-gram are)
+    dense = np.array([[0, 0, 0, 0], [1.5, 0, 2, 0], [0, 0, 0, 0], [0, -3, 0, 4], [0, 0, 0, 0]])
+    filled = dense != 0
+    rows = SparseRows(np.concatenate([[0], np.cumsum(filled.sum(axis=1))]), np.nonzero(filled)[1], dense[filled], 4)
+    w, v = np.array([1.0, 10.0, 100.0, 1000.0]), np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    # Then X @ w and X.T @ v are the dense products, for the matrix and a subset of its rows
+    assert rows.dot(w).tolist() == (dense @ w).tolist()
+    assert rows.t_dot(v).tolist() == (dense.T @ v).tolist()
+    picked = np.array([3, 0, 1])
+    assert rows.take(picked).dot(w).tolist() == (dense[picked] @ w).tolist()
+    assert SparseRows(np.zeros(3, dtype=int), np.zeros(0, dtype=int), np.zeros(0), 0).dot(np.zeros(0)).tolist() == [0.0, 0.0]
