@@ -5,7 +5,7 @@ a plot per dataset of quality against the share of strong calls.
     .venv/bin/python bench/router_quality.py [--data ../shared/data] [--out bench/figures] [--seeds 5] [--json]
 
 One fold seed's figure moves by ±1.5 points of CPT(50%); ``--seeds N`` adds the trained
-router's medians and ranges over N fold seeds (about 90 s a seed on 2 cores).
+router's medians and ranges over N fold seeds (about two minutes a seed on one idle core).
 """
 
 from __future__ import annotations
