@@ -125,6 +125,12 @@ class WireJob:
     body: dict[str, Any]
 
 
+def check_batch_length(record: int, limits: Limits) -> None:
+    """Refuse the ``record``-th line of a batch past ``limits.max_batch_lines``."""
+    if record > limits.max_batch_lines:
+        raise InputLineError("batch_too_long", f"the batch is over {limits.max_batch_lines} lines (limits.max_batch_lines)")
+
+
 def parse_wire(raw: str | bytes, line: int, batch_id: str, limits: Limits) -> WireJob:
     """``parse_line``, returned in queue form. The common simple line goes straight there
     without a Job model in between: the producer's hot path (a worker validates it anyway)."""

@@ -23,7 +23,7 @@ from celery import Celery
 from router.policy import TierPolicy
 from schemas.config import Config
 from schemas.errors import InputLineError, TurnoutError
-from schemas.job import IDLE, Job, WireJob, numbered, parse_line, parse_wire
+from schemas.job import IDLE, Job, WireJob, check_batch_length, numbered, parse_line, parse_wire
 from schemas.result import TurnoutInfo, error_line
 from workers.app import CLASSIFY_QUEUE
 from workers.ledger import SUBMIT_LEASE_MS, Ledger, spilled
@@ -132,9 +132,7 @@ class Producer:
     def _job_or_error(self, raw: bytes, line_no: int, record: int, batch_id: str, report: SubmitReport) -> WireJob | None:
         custom_id: str | None = None
         try:
-            if record > self.config.limits.max_batch_lines:
-                limit = self.config.limits.max_batch_lines
-                raise InputLineError("batch_too_long", f"the batch is over {limit} lines (limits.max_batch_lines)")
+            check_batch_length(record, self.config.limits)
             job = parse_wire(raw, line_no, batch_id, self.config.limits)
             custom_id = job.custom_id
             pin = self.policy.pinned_tier(job.model)

@@ -13,7 +13,7 @@ from router.classifier import load_classifier
 from router.policy import TierPolicy
 from schemas.config import Config
 from schemas.errors import InputLineError
-from schemas.job import Job, numbered, parse_line
+from schemas.job import Job, check_batch_length, numbered, parse_line
 
 #: Tokens assumed per answer when estimating a batch's cost before any model has run.
 ESTIMATED_COMPLETION_TOKENS = 256
@@ -35,9 +35,7 @@ def dry_run(config: Config, path: Path, out: TextIO) -> str:
         for record, (line_no, raw) in enumerate(numbered(handle), start=1):  # numbered as submit numbers them
             custom_id = None
             try:
-                if record > config.limits.max_batch_lines:  # as submit refuses them
-                    limit = config.limits.max_batch_lines
-                    raise InputLineError("batch_too_long", f"the batch is over {limit} lines (limits.max_batch_lines)")
+                check_batch_length(record, config.limits)  # as submit refuses them
                 job = parse_line(raw, line_no, "dry-run", config.limits)
                 custom_id = job.custom_id
                 pin = policy.pinned_tier(job.model)
