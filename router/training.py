@@ -597,6 +597,8 @@ def train(
     per_file = {str(p): read_rows(Path(p)) for p in paths}
     rows = [row for file_rows in per_file.values() for row in file_rows]
     check_learnable(rows, folds > 1)
+    if note := scale_note(per_file):
+        log(note)
     smallest = min(Counter(r.dataset for r in rows).items(), key=lambda item: item[1])
     if folds > smallest[1]:
         raise TrainingDataError(f"--folds {folds} is more than the {smallest[1]} rows of {smallest[0]}; give fewer folds.", Path(smallest[0]))
@@ -613,6 +615,17 @@ def train(
     model.card = _card(per_file, rows, model, held_out, folds, seed)
     model_path, card_path = model.save(out)
     return TrainReport(model_path, card_path, {p: len(r) for p, r in per_file.items()}, held_out, time.perf_counter() - started)
+
+
+def scale_note(per_file: dict[str, list[LabeledRow]]) -> str | None:
+    """A word when quality is not 1/0 correctness: ``quality_targets`` divides every gap by the
+    widest one, so a single typo (a 10 among 1s and 0s) would shrink what every row teaches."""
+    path, widest = max(((p, r) for p, rows in per_file.items() for r in rows), key=lambda item: abs(item[1].strong - item[1].weak))
+    spread = abs(widest.strong - widest.weak)
+    if spread <= 1.0:
+        return None
+    return (f"quality read as grades on one scale: the widest strong-weak gap, {spread:g} (id {widest.id!r} in {path}), "
+            "counts as the whole range; if the data is 1/0 correctness, that row is a typo")
 
 
 def check_learnable(rows: Sequence[LabeledRow], held_out: bool) -> None:

@@ -413,3 +413,16 @@ def test_more_folds_than_rows_is_one_sentence(tmp_path: Path) -> None:
     data = _labeled(tmp_path / "d.jsonl", 60)
     assert_one_clear_line(turnout("train", str(data), "-o", str(tmp_path / "m.json"), "--folds", "1000"), "--folds 1000", "60 rows of d")
     assert_one_clear_line(turnout("train-verifier", str(_answered(tmp_path)), "-o", str(tmp_path / "v.json"), "--folds", "1000"), "20 prompts")
+
+
+def test_train_says_when_one_row_sets_the_quality_scale_and_names_it(tmp_path: Path) -> None:
+    data = _labeled(tmp_path / "d.jsonl", 60)
+    quiet = turnout("train", str(data), "-o", str(tmp_path / "m.json"), "--folds", "0")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "whole range" not in quiet.stderr
+    with open(data, "a") as handle:  # a typo: a 10 among 1/0 correctness
+        handle.write(json.dumps({"id": "typo", "prompt": "Question: which is a gas?\nA. neon\nB. iron\nAnswer:", "weak": 0, "strong": 10}) + "\n")
+    noted = turnout("train", str(data), "-o", str(tmp_path / "m.json"), "--folds", "0")
+    assert noted.returncode == 0, noted.stderr
+    said = " ".join(noted.stderr.split())  # as the terminal wrapped it
+    assert "widest strong-weak gap, 10 (id 'typo' in " in said and "that row is a typo" in said
