@@ -201,9 +201,15 @@ def _print_summary(summary: dict[str, Any], out_dir: Path) -> None:
     for name, tier in summary["tiers"].items():
         table.add_row(name, str(tier["jobs"]), str(tier["failed"]), f"{tier['cost_usd']:.6f}")
     out.print(table)
+    from workers.status import eta_text
+
+    took = f"in {summary['elapsed_s']:.1f}s"
+    if "this_run_s" in summary:  # a resumed batch: its time counts from its first run
+        took = (f"in {eta_text(summary['elapsed_s'])} since the batch began (this run {eta_text(summary['this_run_s'])}, "
+                f"{summary['done_before']} lines done before it)")
     out.print(
         f"{summary['succeeded']} answered, {summary['failed']} failed of {summary['lines']} lines "
-        f"in {summary['elapsed_s']:.1f}s. Cost ${summary['cost_usd']:.4f}; all-frontier would have cost "
+        f"{took}. Cost ${summary['cost_usd']:.4f}; all-frontier would have cost "
         f"${summary['all_frontier_cost_usd']:.4f} (saved {summary['saved_share']:.0%})."
     )
     out.print(f"Wrote {out_dir / 'output.jsonl'}, {out_dir / 'errors.jsonl'}, {out_dir / 'report.json'}, {out_dir / 'report.html'}")

@@ -78,7 +78,8 @@ def run_batch(
         supervisor.start_fake_provider()
         os.environ.update({k: v for k, v in env.items() if k == "TURNOUT_FAKE_URL"})
         supervisor.start_pools()
-        _note_config_change(client, config, batch_id, console)
+        before, began = client.ledger.status(batch_id), time.time()  # a rerun resumes: what was done, and when it began
+        _note_config_change(client, config, batch_id, console)  # (which records the batch's config: a fresh one starts here)
         if embedded is not None:  # a shared Redis's other batches may well be running elsewhere, on purpose
             _note_unfinished_batches(client, batch_id, console)
         _submit_and_wait(client, supervisor, file, batch_id, timeout, console, PeriodicSpill(client.ledger, batch_id, state_dir), resume,
@@ -87,8 +88,9 @@ def run_batch(
         write_report(client.ledger, batch_id, out_dir / "report.html")
         status = client.status(batch_id)
         letters = sum(1 for _ in DeadLetters(client.ledger.redis).entries([t.name for t in config.tiers], batch_id))
+        resumed = {"this_run_s": round(time.time() - began, 3), "done_before": before.done} if before is not None else {}
         return summary(status) | {"output_lines": report.output_lines, "error_lines": report.error_lines, "dead_letters": letters,
-                                  "resume": resume}
+                                  "resume": resume} | resumed
     except KeyboardInterrupt:
         console.print(f"interrupted: {resume} to resume batch {batch_id}")
         raise

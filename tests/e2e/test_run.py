@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from workers.broker import EmbeddedRedis, _answers, connect
+from workers.ledger import Ledger
 from workers.producer import UNACKED
 
 
@@ -59,7 +60,7 @@ def test_run_keeps_the_ledger_on_a_thousand_lines_with_malformed_ones(tmp_path: 
 
     # Then it succeeds and prints the summary
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "all-frontier would" in " ".join(result.stdout.split())
+    assert re.search(rf"of {total} lines in [\d.]+s\. Cost .* all-frontier would", " ".join(result.stdout.split()))  # no resume: no "since"
     assert "can be tried again" not in result.stdout  # rejected lines would fail the same way: no replay is offered
     # And every input line is exactly one output or error line
     outputs = [json.loads(line) for line in (tmp_path / "out/output.jsonl").read_text().splitlines()]
@@ -118,7 +119,10 @@ def test_sigterm_stops_run_as_ctrl_c_does_and_a_rerun_finishes_the_batch(tmp_pat
     # for a rerun to wait the visibility timeout for
     embedded = EmbeddedRedis(tmp_path / ".turnout")
     try:
-        unacked = connect(embedded.start()).hlen(UNACKED)
+        stopped = connect(embedded.start())
+        unacked = stopped.hlen(UNACKED)
+        ledger = Ledger(stopped)
+        done_before = [status.done for b in ledger.batches() if (status := ledger.status(b)) is not None]
     finally:
         embedded.stop()
     assert unacked == 0
@@ -129,6 +133,9 @@ def test_sigterm_stops_run_as_ctrl_c_does_and_a_rerun_finishes_the_batch(tmp_pat
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     outputs = [json.loads(line)["custom_id"] for line in (tmp_path / "out/output.jsonl").read_text().splitlines()]
     assert sorted(outputs) == sorted(f"r{i}" for i in range(300))
+    # And its summary tells this run's time from the batch's, and what the first run had done
+    said = " ".join(rerun.stdout.split())
+    assert re.search(rf"of 300 lines in \S+ since the batch began \(this run \S+, {done_before[0]} lines done before it\)", said), said
     # And once the run has stopped its Redis, `status` from the same directory still shows the
     # batch (from the embedded Redis's files, started for the command and stopped after it)
     shown = subprocess.run(
