@@ -99,6 +99,7 @@ class BatchStatus(BaseModel):
     sealed: bool = Field(False, description="the producer reached the end of the input")
     cost_usd: float = 0.0
     frontier_cost_usd: float = Field(0.0, description="estimated cost had every job gone to the frontier tier")
+    max_cost_usd: float | None = Field(None, description="the batch's spending cap (--max-cost), if it has one")
     tiers: dict[str, TierReport] = Field(default_factory=dict)
     started_at: float | None = None
     updated_at: float | None = None

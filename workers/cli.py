@@ -154,6 +154,16 @@ def live_redis_url(config: Any) -> str:
 
 # --- run ---------------------------------------------------------------------------------
 
+MaxCostOption = Annotated[
+    Optional[float],
+    typer.Option(
+        "--max-cost", metavar="USD",
+        help="Cap what the batch may spend (USD, as its cost is counted): once reached, its remaining lines are not "
+        "sent but end as `budget_spent` error lines and dead letters, replayable under a higher cap. A soft cap: "
+        "calls already out finish. Given again, it replaces the batch's cap.",
+    ),
+]
+
 
 @app.command()
 def run(
@@ -163,6 +173,7 @@ def run(
     batch_id: Annotated[Optional[str], typer.Option(help="Batch id; default derives from the file, so a rerun resumes.")] = None,
     fresh: Annotated[bool, typer.Option(help="Start a new batch even if this file was run before.")] = False,
     timeout: Annotated[Optional[float], typer.Option(help="Give up after this many seconds.")] = None,
+    max_cost: MaxCostOption = None,
 ) -> None:
     """Run a whole batch on this machine: Redis, pools and all, then write the results.
 
@@ -171,13 +182,15 @@ def run(
     the same command again resumes an interrupted batch. Finished answers are spilled to
     state_dir/spill/ as they come, so Redis never holds a long batch's results.
     """
+    from workers.ledger import check_max_cost
     from workers.run import run_batch
 
     input_file(file, hint="pass a JSONL file (examples/batch.jsonl is one)")
+    check_max_cost(max_cost)
     config = _config(config_path)
     batch = batch_id or _file_batch_id(file, fresh)
     _say_unpriced(config)
-    summary = run_batch(config, config_path, file, out_dir, batch, timeout, err, fresh=fresh and not batch_id)
+    summary = run_batch(config, config_path, file, out_dir, batch, timeout, err, fresh=fresh and not batch_id, max_cost=max_cost)
     _print_summary(summary, out_dir)
     spilled = Path(config.state_dir) / "spill" / f"{batch}.output.jsonl"
     size = f", its answers {spilled.stat().st_size / 1e6:.1f} MB in {spilled}" if spilled.exists() else ""
@@ -213,7 +226,11 @@ def _print_summary(summary: dict[str, Any], out_dir: Path) -> None:
         f"${summary['all_frontier_cost_usd']:.4f} (saved {summary['saved_share']:.0%})."
     )
     out.print(f"Wrote {out_dir / 'output.jsonl'}, {out_dir / 'errors.jsonl'}, {out_dir / 'report.json'}, {out_dir / 'report.html'}")
-    if summary.get("dead_letters"):  # failed calls, not rejected input lines, which would fail the same way again
+    if summary.get("over_budget"):
+        out.print(f"{summary['over_budget']} lines were not sent: the batch reached its ${summary['max_cost_usd']:.4f} cap "
+                  f"(--max-cost). To answer them: `turnout dlq replay --batch {summary['batch_id']}`, then run the batch "
+                  "again with a higher --max-cost", highlight=False)
+    elif summary.get("dead_letters"):  # failed calls, not rejected input lines, which would fail the same way again
         out.print(f"{summary['dead_letters']} of the failed lines can be tried again (errors.jsonl says why they failed): "
                   f"`turnout dlq replay --batch {summary['batch_id']}`, then {summary.get('resume', 'run the same command again')}",
                   highlight=False)
@@ -228,14 +245,19 @@ def submit(
     config_path: ConfigOption = DEFAULT_CONFIG,
     batch_id: Annotated[Optional[str], typer.Option(help="Batch id; reuse one to resume an interrupted submit.")] = None,
     repair: Annotated[bool, typer.Option(help="Send again the lines of --batch-id that have no result and are nowhere queued.")] = False,
+    max_cost: MaxCostOption = None,
 ) -> None:
     """Enqueue a batch against TURNOUT_REDIS_URL and print its id (pools run elsewhere)."""
     from workers.client import new_batch_id
+    from workers.ledger import check_max_cost
     from workers.producer import stream_lines
 
     if file != "-":
         input_file(file, hint="pass a JSONL file, or - for stdin")
+    check_max_cost(max_cost)
     client = _client(config_path)
+    if max_cost is not None and batch_id:  # before anything is sent: a resumed or repaired batch's next calls obey it
+        client.ledger.set_max_cost(batch_id, max_cost)
     if repair:
         from workers.producer import Producer, file_lines
 
@@ -250,6 +272,8 @@ def submit(
         print(batch_id)
         return
     batch = batch_id or new_batch_id()
+    if max_cost is not None and not batch_id:
+        client.ledger.set_max_cost(batch, max_cost)
     source = stream_lines(sys.stdin.buffer) if file == "-" else file
     report = client.submit_report(source, batch)
     err.print(f"enqueued {report.enqueued} jobs, {report.rejected} lines rejected, in {report.seconds:.1f}s")
@@ -810,12 +834,22 @@ def dlq_replay(
     tier: TierOption = None,
     batch: BatchOption = None,
     config_path: ConfigOption = DEFAULT_CONFIG,
+    max_cost: Annotated[
+        Optional[float], typer.Option("--max-cost", metavar="USD", help="First set the batch's spending cap (with --batch): to replay `budget_spent` letters.")
+    ] = None,
 ) -> None:
     """Put dead letters back on their tier queue; a job that already has a result adds nothing."""
     from workers.app import configured_redis_url
     from workers.dlq import replay
+    from workers.ledger import check_max_cost
 
+    check_max_cost(max_cost)
+    if max_cost is not None and not batch:
+        raise TurnoutError("--max-cost sets one batch's cap: give --batch BATCH too")
     client, letters = _dead_letters(config_path)
+    if max_cost is not None and batch:
+        client.status(batch)  # one that does not exist is an error
+        client.ledger.set_max_cost(batch, max_cost)
     batches: set[str] = set()
     count = replay(client.app, client.config, letters, _tiers(client, tier), batch, ids or None, batches)
     named = sorted(batches)

@@ -54,10 +54,14 @@ class Client:
         return cls(config, redis_url_for(config))
 
     def submit(
-        self, source: Source, batch_id: str | None = None, on_progress: Callable[[SubmitReport], None] | None = None
+        self, source: Source, batch_id: str | None = None, on_progress: Callable[[SubmitReport], None] | None = None,
+        max_cost: float | None = None,
     ) -> str:
-        """Enqueue a file (path) or an iterable of jobs/dicts/JSON lines; returns the batch id."""
+        """Enqueue a file (path) or an iterable of jobs/dicts/JSON lines; returns the batch id.
+        ``max_cost``: the batch's spending cap in USD (``Ledger.set_max_cost``)."""
         batch_id = batch_id or new_batch_id()
+        if max_cost is not None:
+            self.ledger.set_max_cost(batch_id, max_cost)
         self.submit_report(source, batch_id, on_progress)
         return batch_id
 

@@ -351,6 +351,7 @@ def summary(status: BatchStatus) -> dict[str, object]:
         "complete": status.complete,
         "cost_usd": round(status.cost_usd, 6),
         "all_frontier_cost_usd": round(status.frontier_cost_usd, 6),
+        "max_cost_usd": status.max_cost_usd,
         "saved_usd": round(saved, 6),
         "saved_share": round(saved / status.frontier_cost_usd, 4) if status.frontier_cost_usd else 0.0,
         "elapsed_s": round(max(elapsed, 0.0), 3),

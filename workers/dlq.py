@@ -23,6 +23,9 @@ from workers.ledger import PREFIX
 if TYPE_CHECKING:
     from celery import Celery
 
+#: The code of a line left uncalled because its batch had spent its cap (``--max-cost``).
+BUDGET_SPENT = "budget_spent"
+
 
 class DeadLetter(BaseModel):
     """One job that will not be retried automatically."""

@@ -2,7 +2,8 @@
 one output or error line, whatever runs twice.
 
 Keys per batch (``turnout:batch:<id>:…``):
-    meta    hash: submitted, done, failed, sealed, cost, frontier_cost, per-tier counters;
+    meta    hash: submitted, done, failed, sealed, cost, frontier_cost, per-tier counters,
+            max_cost (the spending cap, when the batch has one);
             spill_path/spill_size/spill_cursor/spilled when output lines are spilled to a file
     ids:<n> hashes: custom_id → input line (duplicate detection, resumable submit); the line
             gets a trailing "!" once its answer is spilled, which marks the job done. The
@@ -25,6 +26,7 @@ atomically even when a re-delivered job races its first run.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -249,6 +251,12 @@ def id_buckets_for(expected_lines: int | None) -> int:
     return min(max(1, -(-expected_lines // IDS_PER_BUCKET)), MAX_ID_BUCKETS)
 
 
+def check_max_cost(usd: float | None) -> None:
+    """Refuse a spending cap that caps nothing or everything (None: no cap, fine)."""
+    if usd is not None and not (usd > 0 and math.isfinite(usd)):
+        raise TurnoutError(f"--max-cost {usd:g}: give the most the batch may spend, in USD, above 0")
+
+
 def spilled(owner: bytes | None) -> bool:
     """Whether an ``ids`` value marks its job's answer as spilled (so the job is done)."""
     return owner is not None and owner.endswith(b"!")
@@ -329,6 +337,17 @@ class Ledger:
         pipe.hget(meta, "config_digest")
         return str(pipe.execute()[1].decode())
 
+    def set_max_cost(self, batch_id: str, usd: float) -> None:
+        """Cap what the batch may spend: the tier workers call nothing more for it once its
+        recorded cost reaches ``usd`` (``spending``)."""
+        check_max_cost(usd)
+        self.redis.hset(BatchKeys(batch_id).meta, "max_cost", repr(float(usd)))
+
+    def spending(self, batch_id: str) -> tuple[float, float | None]:
+        """What the batch has spent, and its cap (None: it has none)."""
+        cost, cap = self.redis.hmget(BatchKeys(batch_id).meta, ["cost", "max_cost"])
+        return float(cost or 0.0), float(cap) if cap is not None else None
+
     def seal(self, batch_id: str, submitted: int) -> None:
         self.redis.hset(BatchKeys(batch_id).meta, mapping={"submitted": submitted, "sealed": 1})
 
@@ -404,6 +423,7 @@ class Ledger:
             sealed=meta.get("sealed") == "1",
             cost_usd=float(meta.get("cost", 0.0)),
             frontier_cost_usd=float(meta.get("frontier_cost", 0.0)),
+            max_cost_usd=float(meta["max_cost"]) if "max_cost" in meta else None,
             tiers=tiers,
             started_at=float(meta["started_at"]) if "started_at" in meta else None,
             updated_at=float(meta["updated_at"]) if "updated_at" in meta else None,

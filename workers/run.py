@@ -27,7 +27,7 @@ from workers.app import CLASSIFY_QUEUE, configured_redis_url, preflight, visibil
 from workers.broker import EmbeddedRedis, check, lock_state_dir
 from workers.client import Client
 from workers.collector import POLL_S, PeriodicSpill, ProgressLog, collect, summary
-from workers.dlq import DeadLetters
+from workers.dlq import BUDGET_SPENT, DeadLetters
 from workers.producer import SubmitReport
 from workers.repair import StallWatch
 from workers.status import DownWatch
@@ -45,10 +45,11 @@ NAMED_BATCHES = 3
 
 def run_batch(
     config: Config, config_path: Path, file: Path, out_dir: Path, batch_id: str, timeout: float | None, console: Console,
-    fresh: bool = False,
+    fresh: bool = False, max_cost: float | None = None,
 ) -> dict[str, Any]:
     """Run ``file`` as batch ``batch_id`` end to end; returns the summary written to report.json.
-    ``fresh``: the batch id is new (``--fresh``), so the same command would not resume it."""
+    ``fresh``: the batch id is new (``--fresh``), so the same command would not resume it.
+    ``max_cost``: the batch's spending cap (USD), set before any pool starts."""
     resume = f"run the same command with --batch-id {batch_id} in place of --fresh" if fresh else "run the same command again"
     preflight(config, [CLASSIFY_POOL] + [tier.name for tier in config.tiers])
     if threading.current_thread() is threading.main_thread():
@@ -75,10 +76,12 @@ def run_batch(
         client = Client(config, url)
         if embedded is not None:
             _hand_back_held_tasks(client, state_dir, console)
+        before, began = client.ledger.status(batch_id), time.time()  # a rerun resumes: what was done, and when it began
+        if max_cost is not None:  # before the pools start: replayed dead letters waiting on the queues obey it
+            client.ledger.set_max_cost(batch_id, max_cost)
         supervisor.start_fake_provider()
         os.environ.update({k: v for k, v in env.items() if k == "TURNOUT_FAKE_URL"})
         supervisor.start_pools()
-        before, began = client.ledger.status(batch_id), time.time()  # a rerun resumes: what was done, and when it began
         _note_config_change(client, config, batch_id, console)  # (which records the batch's config: a fresh one starts here)
         if embedded is not None:  # a shared Redis's other batches may well be running elsewhere, on purpose
             _note_unfinished_batches(client, batch_id, console)
@@ -87,10 +90,10 @@ def run_batch(
         report = collect(client.ledger, batch_id, out_dir)
         write_report(client.ledger, batch_id, out_dir / "report.html")
         status = client.status(batch_id)
-        letters = sum(1 for _ in DeadLetters(client.ledger.redis).entries([t.name for t in config.tiers], batch_id))
+        codes = [letter.code for letter in DeadLetters(client.ledger.redis).entries([t.name for t in config.tiers], batch_id)]
         resumed = {"this_run_s": round(time.time() - began, 3), "done_before": before.done} if before is not None else {}
-        return summary(status) | {"output_lines": report.output_lines, "error_lines": report.error_lines, "dead_letters": letters,
-                                  "resume": resume} | resumed
+        return summary(status) | {"output_lines": report.output_lines, "error_lines": report.error_lines, "dead_letters": len(codes),
+                                  "over_budget": codes.count(BUDGET_SPENT), "resume": resume} | resumed
     except KeyboardInterrupt:
         console.print(f"interrupted: {resume} to resume batch {batch_id}")
         raise
@@ -269,7 +272,8 @@ def _submit_and_wait(
                 plain(status)
             if status is not None:
                 total = status.submitted if status.sealed else None
-                note = f"{status.failed} failed · ${status.cost_usd:.4f}"
+                cap = f" of ${status.max_cost_usd:.4f}" if status.max_cost_usd is not None else ""
+                note = f"{status.failed} failed · ${status.cost_usd:.4f}{cap}"
                 progress.update(bar, completed=status.done, total=total, note=note)
                 if status.complete and not producer.is_alive():
                     return

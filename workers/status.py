@@ -152,6 +152,7 @@ def _batch(ledger: Any, now: Any) -> dict[str, Any]:
         "complete": now.complete,
         "cost_usd": round(now.cost_usd, 6),
         "all_frontier_cost_usd": round(now.frontier_cost_usd, 6),
+        "max_cost_usd": now.max_cost_usd,
         "throughput_per_s": round(rate, 1),
         "eta_s": round(left / rate) if rate and now.sealed and not now.complete else None,
     }
@@ -206,7 +207,8 @@ def render(data: dict[str, Any]) -> RenderableType:
         state = "complete" if b["complete"] else f"{b['done']}/{b['submitted']}"
         batches.add_row(
             b["batch_id"], bar, state, str(b["failed"]), f"{b['throughput_per_s']:.1f}", eta_text(b["eta_s"]),
-            f"${b['cost_usd']:.4f}", f"${b['all_frontier_cost_usd']:.4f}",
+            f"${b['cost_usd']:.4f}" + (f" of ${b['max_cost_usd']:.4f}" if b.get("max_cost_usd") is not None else ""),
+            f"${b['all_frontier_cost_usd']:.4f}",
         )  # fmt: skip
     waiting = f"; ~{data['classify_queued_jobs']:,} jobs waiting to be classified" if data["classify_queued_jobs"] else ""
     tiers = Table(title=f"tiers ({data['in_flight_tasks']} tasks in flight{waiting})", show_edge=False)

@@ -36,7 +36,7 @@ from schemas.errors import ContextWindowError, ProviderError, RetryableProviderE
 from schemas.job import Job, WireJob
 from schemas.result import ResultLine, Response, TurnoutInfo, error_line, request_id
 from workers.app import CLASSIFY_QUEUE, CLASSIFY_TASK, Runtime, visibility_timeout
-from workers.dlq import DeadLetters
+from workers.dlq import BUDGET_SPENT, DeadLetters
 from workers.metrics import Stats
 from workers.answer import BUSY, Answer
 from workers.stragglers import (
@@ -312,9 +312,11 @@ def complete_batch(task: Task, runtime: Runtime, tier: Tier, batch_id: str, raw_
         fresh = [job for job, owned in zip(fresh, marked(runtime.ledger.redis, batch_id, [j.custom_id for j in fresh])) if not owned]
     if not fresh or _split_if_poisoned(task, runtime, tier, batch_id, len(jobs), fresh, deliveries):
         return
+    stats = Stats(runtime.ledger.redis)
+    if _over_budget(runtime, tier, batch_id, fresh, stats):
+        return
     provider = runtime.provider(tier.name)
     extra = {"logprobs": True} if tier.scorer is not None and "logprob" in tier.scorer.kind else {}
-    stats = Stats(runtime.ledger.redis)
     recorded_early: set[int] = set()
 
     def record_early(ready: list[tuple[int, Answer]]) -> None:
@@ -360,6 +362,23 @@ def complete_batch(task: Task, runtime: Runtime, tier: Tier, batch_id: str, raw_
         again = [job for job, _ in retry]
         countdown = retry_countdown(runtime.config, tier, [d for _, d in retry])
         task.retry(args=[batch_id, dump(again)], countdown=countdown, argsrepr=argsrepr(batch_id, again))
+
+
+def _over_budget(runtime: Runtime, tier: Tier, batch_id: str, jobs: list[Job], stats: Stats) -> bool:
+    """Dead-letter ``jobs`` uncalled when their batch has spent its cap (``--max-cost``): a soft
+    cap, read once per micro-batch, so the calls already out when it is reached still finish."""
+    spent, cap = runtime.ledger.spending(batch_id)
+    if cap is None or spent < cap:
+        return False
+    message = (f"batch {batch_id} has spent ${spent:.4f} of its ${cap:.4f} cap (--max-cost), so this line was not sent; "
+               f"to answer it, raise the cap: `turnout dlq replay --batch {batch_id}` and run the batch again with a "
+               "higher --max-cost (or give the replay --max-cost, with pools running)")
+    log.warning("batch %s is over its cost cap ($%.4f of $%.4f): %d jobs dead-lettered uncalled", batch_id, spent, cap, len(jobs))
+    for job in jobs:
+        dead_letter(runtime, tier, job, BUDGET_SPENT, message)
+        stats.add("jobs", tier.name, "failed")
+    stats.flush()
+    return True
 
 
 def _failed(app: Celery, runtime: Runtime, tier: Tier, job: Job, outcome: BaseException, stats: Stats) -> float | None:

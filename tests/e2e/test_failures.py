@@ -200,6 +200,41 @@ def test_dead_letters_are_replayed_into_a_whole_output(fresh_fake: Cluster, tmp_
 
 
 
+def test_a_batch_past_its_cost_cap_calls_nothing_more_and_its_other_lines_replay_under_a_higher_cap(fresh_fake: Cluster) -> None:
+    # Given a batch capped at a tiny cost, which the first answers recorded reach
+    ledger = fresh_fake.client.ledger
+    lines = [{"custom_id": f"cap{i}", "prompt": f"What is {i} + {i}?"} for i in range(200)]
+    fresh_fake.client.submit([json.dumps(line) for line in lines], "capped", max_cost=1e-9)
+    fresh_fake.client.wait("capped", timeout=120)
+    result = {"out": [json.loads(v) for v in ledger.lines("capped", "out")], "err": [json.loads(v) for v in ledger.error_lines("capped")]}
+
+    # Then every line ends once: the micro-batches begun before any answer was recorded are
+    # answered (one a pool process at most), and the rest end uncalled as budget_spent lines
+    ids = sorted(line["custom_id"] for line in lines)
+    assert sorted(line["custom_id"] for line in result["out"] + result["err"]) == ids
+    most = sum(tier.processes * tier.batch_size for tier in fresh_fake.config.tiers)
+    assert 0 < len(result["out"]) <= most
+    assert {line["error"]["code"] for line in result["err"]} == {"budget_spent"}
+    assert {line["turnout"]["attempts"] for line in result["err"]} == {0}  # no call was made for them
+    assert "of its $0.0000 cap (--max-cost)" in result["err"][0]["error"]["message"]
+    letters = DeadLetters(ledger.redis)
+    tiers = [tier.name for tier in fresh_fake.config.tiers]
+    assert len(list(letters.entries(tiers, "capped"))) == len(result["err"])
+
+    # When they are replayed under a higher cap
+    replayed = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "dlq", "replay", "--batch", "capped", "--max-cost", "5", "-c", str(fresh_fake.config_path)],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ, TURNOUT_REDIS_URL=fresh_fake.redis_url),
+    )  # fmt: skip
+    assert replayed.returncode == 0, replayed.stderr
+
+    # Then every line is answered, once, and the batch keeps its new cap
+    status = fresh_fake.client.wait("capped", timeout=120)
+    assert status.complete and status.failed == 0 and status.max_cost_usd == 5.0
+    assert sorted(json.loads(v)["custom_id"] for v in ledger.lines("capped", "out")) == ids
+    assert list(letters.entries(tiers, "capped")) == []
+
+
 def test_a_rate_limit_holds_across_worker_processes_and_the_rest_spills_to_the_backup(fresh_fake: Cluster) -> None:
     # Given the frontier primary allows 30 requests a minute (config rpm and the provider's own
     # limit alike), and the frontier pool runs two worker processes

@@ -233,3 +233,34 @@ def test_a_pool_that_dies_mid_run_has_its_tasks_handed_back_without_waiting_the_
     assert time.monotonic() - started < 180
     outputs = [json.loads(line)["custom_id"] for line in (tmp_path / "out/output.jsonl").read_text().splitlines()]
     assert sorted(outputs) == sorted(f"r{i}" for i in range(160))
+
+
+def test_a_run_capped_by_max_cost_says_what_was_not_sent_and_a_rerun_under_a_higher_cap_answers_it(tmp_path: Path, repo_root: Path) -> None:
+    # Given a batch run with a cap its first answers reach
+    batch = tmp_path / "batch.jsonl"
+    write_prompts(batch, "c", 120, "What is {i} + {i}?")
+    config, env = slow_run(tmp_path, repo_root, latency_ms=20)
+    run = [sys.executable, "-m", "workers.cli", "run", str(batch), "-c", str(config), "-o", "out"]
+    capped = subprocess.run([*run, "--max-cost", "1e-9"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+
+    # Then it ends with the lines it did not send as budget_spent errors, and says how to answer them
+    assert capped.returncode == 0, capped.stderr[-2000:]
+    errors = [json.loads(line) for line in (tmp_path / "out/errors.jsonl").read_text().splitlines()]
+    answered = (tmp_path / "out/output.jsonl").read_text().splitlines()
+    assert errors and {line["error"]["code"] for line in errors} == {"budget_spent"} and len(errors) + len(answered) == 120
+    said = " ".join(capped.stdout.split())
+    batch_id = re.search(r"batch (run-\w+)", said).group(1)  # type: ignore[union-attr]
+    assert (f"{len(errors)} lines were not sent: the batch reached its $0.0000 cap (--max-cost). To answer them: "
+            f"`turnout dlq replay --batch {batch_id}`, then run the batch again with a higher --max-cost") in said
+
+    # When its dead letters are replayed and the same command runs again under a higher cap
+    replayed = subprocess.run([sys.executable, "-m", "workers.cli", "dlq", "replay", "--batch", batch_id, "-c", str(config)],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert replayed.returncode == 0, replayed.stderr
+    rerun = subprocess.run([*run, "--max-cost", "10"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+
+    # Then every line is answered, once
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    outputs = [json.loads(line)["custom_id"] for line in (tmp_path / "out/output.jsonl").read_text().splitlines()]
+    assert sorted(outputs) == sorted(f"c{i}" for i in range(120))
+    assert (tmp_path / "out/errors.jsonl").read_text() == ""

@@ -526,3 +526,19 @@ def test_metrics_beside_a_run_stops_when_the_run_ends(tmp_path: Path, repo_root:
         embedded.stop()
     # Then the endpoint stops too, saying why (it blocked each scrape 35 s, then answered 500)
     assert server.returncode == 0 and "has ended" in stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_a_max_cost_that_caps_nothing_or_everything_is_one_sentence_before_any_work(value: str, tmp_path: Path, repo_root: Path) -> None:
+    batch = tmp_path / "b.jsonl"
+    batch.write_text('{"custom_id": "a", "prompt": "hi"}\n')
+    config = str(repo_root / "examples/turnout.yaml")
+    for args in (["run", str(batch)], ["submit", str(batch)]):
+        result = turnout(*args, "-c", config, "--max-cost", value, cwd=tmp_path)
+        assert_one_clear_line(result, f"--max-cost {float(value):g}", "in USD, above 0")
+    assert not (tmp_path / ".turnout").exists()  # nothing started
+
+
+def test_dlq_replay_sets_a_cap_for_one_batch_only(tmp_path: Path, repo_root: Path) -> None:
+    result = turnout("dlq", "replay", "--max-cost", "3", "-c", str(repo_root / "examples/turnout.yaml"), cwd=tmp_path)
+    assert_one_clear_line(result, "--max-cost sets one batch's cap: give --batch BATCH too")

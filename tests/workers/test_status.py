@@ -326,3 +326,34 @@ def test_queued_jobs_count_partial_micro_batches_as_what_they_carry(broker: str,
     monkeypatch.setattr(scaling, "QUEUE_SAMPLE", 2)
     newest_two = 1 + 3
     assert snapshot(config, client).queued["cheap"] == newest_two + round(2 * newest_two / 2)
+
+
+def test_a_capped_batch_shows_its_cap_beside_its_cost_and_a_cap_is_checked(broker: str) -> None:
+    from rich.console import Console
+
+    from schemas.errors import TurnoutError
+    from workers.client import Client
+    from workers.status import render, view
+
+    # Given a batch with a spending cap and one without
+    config = Config.model_validate(CONFIG)
+    client = Client(config, broker, create_app(config, broker))
+    for batch in ("capped", "free"):
+        client.ledger.open_batch(batch)
+        client.ledger.seal(batch, 3)
+    client.ledger.set_max_cost("capped", 2.5)
+
+    # When status is read
+    data = view(client, None, interval=0)
+
+    # Then the capped one carries its cap, in the JSON and in the table, the other none
+    caps = {b["batch_id"]: b["max_cost_usd"] for b in data["batches"]}
+    assert caps == {"capped": 2.5, "free": None}
+    console = Console(width=200, record=True)
+    console.print(render(data))
+    rows = {line.split()[0]: line for line in console.export_text().splitlines() if line.strip().startswith(("capped", "free"))}
+    assert "$0.0000 of $2.5000" in rows["capped"] and " of $" not in rows["free"]
+    # And a cap that caps nothing is refused, leaving the cap as it was
+    with pytest.raises(TurnoutError, match="--max-cost -1: give the most the batch may spend"):
+        client.ledger.set_max_cost("capped", -1)
+    assert client.ledger.spending("capped") == (0.0, 2.5)
