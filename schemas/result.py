@@ -89,6 +89,11 @@ class TierReport(BaseModel):
     cost_usd: float = 0.0
 
 
+def spent_text(cost_usd: float, max_cost_usd: float | None) -> str:
+    """``$0.0123``, or ``$0.0123 of $5.0000`` for a batch with a spending cap."""
+    return f"${cost_usd:.4f}" + (f" of ${max_cost_usd:.4f}" if max_cost_usd is not None else "")
+
+
 class BatchStatus(BaseModel):
     """Progress of one batch, as read from Redis."""
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from redis.exceptions import RedisError
 
 from schemas.errors import TurnoutError
-from schemas.result import BatchStatus
+from schemas.result import BatchStatus, spent_text
 from workers.ledger import Ledger, gone_while
 
 #: How often a waiting collector re-reads the batch's counters.
@@ -85,7 +85,7 @@ class ProgressLog:
         else:
             eta = f", about {_duration(left / rate)} left" if rate > 0 and left > 0 else ""
         self.say(f"batch {status.batch_id}: {status.done:,} of {status.submitted:,} lines done ({status.failed:,} failed), "
-                 f"{rate:.1f} lines/s, ${status.cost_usd:.4f}{eta}")
+                 f"{rate:.1f} lines/s, {spent_text(status.cost_usd, status.max_cost_usd)}{eta}")
         self._last = (now, status.done)
 
 

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from schemas.config import CLASSIFY_POOL, Config
 from schemas.errors import TurnoutError
+from schemas.result import spent_text
 from workers.app import CLASSIFY_QUEUE, configured_redis_url, preflight, visibility_timeout
 from workers.broker import EmbeddedRedis, check, lock_state_dir
 from workers.client import Client
@@ -272,8 +273,7 @@ def _submit_and_wait(
                 plain(status)
             if status is not None:
                 total = status.submitted if status.sealed else None
-                cap = f" of ${status.max_cost_usd:.4f}" if status.max_cost_usd is not None else ""
-                note = f"{status.failed} failed · ${status.cost_usd:.4f}{cap}"
+                note = f"{status.failed} failed · {spent_text(status.cost_usd, status.max_cost_usd)}"
                 progress.update(bar, completed=status.done, total=total, note=note)
                 if status.complete and not producer.is_alive():
                     return

@@ -16,6 +16,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from schemas.config import Config
+from schemas.result import spent_text
 from workers.app import CLASSIFY_QUEUE
 from workers.dlq import DeadLetters
 from workers.gate import health
@@ -207,7 +208,7 @@ def render(data: dict[str, Any]) -> RenderableType:
         state = "complete" if b["complete"] else f"{b['done']}/{b['submitted']}"
         batches.add_row(
             b["batch_id"], bar, state, str(b["failed"]), f"{b['throughput_per_s']:.1f}", eta_text(b["eta_s"]),
-            f"${b['cost_usd']:.4f}" + (f" of ${b['max_cost_usd']:.4f}" if b.get("max_cost_usd") is not None else ""),
+            spent_text(b["cost_usd"], b["max_cost_usd"]),
             f"${b['all_frontier_cost_usd']:.4f}",
         )  # fmt: skip
     waiting = f"; ~{data['classify_queued_jobs']:,} jobs waiting to be classified" if data["classify_queued_jobs"] else ""

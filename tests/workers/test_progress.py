@@ -26,3 +26,11 @@ def test_progress_lines_say_done_failed_rate_and_time_left_once_the_input_is_rea
     assert said[0].startswith("batch b1: 200 of 600 lines done (3 failed), ") and "$0.5000" in said[0]
     assert said[0].endswith("input still being read") and "left" not in said[0]
     assert said[1].startswith("batch b1: 300 of 600 lines done (4 failed), ") and said[1].endswith("s left")
+
+
+def test_a_capped_batchs_progress_line_gives_its_spend_against_its_cap() -> None:
+    said: list[str] = []
+    log = ProgressLog(said.append, every=0.0)
+    log(BatchStatus(batch_id="b2", submitted=10, done=1))
+    log(BatchStatus(batch_id="b2", submitted=10, done=5, cost_usd=1.25, max_cost_usd=2.0))
+    assert "$1.2500 of $2.0000" in said[0]
