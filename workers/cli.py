@@ -23,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: E4
 from redis.exceptions import RedisError  # noqa: E402
 from redis.exceptions import TimeoutError as RedisTimeoutError  # noqa: E402
 from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from schemas.config import CLASSIFY_POOL, Config, load_config  # noqa: E402
@@ -201,6 +202,11 @@ def run(
               f"it, `turnout collect {batch} -o {out_dir} --delete` writes the files again and frees it", highlight=False)
 
 
+def _warn(warning: str | None) -> None:
+    if warning:
+        err.print(f"[yellow]{escape(warning)}[/yellow]", highlight=False)
+
+
 def _file_batch_id(file: Path, fresh: bool) -> str:
     stat = file.stat()
     seed = f"{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{time.time() if fresh else ''}"
@@ -208,14 +214,14 @@ def _file_batch_id(file: Path, fresh: bool) -> str:
 
 
 def _print_summary(summary: dict[str, Any], out_dir: Path) -> None:
+    from workers.status import eta_text
+
     table = Table(title=f"batch {summary['batch_id']}", show_edge=False)
     for column in ("tier", "jobs", "failed", "cost (USD)"):
         table.add_column(column, justify="right" if column != "tier" else "left")
     for name, tier in summary["tiers"].items():
         table.add_row(name, str(tier["jobs"]), str(tier["failed"]), f"{tier['cost_usd']:.6f}")
     out.print(table)
-    from workers.status import eta_text
-
     took = f"in {summary['elapsed_s']:.1f}s"
     if "this_run_s" in summary:  # a resumed batch: its time counts from its first run
         took = (f"in {eta_text(summary['elapsed_s'])} since the batch began (this run {eta_text(summary['this_run_s'])}, "
@@ -226,14 +232,16 @@ def _print_summary(summary: dict[str, Any], out_dir: Path) -> None:
         f"${summary['all_frontier_cost_usd']:.4f} (saved {summary['saved_share']:.0%})."
     )
     out.print(f"Wrote {out_dir / 'output.jsonl'}, {out_dir / 'errors.jsonl'}, {out_dir / 'report.json'}, {out_dir / 'report.html'}")
+    resume = summary.get("resume", "run the same command again")
+    replay = f"`turnout dlq replay --batch {summary['batch_id']}`"
     if summary.get("over_budget"):
+        others = summary["dead_letters"] - summary["over_budget"]
+        also = f" (the replay sends the {others} other dead letters again too)" if others else ""
         out.print(f"{summary['over_budget']} lines were not sent: the batch reached its ${summary['max_cost_usd']:.4f} cap "
-                  f"(--max-cost). To answer them: `turnout dlq replay --batch {summary['batch_id']}`, then run the batch "
-                  "again with a higher --max-cost", highlight=False)
+                  f"(--max-cost). To answer them: {replay}{also}, then {resume}, with a higher --max-cost", highlight=False)
     elif summary.get("dead_letters"):  # failed calls, not rejected input lines, which would fail the same way again
         out.print(f"{summary['dead_letters']} of the failed lines can be tried again (errors.jsonl says why they failed): "
-                  f"`turnout dlq replay --batch {summary['batch_id']}`, then {summary.get('resume', 'run the same command again')}",
-                  highlight=False)
+                  f"{replay}, then {resume}", highlight=False)
 
 
 # --- the split pipeline ------------------------------------------------------------------
@@ -255,25 +263,24 @@ def submit(
     if file != "-":
         input_file(file, hint="pass a JSONL file, or - for stdin")
     check_max_cost(max_cost)
+    if repair and (not batch_id or file == "-"):
+        raise TurnoutError("--repair needs the batch's input FILE and its --batch-id")
     client = _client(config_path)
-    if max_cost is not None and batch_id:  # before anything is sent: a resumed or repaired batch's next calls obey it
-        client.ledger.set_max_cost(batch_id, max_cost)
+    batch = batch_id or new_batch_id()
+    if repair:
+        client.status(batch)  # one that does not exist is an error
+    if max_cost is not None:  # before anything is sent: a resumed or repaired batch's next calls obey it too
+        _warn(client.ledger.set_max_cost(batch, max_cost))
     if repair:
         from workers.producer import Producer, file_lines
 
-        if not batch_id or file == "-":
-            raise TurnoutError("--repair needs the batch's input FILE and its --batch-id")
-        client.status(batch_id)
         producer = Producer(client.app, client.config, client.ledger)
-        if producer.batch_pending(batch_id):
-            raise TurnoutError(f"tasks of batch {batch_id} are still queued or in flight; --repair is for a batch that stopped short")
-        resent = producer.resend_missing(file_lines(file), batch_id)
+        if producer.batch_pending(batch):
+            raise TurnoutError(f"tasks of batch {batch} are still queued or in flight; --repair is for a batch that stopped short")
+        resent = producer.resend_missing(file_lines(file), batch)
         err.print(f"sent {resent} missing lines again")
-        print(batch_id)
+        print(batch)
         return
-    batch = batch_id or new_batch_id()
-    if max_cost is not None and not batch_id:
-        client.ledger.set_max_cost(batch, max_cost)
     source = stream_lines(sys.stdin.buffer) if file == "-" else file
     report = client.submit_report(source, batch)
     err.print(f"enqueued {report.enqueued} jobs, {report.rejected} lines rejected, in {report.seconds:.1f}s")
@@ -841,7 +848,7 @@ def dlq_replay(
     """Put dead letters back on their tier queue; a job that already has a result adds nothing."""
     from workers.app import configured_redis_url
     from workers.dlq import replay
-    from workers.ledger import check_max_cost
+    from workers.ledger import check_max_cost, over_cap
 
     check_max_cost(max_cost)
     if max_cost is not None and not batch:
@@ -853,6 +860,8 @@ def dlq_replay(
     batches: set[str] = set()
     count = replay(client.app, client.config, letters, _tiers(client, tier), batch, ids or None, batches)
     named = sorted(batches)
+    for replayed in named:  # under a cap they have spent, the replayed lines would end as they did
+        _warn(over_cap(replayed, *client.ledger.spending(replayed)))
     rerun = " or ".join(f"`turnout run {client.input_path(b) or 'FILE'} --batch-id {b}`" for b in named) or "`turnout run FILE`"
     said = f"replayed {count} dead letters" + (f" of batch {', '.join(named)}; " if named else "; ")
     if configured_redis_url(client.config):

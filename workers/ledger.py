@@ -251,10 +251,19 @@ def id_buckets_for(expected_lines: int | None) -> int:
     return min(max(1, -(-expected_lines // IDS_PER_BUCKET)), MAX_ID_BUCKETS)
 
 
-def check_max_cost(usd: float | None) -> None:
+def check_max_cost(usd: float | None, name: str = "--max-cost") -> None:
     """Refuse a spending cap that caps nothing or everything (None: no cap, fine)."""
     if usd is not None and not (usd > 0 and math.isfinite(usd)):
-        raise TurnoutError(f"--max-cost {usd:g}: give the most the batch may spend, in USD, above 0")
+        raise TurnoutError(f"{name} {usd:g}: give the most the batch may spend, in USD, above 0")
+
+
+def over_cap(batch_id: str, spent: float, cap: float | None) -> str | None:
+    """The warning for a batch that has spent its cap already: its lines yet to run (replayed
+    dead letters too) would end as budget_spent."""
+    if cap is None or spent < cap:
+        return None
+    return (f"batch {batch_id} has spent ${spent:.4f}, which its ${cap:.4f} cap does not exceed: its lines yet to run end "
+            f"as budget_spent without a call; give a --max-cost above ${spent:.4f} to answer them")
 
 
 def spilled(owner: bytes | None) -> bool:
@@ -337,11 +346,12 @@ class Ledger:
         pipe.hget(meta, "config_digest")
         return str(pipe.execute()[1].decode())
 
-    def set_max_cost(self, batch_id: str, usd: float) -> None:
+    def set_max_cost(self, batch_id: str, usd: float) -> str | None:
         """Cap what the batch may spend: the tier workers call nothing more for it once its
-        recorded cost reaches ``usd`` (``spending``)."""
-        check_max_cost(usd)
+        recorded cost reaches ``usd`` (``spending``). Returns a warning when it already has."""
+        check_max_cost(usd, "max_cost")
         self.redis.hset(BatchKeys(batch_id).meta, "max_cost", repr(float(usd)))
+        return over_cap(batch_id, *self.spending(batch_id))
 
     def spending(self, batch_id: str) -> tuple[float, float | None]:
         """What the batch has spent, and its cap (None: it has none)."""

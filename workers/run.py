@@ -78,8 +78,8 @@ def run_batch(
         if embedded is not None:
             _hand_back_held_tasks(client, state_dir, console)
         before, began = client.ledger.status(batch_id), time.time()  # a rerun resumes: what was done, and when it began
-        if max_cost is not None:  # before the pools start: replayed dead letters waiting on the queues obey it
-            client.ledger.set_max_cost(batch_id, max_cost)
+        if max_cost is not None and (warning := client.ledger.set_max_cost(batch_id, max_cost)):
+            console.print(f"[yellow]{escape(warning)}[/yellow]")  # set before the pools start: replayed dead letters obey it
         supervisor.start_fake_provider()
         os.environ.update({k: v for k, v in env.items() if k == "TURNOUT_FAKE_URL"})
         supervisor.start_pools()
@@ -92,7 +92,8 @@ def run_batch(
         write_report(client.ledger, batch_id, out_dir / "report.html")
         status = client.status(batch_id)
         codes = [letter.code for letter in DeadLetters(client.ledger.redis).entries([t.name for t in config.tiers], batch_id)]
-        resumed = {"this_run_s": round(time.time() - began, 3), "done_before": before.done} if before is not None else {}
+        resumed = ({"this_run_s": round(time.time() - began, 3), "done_before": before.done}
+                   if before is not None and before.started_at is not None else {})  # a cap set alone began no batch
         return summary(status) | {"output_lines": report.output_lines, "error_lines": report.error_lines, "dead_letters": len(codes),
                                   "over_budget": codes.count(BUDGET_SPENT), "resume": resume} | resumed
     except KeyboardInterrupt:

@@ -371,8 +371,8 @@ def _over_budget(runtime: Runtime, tier: Tier, batch_id: str, jobs: list[Job], s
     if cap is None or spent < cap:
         return False
     message = (f"batch {batch_id} has spent ${spent:.4f} of its ${cap:.4f} cap (--max-cost), so this line was not sent; "
-               f"to answer it, raise the cap: `turnout dlq replay --batch {batch_id}` and run the batch again with a "
-               "higher --max-cost (or give the replay --max-cost, with pools running)")
+               f"to answer it, raise the cap: with pools running, `turnout dlq replay --batch {batch_id} --max-cost USD`; "
+               f"after a `turnout run`, `turnout dlq replay --batch {batch_id}`, then the run again with a higher --max-cost")
     log.warning("batch %s is over its cost cap ($%.4f of $%.4f): %d jobs dead-lettered uncalled", batch_id, spent, cap, len(jobs))
     for job in jobs:
         dead_letter(runtime, tier, job, BUDGET_SPENT, message)

@@ -251,7 +251,7 @@ def test_a_run_capped_by_max_cost_says_what_was_not_sent_and_a_rerun_under_a_hig
     said = " ".join(capped.stdout.split())
     batch_id = re.search(r"batch (run-\w+)", said).group(1)  # type: ignore[union-attr]
     assert (f"{len(errors)} lines were not sent: the batch reached its $0.0000 cap (--max-cost). To answer them: "
-            f"`turnout dlq replay --batch {batch_id}`, then run the batch again with a higher --max-cost") in said
+            f"`turnout dlq replay --batch {batch_id}`, then run the same command again, with a higher --max-cost") in said
 
     # When its dead letters are replayed and the same command runs again under a higher cap
     replayed = subprocess.run([sys.executable, "-m", "workers.cli", "dlq", "replay", "--batch", batch_id, "-c", str(config)],

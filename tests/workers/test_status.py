@@ -354,6 +354,18 @@ def test_a_capped_batch_shows_its_cap_beside_its_cost_and_a_cap_is_checked(broke
     rows = {line.split()[0]: line for line in console.export_text().splitlines() if line.strip().startswith(("capped", "free"))}
     assert "$0.0000 of $2.5000" in rows["capped"] and " of $" not in rows["free"]
     # And a cap that caps nothing is refused, leaving the cap as it was
-    with pytest.raises(TurnoutError, match="--max-cost -1: give the most the batch may spend"):
+    with pytest.raises(TurnoutError, match="max_cost -1: give the most the batch may spend"):
         client.ledger.set_max_cost("capped", -1)
     assert client.ledger.spending("capped") == (0.0, 2.5)
+
+
+def test_a_cap_the_batch_has_already_spent_is_set_with_a_warning_saying_what_to_give(broker: str) -> None:
+    from workers.ledger import BatchKeys, Ledger
+
+    ledger = Ledger(redis.Redis.from_url(broker))
+    ledger.open_batch("spent")
+    ledger.redis.hset(BatchKeys("spent").meta, "cost", "1.5")  # as recorded answers leave it
+    assert ledger.set_max_cost("spent", 2.0) is None
+    warning = ledger.set_max_cost("spent", 1.0)
+    assert warning is not None and "has spent $1.5000" in warning and "give a --max-cost above $1.5000" in warning
+    assert ledger.spending("spent") == (1.5, 1.0)
