@@ -221,12 +221,19 @@ def test_a_batch_past_its_cost_cap_calls_nothing_more_and_its_other_lines_replay
     tiers = [tier.name for tier in fresh_fake.config.tiers]
     assert len(list(letters.entries(tiers, "capped"))) == len(result["err"])
 
+    # When they are replayed under the cap they spent, the replay says so, and they end as they did
+    replay_command = [sys.executable, "-m", "workers.cli", "dlq", "replay", "--batch", "capped", "-c", str(fresh_fake.config_path)]
+    env = dict(os.environ, TURNOUT_REDIS_URL=fresh_fake.redis_url)
+    again = subprocess.run(replay_command, capture_output=True, text=True, timeout=120, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "which its $0.0000 cap does not exceed" in " ".join(again.stderr.split())
+    status = fresh_fake.client.wait("capped", timeout=120)
+    assert status.failed == len(result["err"]) and len(list(letters.entries(tiers, "capped"))) == len(result["err"])
+
     # When they are replayed under a higher cap
-    replayed = subprocess.run(
-        [sys.executable, "-m", "workers.cli", "dlq", "replay", "--batch", "capped", "--max-cost", "5", "-c", str(fresh_fake.config_path)],
-        capture_output=True, text=True, timeout=120, env=dict(os.environ, TURNOUT_REDIS_URL=fresh_fake.redis_url),
-    )  # fmt: skip
+    replayed = subprocess.run([*replay_command, "--max-cost", "5"], capture_output=True, text=True, timeout=120, env=env)
     assert replayed.returncode == 0, replayed.stderr
+    assert "does not exceed" not in replayed.stderr
 
     # Then every line is answered, once, and the batch keeps its new cap
     status = fresh_fake.client.wait("capped", timeout=120)
