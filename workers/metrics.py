@@ -160,6 +160,7 @@ class TurnoutCollector(Collector):
         lines = GaugeMetricFamily("turnout_batch_lines", "A batch's input lines by state", labels=["batch", "state"])
         cost = GaugeMetricFamily("turnout_batch_cost_usd", "A batch's cost so far per tier", labels=["batch", "tier"])
         frontier = GaugeMetricFamily("turnout_batch_all_frontier_cost_usd", "What the batch would cost on the frontier tier", labels=["batch"])
+        cap = GaugeMetricFamily("turnout_batch_max_cost_usd", "A batch's spending cap (--max-cost), for batches with one", labels=["batch"])
         for batch in ledger.batches()[:EXPORTED_BATCHES]:
             status = ledger.status(batch)
             if status is None:
@@ -170,7 +171,9 @@ class TurnoutCollector(Collector):
             for tier, report in status.tiers.items():
                 cost.add_metric([batch, tier], report.cost_usd)
             frontier.add_metric([batch], status.frontier_cost_usd)
-        return [lines, cost, frontier]
+            if status.max_cost_usd is not None:
+                cap.add_metric([batch], status.max_cost_usd)
+        return [lines, cost, frontier, cap]
 
 
 def serve(config: Config, client: redis.Redis, host: str, port: int) -> None:

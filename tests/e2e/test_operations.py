@@ -119,8 +119,9 @@ def test_flower_refuses_to_listen_beyond_localhost_without_a_password(cluster: C
 
 
 def test_metrics_are_scraped_during_a_batch(fresh_fake: Cluster, metrics_url: str) -> None:
-    # Given a slow provider, so the batch is still running while we scrape
+    # Given a slow provider, so the batch is still running while we scrape, and a batch with a cap
     fresh_fake.fake(latency_ms=300)
+    fresh_fake.client.ledger.set_max_cost("metrics-batch", 100)
     lines = [{"custom_id": f"mx{i}", "prompt": "What is 2 + 2?", "model": "tier:cheap"} for i in range(40)]
     runner = threading.Thread(target=fresh_fake.run, args=(lines, "metrics-batch"))
     runner.start()
@@ -135,6 +136,7 @@ def test_metrics_are_scraped_during_a_batch(fresh_fake: Cluster, metrics_url: st
     assert 'turnout_queue_messages{queue="turnout.tier.frontier",tier="frontier"}' in during
     assert 'turnout_batch_lines{batch="metrics-batch",state="submitted"}' in during
     assert 'turnout_batch_lines{batch="metrics-batch",state="done"} 40.0' in after
+    assert 'turnout_batch_max_cost_usd{batch="metrics-batch"} 100.0' in after
     assert 'turnout_jobs_total{outcome="done",tier="cheap"}' in after
     assert "turnout_provider_latency_seconds_bucket" in after
     assert 'turnout_dlq_jobs{tier="cheap"}' in after
