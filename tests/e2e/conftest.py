@@ -16,9 +16,11 @@ import pytest
 import redis
 
 from schemas.config import Config, load_config
+from workers.app import CLASSIFY_QUEUE
 from workers.client import Client
 from workers.fake_provider import FakeProviderOptions, configure, fetch_stats, reset
 from workers.ledger import PREFIX
+from workers.producer import UNACKED
 from workers.supervisor import Supervisor
 
 CONFIG = """
@@ -128,12 +130,30 @@ def fresh_fake(cluster: Cluster) -> Iterator[Cluster]:
     """The cluster with the fake provider back to well-behaved after the test, and its
     deployments' gate state (cooldowns, probations, rate windows) cleared."""
     reset(cluster.fake_url)
-    time.sleep(1.2)  # let calls an earlier test's tasks still make end, and their cooldowns
+    settle(cluster)  # let calls an earlier test's tasks still make end, then clear their cooldowns
     clear_gates(cluster.redis_url)
     yield cluster
     cluster.fake(**FakeProviderOptions().as_json())  # every option a test may have changed
     reset(cluster.fake_url)
     time.sleep(0.1)
+
+
+def settle(cluster: Cluster, most_s: float = 1.2) -> None:
+    """Wait up to ``most_s`` for the cluster to hold no task: none unacknowledged (running, or
+    counting down a retry) and none queued, handed-off calls' guards included. A task's calls
+    end before it is acknowledged, so an idle cluster has none out; the old fixed 1.2 s wait,
+    paid by some 30 tests, was mostly spent on a cluster already idle."""
+    client = redis.Redis.from_url(cluster.redis_url)
+    queues = [CLASSIFY_QUEUE] + [q for tier in cluster.config.tiers for q in (tier.queue, tier.guard_queue)]
+    deadline = time.monotonic() + most_s
+    try:
+        while time.monotonic() < deadline:
+            if not client.hlen(UNACKED) and not any(client.llen(q) for q in queues):
+                time.sleep(0.1)  # a task acknowledged this instant may still be recording
+                return
+            time.sleep(0.05)
+    finally:
+        client.close()
 
 
 def clear_gates(redis_url: str) -> None:
